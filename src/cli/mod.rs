@@ -1,0 +1,76 @@
+//! The command line: what staff type, and what each command does.
+//!
+//! Parsing is clap's; each subcommand lives in its own module and returns an exit code.
+//! Errors leave through `anyhow` here, at the edge, with their causes attached.
+
+mod check;
+mod preview;
+pub mod samples;
+mod serve;
+mod subscribers;
+mod trainings;
+
+use std::{path::PathBuf, process::ExitCode};
+
+use clap::{Parser, Subcommand};
+
+use crate::config::{Settings, Sources};
+
+const AFTER_HELP: &str = "\
+Configuration is read from config/default.toml, then the file given with --config (or
+HARBORLIST_CONFIG), then environment variables such as HARBORLIST__MAIL__SMTP_URL
+(two underscores between levels).
+
+Examples:
+  harborlist serve                          run the listserv (http://127.0.0.1:8080 by default)
+  harborlist check                          validate config, calendar and every template
+  harborlist trainings --count 6            the next six trainings
+  harborlist preview --template reminder --to you@example.org --out /tmp/r.eml
+  harborlist subscribers list --json        everyone on the list, as JSON";
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "harborlist",
+    version,
+    about = "The Safe Harbor trainings listserv: subscriptions, announcements and training reminders.",
+    after_help = AFTER_HELP
+)]
+pub struct Cli {
+    /// A TOML file layered over config/default.toml.
+    #[arg(long, short, global = true, env = "HARBORLIST_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the web server, the planner and the sender until SIGTERM or Ctrl-C.
+    Serve,
+    /// Check the configuration, the calendar and every template; exit 1 on any problem.
+    Check,
+    /// Show upcoming trainings as the calendar computes them.
+    Trainings(trainings::Args),
+    /// Write the exact bytes of a message to a file, without sending it.
+    Preview(preview::Args),
+    /// Look at the subscriber list.
+    #[command(subcommand)]
+    Subscribers(subscribers::Command),
+}
+
+pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let sources = Sources::new(cli.config.clone());
+    match cli.command {
+        Command::Serve => serve::run(sources).await,
+        Command::Check => check::run(&sources).await,
+        Command::Trainings(args) => trainings::run(&load(&sources)?, &args),
+        Command::Preview(args) => preview::run(load(&sources)?, &args).await,
+        Command::Subscribers(cmd) => subscribers::run(&load(&sources)?, cmd).await,
+    }
+}
+
+/// Loads settings or fails with the key and the problem.
+fn load(sources: &Sources) -> anyhow::Result<Settings> {
+    sources.load().map_err(|e| anyhow::anyhow!("configuration: {e}"))
+}

@@ -1,0 +1,243 @@
+//! The typed sections of the configuration. Key names here are a public contract: the
+//! README, `config/*.toml` and the black-box tests use them.
+
+use std::{net::SocketAddr, path::PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::{calendar::TrainingsSettings, domain::HumanDuration};
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    pub server: ServerSettings,
+    pub database: DatabaseSettings,
+    pub mail: MailSettings,
+    pub list: ListSettings,
+    pub subscriptions: SubscriptionSettings,
+    #[serde(default)]
+    pub security: SecuritySettings,
+    #[serde(default)]
+    pub templates: TemplateSettings,
+    #[serde(default)]
+    pub schedule: ScheduleSettings,
+    #[serde(default)]
+    pub log: LogSettings,
+    #[serde(default)]
+    pub trainings: TrainingsSettings,
+    #[serde(default)]
+    pub reminders: Vec<ReminderSettings>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerSettings {
+    /// Address and port the HTTP server listens on. Port 0 picks a free port.
+    pub bind: SocketAddr,
+    /// The address people reach us at; every link in mail starts with it.
+    pub public_url: url::Url,
+    /// Take the client address from `X-Forwarded-For` (only behind a reverse proxy you run).
+    #[serde(default)]
+    pub trust_forwarded_for: bool,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseSettings {
+    /// `sqlite://path/to/file.db` or `postgres://user@host/db`.
+    pub url: String,
+    #[serde(default = "default_max_connections")]
+    pub max_connections: u32,
+}
+
+fn default_max_connections() -> u32 {
+    8
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TransportKind {
+    Smtp,
+    File,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct MailSettings {
+    pub transport: TransportKind,
+    /// lettre's URL form: `smtp://host:port`, `smtps://user:pass@host:465`,
+    /// `smtp://host:587?tls=required`.
+    #[serde(default)]
+    pub smtp_url: Option<String>,
+    #[serde(default = "default_outbox")]
+    pub outbox_dir: PathBuf,
+    pub from: lettre::message::Mailbox,
+    #[serde(default)]
+    pub reply_to: Option<lettre::message::Mailbox>,
+    /// Messages per second across the whole instance; 0 means no limit.
+    #[serde(default)]
+    pub max_per_second: f64,
+    /// SMTP connections kept open, and so messages in flight at once.
+    #[serde(default = "default_pool_size")]
+    pub pool_size: u32,
+    /// Attempts before a transiently failing delivery is given up as failed.
+    #[serde(default = "default_max_attempts")]
+    pub max_attempts: u32,
+    /// The first retry waits this long; each later one twice as long, up to `retry_max`.
+    #[serde(default = "default_retry_base")]
+    pub retry_base: HumanDuration,
+    #[serde(default = "default_retry_max")]
+    pub retry_max: HumanDuration,
+    /// A claimed delivery not recorded within this time goes back to the queue (its
+    /// sender is presumed dead).
+    #[serde(default = "default_lease")]
+    pub lease: HumanDuration,
+    #[serde(default)]
+    pub dkim: Option<DkimSettings>,
+}
+
+fn default_outbox() -> PathBuf {
+    PathBuf::from("data/outbox")
+}
+fn default_pool_size() -> u32 {
+    4
+}
+fn default_max_attempts() -> u32 {
+    12
+}
+fn default_retry_base() -> HumanDuration {
+    HumanDuration::from_secs(30)
+}
+fn default_retry_max() -> HumanDuration {
+    HumanDuration::from_secs(3600)
+}
+fn default_lease() -> HumanDuration {
+    HumanDuration::from_secs(300)
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct DkimSettings {
+    pub selector: String,
+    pub domain: String,
+    /// PEM file holding an RSA (PKCS#1) or Ed25519 private key.
+    pub private_key_file: PathBuf,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListSettings {
+    pub name: String,
+    /// The List-Id (RFC 2919), e.g. `trainings.lists.example.org`. Message-IDs and calendar
+    /// UIDs use it as their domain.
+    pub id: String,
+    pub organization: String,
+    /// The sender's postal address, printed in every footer.
+    pub postal_address: String,
+    /// One sentence telling the reader why they get this mail.
+    #[serde(default = "default_why")]
+    pub why_you_get_this: String,
+}
+
+fn default_why() -> String {
+    "You get this because you joined the list and confirmed your address.".into()
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SubscriptionSettings {
+    pub confirm_ttl: HumanDuration,
+    /// Subscribe requests answered per address per 24 hours; the rest get 429.
+    #[serde(default = "default_per_address")]
+    pub max_confirmations_per_day: u32,
+    /// Subscribe requests per client IP per hour.
+    #[serde(default = "default_per_ip")]
+    pub max_requests_per_ip_per_hour: u32,
+    /// Send a "you have left the list" message after an unsubscribe.
+    #[serde(default)]
+    pub send_goodbye: bool,
+}
+
+fn default_per_address() -> u32 {
+    3
+}
+fn default_per_ip() -> u32 {
+    30
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecuritySettings {
+    /// Secret that link tokens are derived from (base64, ≥ 32 bytes). If unset, the key in
+    /// `token_key_file` is used, and created on first start.
+    #[serde(default)]
+    pub token_key: Option<String>,
+    #[serde(default)]
+    pub token_key_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct TemplateSettings {
+    pub dir: PathBuf,
+}
+
+impl Default for TemplateSettings {
+    fn default() -> Self {
+        Self { dir: PathBuf::from("templates") }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScheduleSettings {
+    /// How often the planner wakes even when nothing is known to be due.
+    pub tick: HumanDuration,
+    /// How often an idle sender looks for due deliveries.
+    pub poll: HumanDuration,
+    /// How far ahead the planner writes reminder rows.
+    pub horizon: HumanDuration,
+}
+
+impl Default for ScheduleSettings {
+    fn default() -> Self {
+        Self {
+            tick: HumanDuration::from_secs(30),
+            poll: HumanDuration::from_secs(2),
+            horizon: HumanDuration::from_secs(400 * 86400),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogSettings {
+    pub format: LogFormat,
+    /// A tracing filter such as `info` or `harborlist=debug,info`. `RUST_LOG` overrides it.
+    pub level: String,
+}
+
+impl Default for LogSettings {
+    fn default() -> Self {
+        Self { format: LogFormat::Text, level: "info".into() }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReminderSettings {
+    /// Short, stable name; part of the key that makes each reminder go out once.
+    pub name: String,
+    /// How long before the training starts it goes out.
+    pub before: HumanDuration,
+    /// Template name under `templates/email/`.
+    pub template: String,
+}

@@ -1,0 +1,66 @@
+//! Durations written the way people write them in config: "72h", "21d", "90m", "45s".
+
+use std::{fmt, str::FromStr, time::Duration};
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct HumanDuration(Duration);
+
+impl HumanDuration {
+    pub const fn from_secs(secs: u64) -> Self {
+        Self(Duration::from_secs(secs))
+    }
+
+    pub fn std(self) -> Duration {
+        self.0
+    }
+
+    pub fn chrono(self) -> chrono::Duration {
+        chrono::Duration::from_std(self.0).unwrap_or(chrono::Duration::MAX)
+    }
+}
+
+impl FromStr for HumanDuration {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        humantime::parse_duration(s.trim())
+            .map(Self)
+            .map_err(|e| format!("{s:?} is not a duration ({e}); write it like \"72h\", \"21d\", \"90m\" or \"45s\""))
+    }
+}
+
+impl fmt::Display for HumanDuration {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", humantime::format_duration(self.0))
+    }
+}
+
+impl<'de> Deserialize<'de> for HumanDuration {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+impl Serialize for HumanDuration {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_units() {
+        assert_eq!("72h".parse::<HumanDuration>().map(|d| d.0.as_secs()), Ok(72 * 3600));
+        assert_eq!("21d".parse::<HumanDuration>().map(|d| d.0.as_secs()), Ok(21 * 86400));
+        assert_eq!("90m".parse::<HumanDuration>().map(|d| d.0.as_secs()), Ok(5400));
+        assert_eq!("45s".parse::<HumanDuration>().map(|d| d.0.as_secs()), Ok(45));
+        assert!("72".parse::<HumanDuration>().is_err());
+        assert!("soon".parse::<HumanDuration>().is_err());
+    }
+}

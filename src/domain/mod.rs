@@ -1,0 +1,15 @@
+//! Parsed inputs whose invariants everything else can rely on.
+//!
+//! Text from a form, a CSV file or the configuration enters the program here and leaves as a
+//! type that cannot hold a bad value: an address without CR/LF, a name safe for a header, a
+//! token with enough entropy, a duration with a unit. Code past this point never re-checks.
+
+mod duration;
+mod email;
+mod name;
+mod token;
+
+pub use duration::HumanDuration;
+pub use email::{EmailError, SubscriberEmail, redact};
+pub use name::{NameError, SubscriberName};
+pub use token::{new_nonce, Token, TokenKey, TokenKeyError, TokenPurpose};

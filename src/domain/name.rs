@@ -1,0 +1,59 @@
+//! A subscriber's optional display name.
+
+use std::fmt;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NameError {
+    #[error("A name can't contain line breaks or control characters.")]
+    ControlCharacter,
+    #[error("That name is too long (at most 100 characters).")]
+    TooLong,
+}
+
+/// Free text, at most 100 characters, never containing CR, LF or other control characters,
+/// so it is safe in a header. It may contain `<b>` and the like: HTML output escapes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SubscriberName(String);
+
+impl SubscriberName {
+    /// An empty or blank name is no name.
+    pub fn parse(input: &str) -> Result<Option<Self>, NameError> {
+        if input.chars().any(|c| c.is_control()) {
+            return Err(NameError::ControlCharacter);
+        }
+        let s = input.trim();
+        if s.is_empty() {
+            return Ok(None);
+        }
+        if s.chars().count() > 100 {
+            return Err(NameError::TooLong);
+        }
+        Ok(Some(Self(s.to_owned())))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for SubscriberName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names() {
+        assert_eq!(SubscriberName::parse("  "), Ok(None));
+        assert_eq!(
+            SubscriberName::parse(" <b>Ann</b> ").map(|n| n.map(|n| n.0)),
+            Ok(Some("<b>Ann</b>".into()))
+        );
+        assert_eq!(SubscriberName::parse("Ann\r\nBcc: x"), Err(NameError::ControlCharacter));
+        assert_eq!(SubscriberName::parse(&"x".repeat(101)), Err(NameError::TooLong));
+    }
+}

@@ -1,0 +1,155 @@
+//! Link tokens: unguessable, URL-safe, and never stored in the clear.
+//!
+//! A token is `HMAC-SHA256(key, purpose ‖ nonce)` in unpadded base64url (43 characters,
+//! 256 bits). The nonce is 128 random bits kept with the work that needs the link (a
+//! subscriber row for unsubscribe links, a mailing row for confirmation links); the database
+//! stores only `SHA-256(token)` for lookup. So:
+//!
+//! * a copy of the database alone yields no working link (the key is not in it), and
+//! * the sender can re-derive the exact link at send time, after a crash or a retry, without
+//!   the plaintext ever having been written down.
+
+use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
+use hmac::{Hmac, Mac};
+use sha2::{Digest, Sha256};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenPurpose {
+    Confirm,
+    Unsubscribe,
+}
+
+impl TokenPurpose {
+    fn label(self) -> &'static [u8] {
+        match self {
+            Self::Confirm => b"confirm\0",
+            Self::Unsubscribe => b"unsubscribe\0",
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TokenKeyError {
+    #[error("must be at least 32 bytes of base64 (64 hex digits also work); generate one with `openssl rand -base64 32`")]
+    TooShort,
+    #[error("is neither base64 nor hex")]
+    Encoding,
+}
+
+/// The server-side secret tokens are derived with.
+#[derive(Clone)]
+pub struct TokenKey(Vec<u8>);
+
+impl std::fmt::Debug for TokenKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TokenKey(…)")
+    }
+}
+
+impl TokenKey {
+    pub fn parse(text: &str) -> Result<Self, TokenKeyError> {
+        let text = text.trim();
+        let bytes = if text.len() == 64 && text.chars().all(|c| c.is_ascii_hexdigit()) {
+            (0..64)
+                .step_by(2)
+                .map(|i| u8::from_str_radix(&text[i..i + 2], 16))
+                .collect::<Result<Vec<u8>, _>>()
+                .map_err(|_| TokenKeyError::Encoding)?
+        } else {
+            base64::engine::general_purpose::STANDARD
+                .decode(text)
+                .or_else(|_| URL_SAFE_NO_PAD.decode(text))
+                .map_err(|_| TokenKeyError::Encoding)?
+        };
+        if bytes.len() < 32 {
+            return Err(TokenKeyError::TooShort);
+        }
+        Ok(Self(bytes))
+    }
+
+    /// A fresh random key, base64-encoded, for writing to a key file.
+    pub fn generate_text() -> String {
+        base64::engine::general_purpose::STANDARD.encode(random_bytes::<32>())
+    }
+
+    pub fn derive(&self, purpose: TokenPurpose, nonce: &str) -> Token {
+        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&self.0)
+            .unwrap_or_else(|_| unreachable!("HMAC takes keys of any length"));
+        mac.update(purpose.label());
+        mac.update(nonce.as_bytes());
+        Token(URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes()))
+    }
+}
+
+/// A new nonce: 128 random bits as 32 hex digits.
+pub fn new_nonce() -> String {
+    random_bytes::<16>().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn random_bytes<const N: usize>() -> [u8; N] {
+    let mut buf = [0u8; N];
+    // The OS RNG failing is not something a mail service can recover from sensibly.
+    getrandom::fill(&mut buf).unwrap_or_else(|e| panic!("the OS random number generator failed: {e}"));
+    buf
+}
+
+/// A token as it appears in a link.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Token(String);
+
+impl std::fmt::Debug for Token {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Token(…)")
+    }
+}
+
+impl Token {
+    /// Accepts only the shape we mint, so junk from a URL never reaches the database.
+    pub fn parse(text: &str) -> Option<Self> {
+        (text.len() == 43 && text.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'))
+            .then(|| Self(text.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// What the database stores and looks up: hex SHA-256 of the token text.
+    pub fn hash(&self) -> String {
+        Sha256::digest(self.0.as_bytes())
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key() -> TokenKey {
+        TokenKey::parse(&"ab".repeat(32)).expect("hex key")
+    }
+
+    #[test]
+    fn tokens_are_deterministic_per_nonce_and_purpose() {
+        let n = new_nonce();
+        assert_eq!(n.len(), 32);
+        let a = key().derive(TokenPurpose::Confirm, &n);
+        assert_eq!(a, key().derive(TokenPurpose::Confirm, &n));
+        assert_ne!(a, key().derive(TokenPurpose::Unsubscribe, &n));
+        assert_ne!(a, key().derive(TokenPurpose::Confirm, &new_nonce()));
+        assert_eq!(a.as_str().len(), 43);
+        assert_eq!(Token::parse(a.as_str()), Some(a.clone()));
+        assert_eq!(a.hash().len(), 64);
+        assert_ne!(a.hash(), a.as_str());
+    }
+
+    #[test]
+    fn rejects_short_keys_and_junk_tokens() {
+        assert!(matches!(TokenKey::parse("c2hvcnQ="), Err(TokenKeyError::TooShort)));
+        assert!(TokenKey::parse(&TokenKey::generate_text()).is_ok());
+        assert_eq!(Token::parse("short"), None);
+        assert_eq!(Token::parse(&"a".repeat(42).replace('a', "%")), None);
+    }
+}

@@ -1,0 +1,27 @@
+//! harborlist: the Safe Harbor trainings listserv and its reminder service.
+//!
+//! The crate is arranged so that every piece of work becomes a database row before it
+//! happens (see `ARCHITECTURE.md`):
+//!
+//! * [`web`] takes subscription requests and link clicks and writes subscribers, tokens and
+//!   one-recipient mailings, then returns without touching SMTP.
+//! * [`schedule`] turns the training calendar, the reminders and the announcements in the
+//!   configuration into mailings, and fans due mailings out into one delivery per subscriber.
+//! * [`send`] claims due deliveries, renders them through [`mail`], hands them to SMTP (or
+//!   the file outbox) and records the outcome.
+//! * [`store`] is the only module that speaks SQL; [`config`] and [`domain`] hold the parsed,
+//!   validated inputs everything else relies on.
+
+pub mod calendar;
+pub mod cli;
+pub mod clock;
+pub mod config;
+pub mod domain;
+pub mod mail;
+pub mod schedule;
+pub mod send;
+pub mod startup;
+pub mod templates;
+pub mod store;
+pub mod telemetry;
+pub mod web;

@@ -1,0 +1,206 @@
+//! Everything a template sees, and the composition of one message for one recipient.
+//!
+//! The template context is the mailing's stored data (the same for every recipient) merged
+//! with what is personal: the subscriber's address and name, and links derived from their
+//! nonces. Links are derived here, at send time, so plaintext tokens are never stored.
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use lettre::{
+    address::Envelope,
+    message::{Mailbox, dkim::DkimConfig},
+};
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+
+use super::{
+    MailError,
+    message::{self, CalendarPart, ListHeaders, Parts},
+};
+use crate::{
+    config::Settings,
+    domain::{TokenKey, TokenPurpose},
+    templates::EmailTemplates,
+};
+
+/// Who the mail is from and what list it belongs to: fixed per configuration.
+#[derive(Debug, Clone)]
+pub struct Identity {
+    pub from: Mailbox,
+    pub reply_to: Option<Mailbox>,
+    pub list_name: String,
+    pub list_id: String,
+    pub organization: String,
+    pub postal_address: String,
+    pub why: String,
+    pub public_url: url::Url,
+    pub timezone: chrono_tz::Tz,
+}
+
+impl Identity {
+    pub fn from_settings(settings: &Settings) -> Self {
+        Self {
+            from: settings.mail.from.clone(),
+            reply_to: settings.mail.reply_to.clone(),
+            list_name: settings.list.name.clone(),
+            list_id: settings.list.id.clone(),
+            organization: settings.list.organization.clone(),
+            postal_address: settings.list.postal_address.clone(),
+            why: settings.list.why_you_get_this.clone(),
+            public_url: settings.server.public_url.clone(),
+            timezone: settings.trainings.timezone.parse().unwrap_or(chrono_tz::America::Chicago),
+        }
+    }
+
+    /// An absolute link under `server.public_url`.
+    pub fn url(&self, path: &str) -> String {
+        let base = self.public_url.as_str().trim_end_matches('/');
+        format!("{base}/{}", path.trim_start_matches('/'))
+    }
+}
+
+/// One subscriber, as far as composing needs.
+#[derive(Debug, Clone, Copy)]
+pub struct Recipient<'a> {
+    pub subscriber_id: i64,
+    pub email: &'a str,
+    pub name: Option<&'a str>,
+    pub unsub_nonce: &'a str,
+}
+
+/// What to send: a template, the mailing's data, and whether it is list mail.
+#[derive(Debug, Clone, Copy)]
+pub struct Letter<'a> {
+    pub mailing_key: &'a str,
+    pub template: &'a str,
+    pub list_mail: bool,
+    pub data: &'a Value,
+}
+
+/// Whether mail of this kind (or template) is list mail, carrying List-* headers and an
+/// unsubscribe link: everything from the welcome on, but not the confirmation request
+/// (the person has not joined yet) nor the goodbye (they have just left).
+pub fn is_list_mail(kind: &str) -> bool {
+    !matches!(kind, "confirm" | "goodbye")
+}
+
+/// A message ready for the transport.
+#[derive(Debug, Clone)]
+pub struct Composed {
+    pub envelope: Envelope,
+    pub bytes: Vec<u8>,
+    pub message_id: String,
+}
+
+#[derive(Clone)]
+pub struct Composer {
+    identity: Arc<Identity>,
+    templates: Arc<EmailTemplates>,
+    key: TokenKey,
+    dkim: Option<Arc<DkimConfig>>,
+}
+
+impl std::fmt::Debug for Composer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Composer").field("identity", &self.identity).field("dkim", &self.dkim.is_some()).finish()
+    }
+}
+
+impl Composer {
+    pub fn new(identity: Identity, templates: Arc<EmailTemplates>, key: TokenKey, dkim: Option<DkimConfig>) -> Self {
+        Self { identity: Arc::new(identity), templates, key, dkim: dkim.map(Arc::new) }
+    }
+
+    pub fn identity(&self) -> &Identity {
+        &self.identity
+    }
+
+    pub fn templates(&self) -> &EmailTemplates {
+        &self.templates
+    }
+
+    /// Deterministic per (mailing, subscriber): a retry after a crash carries the same ID,
+    /// so receivers and people can recognise it as the same message.
+    pub fn message_id(&self, mailing_key: &str, subscriber_id: i64) -> String {
+        let digest = Sha256::digest(mailing_key.as_bytes());
+        let short: String = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
+        format!("hl.{short}.{subscriber_id}@{}", self.identity.list_id)
+    }
+
+    pub fn unsubscribe_url(&self, unsub_nonce: &str) -> String {
+        self.identity.url(&format!("unsubscribe/{}", self.key.derive(TokenPurpose::Unsubscribe, unsub_nonce).as_str()))
+    }
+
+    /// The data a template sees.
+    pub fn context(&self, letter: &Letter<'_>, to: &Recipient<'_>) -> Value {
+        let id = &self.identity;
+        let mut ctx = json!({
+            "list": {
+                "name": id.list_name,
+                "organization": id.organization,
+                "postal_address": id.postal_address,
+                "why_you_get_this": id.why,
+                "url": id.url("/"),
+                "trainings_url": id.url("/trainings"),
+                "calendar_url": id.url("/trainings.ics"),
+            },
+            "subscriber": { "email": to.email, "name": to.name },
+            "unsubscribe_url": self.unsubscribe_url(to.unsub_nonce),
+            "confirm_url": Value::Null,
+            "confirm_expires": Value::Null,
+        });
+        if let Some(nonce) = letter.data.get("confirm_nonce").and_then(Value::as_str) {
+            ctx["confirm_url"] =
+                json!(id.url(&format!("confirm/{}", self.key.derive(TokenPurpose::Confirm, nonce).as_str())));
+        }
+        if let Some(ms) = letter.data.get("expires_at_ms").and_then(Value::as_i64) {
+            let at = crate::clock::from_millis(ms).with_timezone(&id.timezone);
+            ctx["confirm_expires"] = json!(at.format("%A, %B %-d at %-I:%M %p %Z").to_string());
+        }
+        if let (Some(obj), Some(data)) = (ctx.as_object_mut(), letter.data.as_object()) {
+            for (k, v) in data {
+                if !matches!(k.as_str(), "confirm_nonce" | "expires_at_ms" | "calendar") {
+                    obj.insert(k.clone(), v.clone());
+                }
+            }
+        }
+        ctx
+    }
+
+    pub fn compose(&self, letter: &Letter<'_>, to: &Recipient<'_>, now: DateTime<Utc>) -> Result<Composed, MailError> {
+        let id = &self.identity;
+        let rendered = self.templates.render(letter.template, &self.context(letter, to))?;
+        let address: lettre::Address =
+            to.email.parse().map_err(|e| MailError::Build(format!("recipient address: {e}")))?;
+        let message_id = self.message_id(letter.mailing_key, to.subscriber_id);
+        let list = letter.list_mail.then(|| ListHeaders {
+            list_id: message::list_id_header(&id.list_name, &id.list_id),
+            unsubscribe_url: self.unsubscribe_url(to.unsub_nonce),
+            subscribe_url: id.url("/"),
+            help_url: id.url("/"),
+        });
+        let calendar = letter.data.get("calendar").and_then(|c| {
+            Some(CalendarPart {
+                method: c.get("method")?.as_str()?.to_owned(),
+                body: c.get("body")?.as_str()?.to_owned(),
+            })
+        });
+        let mut msg = message::build(Parts {
+            from: &id.from,
+            reply_to: id.reply_to.as_ref(),
+            to: Mailbox::new(to.name.map(str::to_owned), address.clone()),
+            message_id: &message_id,
+            date: now.into(),
+            rendered,
+            list,
+            calendar,
+        })?;
+        if let Some(dkim) = &self.dkim {
+            msg.sign(dkim);
+        }
+        let envelope = Envelope::new(Some(id.from.email.clone()), vec![address])
+            .map_err(|e| MailError::Build(format!("envelope: {e}")))?;
+        Ok(Composed { envelope, bytes: msg.formatted(), message_id })
+    }
+}

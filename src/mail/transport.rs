@@ -1,0 +1,95 @@
+//! Where finished messages go: an SMTP relay through a connection pool, or `.eml` files.
+//!
+//! Errors are sorted into the two kinds the sender acts on: [`SendError::Transient`]
+//! (connection trouble, timeouts, 4xx) is retried later; [`SendError::Permanent`] (5xx) is
+//! recorded and not retried.
+
+use std::{path::PathBuf, time::Duration};
+
+use lettre::{
+    AsyncSmtpTransport, AsyncTransport, Tokio1Executor, address::Envelope,
+    transport::smtp::PoolConfig,
+};
+
+use crate::config::{MailSettings, TransportKind};
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SendError {
+    #[error("temporary failure: {0}")]
+    Transient(String),
+    #[error("permanent failure: {0}")]
+    Permanent(String),
+}
+
+#[derive(Clone)]
+pub enum Transport {
+    Smtp(AsyncSmtpTransport<Tokio1Executor>),
+    File(PathBuf),
+}
+
+impl std::fmt::Debug for Transport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Smtp(_) => f.write_str("Transport::Smtp"),
+            Self::File(dir) => write!(f, "Transport::File({})", dir.display()),
+        }
+    }
+}
+
+impl Transport {
+    pub fn from_settings(mail: &MailSettings) -> Result<Self, String> {
+        match mail.transport {
+            TransportKind::File => {
+                std::fs::create_dir_all(&mail.outbox_dir).map_err(|e| {
+                    format!("mail.outbox_dir: cannot create {}: {e}", mail.outbox_dir.display())
+                })?;
+                Ok(Self::File(mail.outbox_dir.clone()))
+            }
+            TransportKind::Smtp => {
+                let url = mail.smtp_url.as_deref().unwrap_or_default();
+                let transport = AsyncSmtpTransport::<Tokio1Executor>::from_url(url)
+                    .map_err(|e| format!("mail.smtp_url: {e}"))?
+                    .timeout(Some(Duration::from_secs(30)))
+                    .pool_config(
+                        PoolConfig::new()
+                            .max_size(mail.pool_size)
+                            .idle_timeout(Duration::from_secs(60)),
+                    )
+                    .build();
+                Ok(Self::Smtp(transport))
+            }
+        }
+    }
+
+    /// Delivers one message. `message_id` (without angle brackets) names the outbox file, so
+    /// a retry of the same delivery overwrites rather than duplicates.
+    pub async fn send(&self, envelope: &Envelope, bytes: &[u8], message_id: &str) -> Result<(), SendError> {
+        match self {
+            Self::Smtp(smtp) => smtp.send_raw(envelope, bytes).await.map(|_| ()).map_err(classify),
+            Self::File(dir) => {
+                let safe: String = message_id
+                    .chars()
+                    .map(|c| if c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | '@') { c } else { '_' })
+                    .collect();
+                let path = dir.join(format!("{safe}.eml"));
+                let tmp = dir.join(format!(".{safe}.tmp"));
+                // Write then rename: a reader of the outbox never sees half a message.
+                async {
+                    tokio::fs::write(&tmp, bytes).await?;
+                    tokio::fs::rename(&tmp, &path).await
+                }
+                .await
+                .map_err(|e| SendError::Transient(format!("writing {}: {e}", path.display())))
+            }
+        }
+    }
+}
+
+fn classify(e: lettre::transport::smtp::Error) -> SendError {
+    if e.is_permanent() {
+        SendError::Permanent(e.to_string())
+    } else {
+        // Transient replies, timeouts, refused connections, TLS trouble: all worth retrying.
+        SendError::Transient(e.to_string())
+    }
+}

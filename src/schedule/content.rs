@@ -1,0 +1,56 @@
+//! What a training looks like to templates and calendars: the JSON a reminder, update or
+//! cancellation mailing carries (rendered once per mailing, the same for every recipient).
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde_json::{Value, json};
+
+use crate::calendar::{
+    Session, human,
+    ics::{self, IcsEvent, Method},
+};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Notice {
+    /// An invitation or reminder: METHOD:PUBLISH.
+    Invite,
+    /// The session changed: METHOD:PUBLISH with a higher SEQUENCE.
+    Update,
+    /// The session was cancelled: METHOD:CANCEL.
+    Cancel,
+}
+
+/// The template-facing description of a session, plus its iCalendar attachment.
+pub fn training_data(session: &Session, sequence: u32, stamp: DateTime<Utc>, prodid: &str, notice: Notice) -> Value {
+    let method = if notice == Notice::Cancel { Method::Cancel } else { Method::Publish };
+    let body = ics::render(&[IcsEvent { session, sequence }], method, stamp, prodid);
+    json!({
+        "training": training_json(session),
+        "calendar": { "method": if notice == Notice::Cancel { "CANCEL" } else { "PUBLISH" }, "body": body },
+    })
+}
+
+/// The fields templates and `harborlist trainings --json` use.
+pub fn training_json(session: &Session) -> Value {
+    json!({
+        "uid": session.uid,
+        "title": session.title,
+        "topic": session.topic,
+        "summary": ics::summary(session),
+        "location": session.location,
+        "registration_url": session.registration_url,
+        "description": session.description,
+        "when": human::when(session),
+        "date": human::date(session),
+        "time": human::time_range(session),
+        "start": session.start.to_rfc3339_opts(SecondsFormat::Secs, false),
+        "end": session.end.to_rfc3339_opts(SecondsFormat::Secs, false),
+        "cancelled": session.cancelled,
+        "extra": session.extra,
+    })
+}
+
+/// PRODID for every calendar object we publish.
+pub fn prodid(list_name: &str) -> String {
+    let clean: String = list_name.chars().filter(|c| !c.is_control() && *c != '/').collect();
+    format!("-//harborlist//{clean}//EN")
+}

@@ -1,0 +1,96 @@
+//! Pure planning: which reminder mailings should exist, given the calendar, the reminder
+//! settings and the time. No I/O here, so every rule is testable with plain values.
+
+use chrono::{DateTime, Utc};
+
+use super::content;
+use crate::{
+    calendar::Session,
+    clock::to_millis,
+    config::ReminderSettings,
+    store::queue::{MailingRow, PlannedMailing},
+};
+
+/// The key that makes a reminder go out once per (training, reminder).
+pub fn reminder_key(uid: &str, reminder: &str) -> String {
+    format!("reminder:{uid}:{reminder}")
+}
+
+/// Reminder mailings for the sessions that have not begun, each due `before` its start
+/// and never sent once it has started. Cancelled sessions get none.
+pub fn reminders(
+    sessions: &[(Session, u32)],
+    reminders: &[ReminderSettings],
+    now: DateTime<Utc>,
+    ics_stamp: DateTime<Utc>,
+    prodid: &str,
+) -> Vec<PlannedMailing> {
+    let mut out = Vec::new();
+    for (session, sequence) in sessions {
+        let start = session.start.with_timezone(&Utc);
+        if session.cancelled || start <= now {
+            continue;
+        }
+        for r in reminders {
+            let due = start - r.before.chrono();
+            let mut data = content::training_data(session, *sequence, ics_stamp, prodid, content::Notice::Invite);
+            data["reminder"] = serde_json::json!({ "name": r.name, "before": r.before.to_string() });
+            out.push(PlannedMailing {
+                key: reminder_key(&session.uid, &r.name),
+                kind: "reminder".into(),
+                template: r.template.clone(),
+                data,
+                due_ms: to_millis(due),
+                not_after_ms: Some(to_millis(start)),
+            });
+        }
+    }
+    out
+}
+
+/// If `m` is an overdue reminder and a later reminder for the same training is also due,
+/// the later one's key: sending both at once after downtime would be noise.
+pub fn superseded_by(m: &MailingRow, due: &[MailingRow]) -> Option<String> {
+    let training = reminder_training(&m.key)?;
+    due.iter()
+        .filter(|o| o.id != m.id && o.state == "planned")
+        .filter(|o| reminder_training(&o.key) == Some(training))
+        .filter(|o| o.due_ms > m.due_ms)
+        .map(|o| o.key.clone())
+        .next()
+}
+
+/// `reminder:<uid>:<name>` → `<uid>` (UIDs contain `@` and `-` but never `:`).
+fn reminder_training(key: &str) -> Option<&str> {
+    let rest = key.strip_prefix("reminder:")?;
+    rest.rsplit_once(':').map(|(uid, _)| uid)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(id: i64, key: &str, due_ms: i64) -> MailingRow {
+        MailingRow {
+            id,
+            key: key.into(),
+            kind: "reminder".into(),
+            state: "planned".into(),
+            due_ms,
+            not_after_ms: None,
+            data: "{}".into(),
+        }
+    }
+
+    #[test]
+    fn only_the_latest_overdue_reminder_of_a_training_goes_out() {
+        let a = row(1, "reminder:training-20270120@x.org:invitation", 10);
+        let b = row(2, "reminder:training-20270120@x.org:reminder", 20);
+        let c = row(3, "reminder:training-20270317@x.org:invitation", 5);
+        let due = vec![a.clone(), b.clone(), c.clone()];
+        assert_eq!(superseded_by(&a, &due), Some(b.key.clone()));
+        assert_eq!(superseded_by(&b, &due), None);
+        assert_eq!(superseded_by(&c, &due), None);
+        assert_eq!(superseded_by(&row(4, "announcement:x", 1), &due), None);
+    }
+}

@@ -1,0 +1,235 @@
+//! The claim → send → record loop.
+
+use std::{
+    num::NonZeroU32,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use futures_util::{StreamExt, stream};
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use super::backoff::{jitter, retry_delay};
+use crate::{
+    clock::{SharedClock, to_millis},
+    domain::redact,
+    mail::{Letter, Recipient, SendError, Transport, context::{Composer, is_list_mail}},
+    startup::Live,
+    store::{
+        Store,
+        queue::{Claimed, Outcome},
+    },
+};
+
+#[derive(Debug, Clone)]
+pub struct SenderConfig {
+    pub instance: String,
+    pub concurrency: usize,
+    pub batch: i64,
+    pub max_per_second: f64,
+    pub max_attempts: u32,
+    pub retry_base: Duration,
+    pub retry_max: Duration,
+    pub lease: Duration,
+    pub poll: Duration,
+}
+
+pub struct Sender {
+    store: Store,
+    live: Live,
+    transport: Transport,
+    clock: SharedClock,
+    config: SenderConfig,
+    wake: Arc<Notify>,
+    limiter: Option<DefaultDirectRateLimiter>,
+    turn: AtomicU64,
+}
+
+impl Sender {
+    pub fn new(store: Store, live: Live, transport: Transport, clock: SharedClock, config: SenderConfig, wake: Arc<Notify>) -> Self {
+        let limiter = (config.max_per_second > 0.0).then(|| {
+            let period = Duration::from_secs_f64(1.0 / config.max_per_second);
+            let burst = NonZeroU32::new((config.max_per_second.ceil() as u32).max(1)).unwrap_or(NonZeroU32::MIN);
+            let quota = Quota::with_period(period).unwrap_or_else(|| Quota::per_second(NonZeroU32::MIN)).allow_burst(burst);
+            RateLimiter::direct(quota)
+        });
+        Self { store, live, transport, clock, config, wake, limiter, turn: AtomicU64::new(0) }
+    }
+
+    /// Runs until `shutdown` is cancelled, then finishes what is in flight.
+    pub async fn run(self, shutdown: CancellationToken) {
+        let mut last_requeue = Instant::now() - Duration::from_secs(3600);
+        let mut db_backoff = Duration::from_millis(200);
+        while !shutdown.is_cancelled() {
+            if last_requeue.elapsed() >= self.config.lease / 4 {
+                match self.store.requeue_expired(to_millis(self.clock.now())).await {
+                    Ok(n) if n > 0 => tracing::warn!(count = n, "re-queued deliveries whose sender's lease expired"),
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(error = %e, "could not re-queue expired leases"),
+                }
+                last_requeue = Instant::now();
+                self.update_queue_gauge().await;
+            }
+            match self.turn(&shutdown).await {
+                Ok(0) => {
+                    db_backoff = Duration::from_millis(200);
+                    let nap = self.idle_nap().await;
+                    tokio::select! {
+                        _ = self.wake.notified() => {}
+                        _ = tokio::time::sleep(nap) => {}
+                        _ = shutdown.cancelled() => {}
+                    }
+                }
+                Ok(_) => db_backoff = Duration::from_millis(200),
+                Err(e) => {
+                    tracing::error!(error = %e, retry_in = ?db_backoff, "sender could not reach the database");
+                    tokio::select! {
+                        _ = tokio::time::sleep(db_backoff) => {}
+                        _ = shutdown.cancelled() => {}
+                    }
+                    db_backoff = (db_backoff * 2).min(Duration::from_secs(10));
+                }
+            }
+        }
+        tracing::info!("sender stopped");
+    }
+
+    /// How long to sleep when nothing is due: until the next retry, at most one poll.
+    async fn idle_nap(&self) -> Duration {
+        let now = to_millis(self.clock.now());
+        match self.store.next_delivery_due().await {
+            Ok(Some(due)) if due > now => Duration::from_millis((due - now) as u64).min(self.config.poll),
+            Ok(Some(_)) => Duration::from_millis(10),
+            _ => self.config.poll,
+        }
+    }
+
+    async fn update_queue_gauge(&self) {
+        if let Ok(depth) = self.store.queue_depth().await {
+            metrics::gauge!("harborlist_queue_depth").set(depth as f64);
+        }
+    }
+
+    /// One claim → send → record cycle. Returns how many deliveries it handled.
+    pub async fn turn(&self, shutdown: &CancellationToken) -> Result<usize, crate::store::StoreError> {
+        let owner = format!("{}#{}", self.config.instance, self.turn.fetch_add(1, Ordering::Relaxed));
+        let now = self.clock.now();
+        let lease_until = now + chrono::Duration::from_std(self.config.lease).unwrap_or(chrono::Duration::minutes(5));
+        let batch = self.store.claim(&owner, to_millis(now), to_millis(lease_until), self.config.batch).await?;
+        if batch.is_empty() {
+            return Ok(0);
+        }
+        let composer = self.live.composer();
+        // Futures are built up front (not in a stream closure) so the spawned task's future
+        // stays Send without higher-ranked lifetime trouble.
+        let sends: Vec<_> = batch.iter().map(|c| self.deliver(&composer, c, shutdown)).collect();
+        let outcomes: Vec<Outcome> = stream::iter(sends)
+            .buffer_unordered(self.config.concurrency.max(1))
+            .collect()
+            .await;
+        let handled = outcomes.len();
+        self.record_with_retry(&owner, &outcomes, shutdown).await?;
+        Ok(handled)
+    }
+
+    /// Outcomes must not be dropped because the database blinked: keep trying for a while.
+    /// If it never comes back, the leases expire and the rows are sent again (never lost).
+    async fn record_with_retry(
+        &self,
+        owner: &str,
+        outcomes: &[Outcome],
+        shutdown: &CancellationToken,
+    ) -> Result<(), crate::store::StoreError> {
+        let mut wait = Duration::from_millis(100);
+        let mut tries = 0;
+        loop {
+            match self.store.record(owner, outcomes, to_millis(self.clock.now())).await {
+                Ok(()) => return Ok(()),
+                Err(e) if tries < 60 && !(shutdown.is_cancelled() && tries >= 5) => {
+                    tracing::warn!(error = %e, "recording delivery outcomes failed; retrying");
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 2).min(Duration::from_secs(5));
+                    tries += 1;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    async fn deliver(&self, composer: &Composer, c: &Claimed, shutdown: &CancellationToken) -> Outcome {
+        let list_mail = is_list_mail(&c.kind);
+        if let Some(reason) = self.skip_reason(c) {
+            return Outcome::Skipped { delivery_id: c.delivery_id, reason };
+        }
+        let data: serde_json::Value = serde_json::from_str(&c.data).unwrap_or(serde_json::Value::Null);
+        let letter = Letter { mailing_key: &c.mailing_key, template: &c.template, list_mail, data: &data };
+        let recipient =
+            Recipient { subscriber_id: c.subscriber_id, email: &c.email, name: c.name.as_deref(), unsub_nonce: &c.unsub_nonce };
+        let composed = match composer.compose(&letter, &recipient, self.clock.now()) {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::error!(mailing = %c.mailing_key, error = %e, "could not compose message");
+                return Outcome::Failed { delivery_id: c.delivery_id, subscriber_id: c.subscriber_id, error: e.to_string(), bounce: false };
+            }
+        };
+        if let Some(limiter) = &self.limiter {
+            tokio::select! {
+                _ = limiter.until_ready() => {}
+                _ = shutdown.cancelled() => return Outcome::Released { delivery_id: c.delivery_id },
+            }
+        }
+        if shutdown.is_cancelled() {
+            return Outcome::Released { delivery_id: c.delivery_id };
+        }
+        let started = Instant::now();
+        let result = self.transport.send(&composed.envelope, &composed.bytes, &composed.message_id).await;
+        metrics::histogram!("harborlist_send_seconds").record(started.elapsed().as_secs_f64());
+        let to = redact(&c.email);
+        match result {
+            Ok(()) => {
+                metrics::counter!("harborlist_messages_sent_total", "kind" => c.kind.clone()).increment(1);
+                tracing::debug!(mailing = %c.mailing_key, %to, "sent");
+                Outcome::Sent { delivery_id: c.delivery_id, subscriber_id: c.subscriber_id, list: list_mail }
+            }
+            Err(SendError::Permanent(error)) => {
+                metrics::counter!("harborlist_messages_failed_total", "reason" => "permanent").increment(1);
+                tracing::warn!(mailing = %c.mailing_key, %to, %error, "permanent failure; not retrying");
+                Outcome::Failed { delivery_id: c.delivery_id, subscriber_id: c.subscriber_id, error, bounce: list_mail }
+            }
+            Err(SendError::Transient(error)) => {
+                let attempts = u32::try_from(c.attempts).unwrap_or(u32::MAX);
+                if attempts >= self.config.max_attempts {
+                    metrics::counter!("harborlist_messages_failed_total", "reason" => "retries_exhausted").increment(1);
+                    tracing::warn!(mailing = %c.mailing_key, %to, %error, attempts, "giving up after repeated temporary failures");
+                    return Outcome::Failed { delivery_id: c.delivery_id, subscriber_id: c.subscriber_id, error, bounce: false };
+                }
+                let delay = retry_delay(attempts, self.config.retry_base, self.config.retry_max, jitter());
+                metrics::counter!("harborlist_messages_retried_total").increment(1);
+                tracing::info!(mailing = %c.mailing_key, %to, %error, attempts, retry_in = ?delay, "temporary failure; will retry");
+                let at = self.clock.now() + chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::seconds(30));
+                Outcome::Retry { delivery_id: c.delivery_id, at_ms: to_millis(at), error }
+            }
+        }
+    }
+
+    /// Reasons not to send a claimed delivery at all.
+    fn skip_reason(&self, c: &Claimed) -> Option<String> {
+        if let Some(deadline) = c.not_after_ms {
+            if to_millis(self.clock.now()) >= deadline {
+                return Some("too late: the training has begun".into());
+            }
+        }
+        let wanted: &[&str] = match c.kind.as_str() {
+            // A confirmation goes to whoever asked, unless they are already in.
+            "confirm" => &["pending", "unsubscribed", "bouncing"],
+            "goodbye" => &["unsubscribed"],
+            _ => &["active"],
+        };
+        (!wanted.contains(&c.status.as_str())).then(|| format!("subscriber is {}", c.status))
+    }
+}

@@ -1,0 +1,369 @@
+//! Subscribers and confirmation tokens: the rows the web flow writes.
+//!
+//! Each public function is one transaction that leaves the database consistent: a
+//! subscribe request writes the subscriber, its confirm token and the confirmation mailing
+//! together; a confirmation activates the subscriber and queues the welcome together. The
+//! caller derives tokens (see [`crate::domain::Token`]) and passes only nonces and hashes,
+//! so no plaintext token is ever stored.
+
+use serde::Serialize;
+use sqlx::Row;
+
+use super::{Result, Store, StoreError, is_unique_violation, queue::SingleMail};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    Pending,
+    Active,
+    Unsubscribed,
+    Bouncing,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Active => "active",
+            Self::Unsubscribed => "unsubscribed",
+            Self::Bouncing => "bouncing",
+        }
+    }
+
+    pub fn parse(s: &str) -> Result<Self> {
+        Ok(match s {
+            "pending" => Self::Pending,
+            "active" => Self::Active,
+            "unsubscribed" => Self::Unsubscribed,
+            "bouncing" => Self::Bouncing,
+            other => return Err(StoreError::Corrupt(format!("unknown subscriber status {other:?}"))),
+        })
+    }
+}
+
+/// Everything a subscribe request carries, already parsed.
+#[derive(Debug)]
+pub struct SubscribeRequest<'a> {
+    pub email: &'a str,
+    pub email_key: &'a str,
+    pub name: Option<&'a str>,
+    pub ip: Option<&'a str>,
+    pub user_agent: Option<&'a str>,
+    pub now_ms: i64,
+    /// For a new subscriber: the unsubscribe link's nonce and token hash.
+    pub unsub_nonce: &'a str,
+    pub unsub_hash: &'a str,
+    /// The confirmation link's nonce (kept in the mailing) and token hash (kept in tokens).
+    pub confirm_nonce: &'a str,
+    pub confirm_hash: &'a str,
+    pub confirm_expires_ms: i64,
+    pub max_per_day: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SubscribeOutcome {
+    ConfirmationQueued,
+    AlreadyActive,
+    RateLimited,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenState {
+    Valid,
+    Used,
+    Expired,
+    Unknown,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConfirmOutcome {
+    Confirmed { subscriber_id: i64 },
+    Refused(TokenState),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UnsubscribeOutcome {
+    /// The subscriber is now (or already was) unsubscribed; `email` lets the page offer a
+    /// way back in to the person holding the link.
+    Done { email: String, changed: bool },
+    Unknown,
+}
+
+/// A subscriber as the command line shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct SubscriberRow {
+    pub email: String,
+    pub name: Option<String>,
+    pub status: Status,
+    pub source: String,
+    pub created_at: String,
+    pub confirmed_at: Option<String>,
+}
+
+const DAY_MS: i64 = 86_400_000;
+
+impl Store {
+    pub async fn request_subscription(&self, req: &SubscribeRequest<'_>) -> Result<SubscribeOutcome> {
+        // A concurrent insert of the same address can lose the unique race; one retry sees
+        // the winner's row.
+        match self.request_subscription_once(req).await {
+            Err(StoreError::Sql(e)) if is_unique_violation(&e) => self.request_subscription_once(req).await,
+            other => other,
+        }
+    }
+
+    async fn request_subscription_once(&self, req: &SubscribeRequest<'_>) -> Result<SubscribeOutcome> {
+        let mut tx = self.begin().await?;
+        sqlx::query(
+            "INSERT INTO subscribers (email, email_key, name, status, source, unsub_nonce, unsub_hash, created_at, updated_at)
+             VALUES ($1, $2, $3, 'pending', 'web', $4, $5, $6, $6)
+             ON CONFLICT (email_key) DO NOTHING",
+        )
+        .bind(req.email)
+        .bind(req.email_key)
+        .bind(req.name)
+        .bind(req.unsub_nonce)
+        .bind(req.unsub_hash)
+        .bind(req.now_ms)
+        .execute(&mut *tx)
+        .await?;
+        let row = sqlx::query(
+            "SELECT id, status, window_start, window_count FROM subscribers WHERE email_key = $1",
+        )
+        .bind(req.email_key)
+        .fetch_one(&mut *tx)
+        .await?;
+        let id: i64 = row.try_get("id")?;
+        let status = Status::parse(&row.try_get::<String, _>("status")?)?;
+        let (mut start, mut count): (i64, i64) = (row.try_get("window_start")?, row.try_get("window_count")?);
+
+        // Every request counts, whatever the address's state, so that the 429 threshold is
+        // the same for a subscribed and an unknown address and reveals nothing.
+        if req.now_ms - start >= DAY_MS {
+            start = req.now_ms;
+            count = 0;
+        }
+        count += 1;
+        sqlx::query("UPDATE subscribers SET window_start = $1, window_count = $2 WHERE id = $3")
+            .bind(start)
+            .bind(count)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        if count > i64::from(req.max_per_day) {
+            tx.commit().await?;
+            return Ok(SubscribeOutcome::RateLimited);
+        }
+        if status == Status::Active {
+            tx.commit().await?;
+            return Ok(SubscribeOutcome::AlreadyActive);
+        }
+
+        sqlx::query(
+            "UPDATE subscribers SET name = COALESCE($1, name), requested_at = $2, request_ip = $3,
+                    request_user_agent = $4, updated_at = $2
+             WHERE id = $5",
+        )
+        .bind(req.name)
+        .bind(req.now_ms)
+        .bind(req.ip)
+        .bind(req.user_agent)
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "INSERT INTO tokens (hash, purpose, subscriber_id, created_at, expires_at)
+             VALUES ($1, 'confirm', $2, $3, $4)",
+        )
+        .bind(req.confirm_hash)
+        .bind(id)
+        .bind(req.now_ms)
+        .bind(req.confirm_expires_ms)
+        .execute(&mut *tx)
+        .await?;
+        let data = serde_json::json!({ "confirm_nonce": req.confirm_nonce, "expires_at_ms": req.confirm_expires_ms });
+        SingleMail {
+            key: format!("confirm:{id}:{}", &req.confirm_hash[..16]),
+            kind: "confirm",
+            template: "confirm",
+            data,
+            subscriber_id: id,
+            now_ms: req.now_ms,
+        }
+        .insert(&mut tx)
+        .await?;
+        tx.commit().await?;
+        Ok(SubscribeOutcome::ConfirmationQueued)
+    }
+
+    /// What a confirm link would do, without doing it (for the GET page).
+    pub async fn confirm_token_state(&self, hash: &str, now_ms: i64) -> Result<TokenState> {
+        let row = sqlx::query("SELECT expires_at, used_at FROM tokens WHERE hash = $1 AND purpose = 'confirm'")
+            .bind(hash)
+            .fetch_optional(self.pool())
+            .await?;
+        Ok(match row {
+            None => TokenState::Unknown,
+            Some(row) => {
+                let used: Option<i64> = row.try_get("used_at")?;
+                let expires: i64 = row.try_get("expires_at")?;
+                if used.is_some() {
+                    TokenState::Used
+                } else if expires <= now_ms {
+                    TokenState::Expired
+                } else {
+                    TokenState::Valid
+                }
+            }
+        })
+    }
+
+    /// Spends a confirm token: activates the subscriber, records consent, queues the welcome.
+    pub async fn confirm(
+        &self,
+        hash: &str,
+        ip: Option<&str>,
+        user_agent: Option<&str>,
+        now_ms: i64,
+    ) -> Result<ConfirmOutcome> {
+        let mut tx = self.begin().await?;
+        // The conditional UPDATE is the single-use guarantee: of two racing clicks, one
+        // matches the row and the other finds used_at already set.
+        let spent = sqlx::query(
+            "UPDATE tokens SET used_at = $1
+             WHERE hash = $2 AND purpose = 'confirm' AND used_at IS NULL AND expires_at > $1
+             RETURNING subscriber_id",
+        )
+        .bind(now_ms)
+        .bind(hash)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(row) = spent else {
+            tx.rollback().await?;
+            return Ok(ConfirmOutcome::Refused(self.confirm_token_state(hash, now_ms).await?));
+        };
+        let id: i64 = row.try_get("subscriber_id")?;
+        sqlx::query(
+            "UPDATE subscribers SET status = 'active', confirmed_at = $1, confirm_ip = $2,
+                    confirm_user_agent = $3, unsubscribed_at = NULL, bounce_streak = 0, updated_at = $1
+             WHERE id = $4",
+        )
+        .bind(now_ms)
+        .bind(ip)
+        .bind(user_agent)
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+        // Older confirmation links for the same person die with this one.
+        sqlx::query("UPDATE tokens SET used_at = $1 WHERE subscriber_id = $2 AND used_at IS NULL")
+            .bind(now_ms)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        SingleMail {
+            key: format!("welcome:{id}:{}", &hash[..16]),
+            kind: "welcome",
+            template: "welcome",
+            data: serde_json::json!({}),
+            subscriber_id: id,
+            now_ms,
+        }
+        .insert(&mut tx)
+        .await?;
+        tx.commit().await?;
+        Ok(ConfirmOutcome::Confirmed { subscriber_id: id })
+    }
+
+    /// Whether an unsubscribe link is known (for the GET page).
+    pub async fn unsubscribe_link_known(&self, unsub_hash: &str) -> Result<bool> {
+        Ok(sqlx::query("SELECT id FROM subscribers WHERE unsub_hash = $1")
+            .bind(unsub_hash)
+            .fetch_optional(self.pool())
+            .await?
+            .is_some())
+    }
+
+    /// Unsubscribes at once; repeating it changes nothing.
+    pub async fn unsubscribe(&self, unsub_hash: &str, now_ms: i64, send_goodbye: bool) -> Result<UnsubscribeOutcome> {
+        let mut tx = self.begin().await?;
+        let row = sqlx::query("SELECT id, email, status FROM subscribers WHERE unsub_hash = $1")
+            .bind(unsub_hash)
+            .fetch_optional(&mut *tx)
+            .await?;
+        let Some(row) = row else {
+            tx.rollback().await?;
+            return Ok(UnsubscribeOutcome::Unknown);
+        };
+        let id: i64 = row.try_get("id")?;
+        let email: String = row.try_get("email")?;
+        let status = Status::parse(&row.try_get::<String, _>("status")?)?;
+        let changed = status != Status::Unsubscribed;
+        if changed {
+            self.set_unsubscribed(&mut tx, id, now_ms).await?;
+            if send_goodbye && status == Status::Active {
+                SingleMail {
+                    key: format!("goodbye:{id}:{now_ms}"),
+                    kind: "goodbye",
+                    template: "goodbye",
+                    data: serde_json::json!({}),
+                    subscriber_id: id,
+                    now_ms,
+                }
+                .insert(&mut tx)
+                .await?;
+            }
+        }
+        tx.commit().await?;
+        Ok(UnsubscribeOutcome::Done { email, changed })
+    }
+
+    async fn set_unsubscribed(&self, tx: &mut sqlx::Transaction<'static, sqlx::Any>, id: i64, now_ms: i64) -> Result<()> {
+        sqlx::query("UPDATE subscribers SET status = 'unsubscribed', unsubscribed_at = $1, updated_at = $1 WHERE id = $2")
+            .bind(now_ms)
+            .bind(id)
+            .execute(&mut **tx)
+            .await?;
+        // A pending confirmation link must not re-subscribe someone who just left.
+        sqlx::query("UPDATE tokens SET used_at = $1 WHERE subscriber_id = $2 AND used_at IS NULL")
+            .bind(now_ms)
+            .bind(id)
+            .execute(&mut **tx)
+            .await?;
+        Ok(())
+    }
+
+    /// Every subscriber, oldest first, for `harborlist subscribers list`.
+    pub async fn list_subscribers(&self) -> Result<Vec<SubscriberRow>> {
+        let rows = sqlx::query(
+            "SELECT email, name, status, source, created_at, confirmed_at FROM subscribers ORDER BY id",
+        )
+        .fetch_all(self.pool())
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(SubscriberRow {
+                    email: row.try_get("email")?,
+                    name: row.try_get("name")?,
+                    status: Status::parse(&row.try_get::<String, _>("status")?)?,
+                    source: row.try_get("source")?,
+                    created_at: rfc3339(row.try_get("created_at")?),
+                    confirmed_at: row.try_get::<Option<i64>, _>("confirmed_at")?.map(rfc3339),
+                })
+            })
+            .collect()
+    }
+
+    /// Counts by status, for metrics and `status`.
+    pub async fn subscriber_counts(&self) -> Result<Vec<(String, i64)>> {
+        let rows = sqlx::query("SELECT status, COUNT(*) AS n FROM subscribers GROUP BY status ORDER BY status")
+            .fetch_all(self.pool())
+            .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get::<String, _>("status")?, r.try_get::<i64, _>("n")?)))
+            .collect()
+    }
+}
+
+fn rfc3339(ms: i64) -> String {
+    crate::clock::from_millis(ms).to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}

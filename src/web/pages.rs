@@ -1,0 +1,103 @@
+//! Rendering pages. Most pages are one shape — a heading, a few sentences, maybe one
+//! button, maybe a link — so [`Page`] builds that shape for `templates/web/page.html.hbs`.
+
+use axum::{
+    http::StatusCode,
+    response::{Html, IntoResponse, Response},
+};
+use serde::Serialize;
+use serde_json::json;
+
+use super::AppState;
+
+#[derive(Debug, Serialize)]
+struct Form {
+    action: String,
+    button: String,
+    hidden: Vec<Hidden>,
+}
+
+#[derive(Debug, Serialize)]
+struct Hidden {
+    name: String,
+    value: String,
+}
+
+#[derive(Debug, Serialize)]
+struct Link {
+    label: String,
+    href: String,
+}
+
+#[derive(Debug)]
+pub struct Page {
+    title: String,
+    status: StatusCode,
+    paragraphs: Vec<String>,
+    form: Option<Form>,
+    links: Vec<Link>,
+}
+
+impl Page {
+    pub fn new(title: impl Into<String>, status: StatusCode) -> Self {
+        Self { title: title.into(), status, paragraphs: Vec::new(), form: None, links: Vec::new() }
+    }
+
+    pub fn message(mut self, text: impl Into<String>) -> Self {
+        self.paragraphs.push(text.into());
+        self
+    }
+
+    pub fn button(mut self, action: impl Into<String>, label: impl Into<String>) -> Self {
+        self.form = Some(Form { action: action.into(), button: label.into(), hidden: Vec::new() });
+        self
+    }
+
+    pub fn hidden(mut self, name: &str, value: &str) -> Self {
+        if let Some(form) = &mut self.form {
+            form.hidden.push(Hidden { name: name.into(), value: value.into() });
+        }
+        self
+    }
+
+    pub fn link(mut self, label: impl Into<String>, href: impl Into<String>) -> Self {
+        self.links.push(Link { label: label.into(), href: href.into() });
+        self
+    }
+
+    pub fn render(self, state: &AppState) -> Response {
+        let data = json!({
+            "title": self.title,
+            "paragraphs": self.paragraphs,
+            "form": self.form,
+            "links": self.links,
+        });
+        render(state, self.status, "page", data)
+    }
+}
+
+/// Renders `templates/web/<page>.html.hbs` with the list's details added as `list`.
+pub fn render(state: &AppState, status: StatusCode, page: &str, mut data: serde_json::Value) -> Response {
+    let settings = state.live.settings();
+    data["list"] = json!({
+        "name": settings.list.name,
+        "organization": settings.list.organization,
+        "postal_address": settings.list.postal_address,
+    });
+    match state.live.web().render(page, &data) {
+        Ok(html) => (status, Html(html)).into_response(),
+        Err(e) => {
+            tracing::error!(error = %e, "page template failed");
+            (StatusCode::INTERNAL_SERVER_ERROR, "Something went wrong on our side. Please try again later.\n")
+                .into_response()
+        }
+    }
+}
+
+/// The response for a store failure: log it, tell the person to retry.
+pub fn unavailable(state: &AppState, error: &dyn std::fmt::Display) -> Response {
+    tracing::error!(error = %error, "request failed on the database");
+    Page::new("Please try again", StatusCode::SERVICE_UNAVAILABLE)
+        .message("We couldn't save that just now. Nothing was changed. Please try again in a minute.")
+        .render(state)
+}

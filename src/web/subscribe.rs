@@ -1,0 +1,110 @@
+//! `GET /` (the form) and `POST /subscribe` (the request).
+//!
+//! The answer to a valid request is the same "check your inbox" page whatever the address's
+//! state, so the page never tells an outsider who is on the list. Limits: per client IP
+//! per hour (in memory, per instance), and per address per day (in the database, counted
+//! for every request whatever the state, so the 429 reveals nothing either).
+
+use axum::{
+    Form,
+    extract::{State, rejection::FormRejection},
+    http::StatusCode,
+    response::Response,
+};
+use serde::Deserialize;
+use serde_json::json;
+
+use super::{AppState, client::Client, pages};
+use crate::{
+    clock::to_millis,
+    domain::{SubscriberEmail, SubscriberName, TokenPurpose, new_nonce},
+    store::subscriptions::{SubscribeOutcome, SubscribeRequest},
+};
+
+#[derive(Debug, Deserialize)]
+pub struct SubscribeForm {
+    #[serde(default)]
+    email: String,
+    #[serde(default)]
+    name: String,
+}
+
+pub async fn form(State(state): State<AppState>) -> Response {
+    form_page(&state, StatusCode::OK, "", "", None)
+}
+
+fn form_page(state: &AppState, status: StatusCode, email: &str, name: &str, error: Option<String>) -> Response {
+    pages::render(state, status, "subscribe", json!({ "title": "Join the list", "email": email, "name": name, "error": error }))
+}
+
+pub async fn submit(State(state): State<AppState>, client: Client, form: Result<Form<SubscribeForm>, FormRejection>) -> Response {
+    let Ok(Form(form)) = form else {
+        return form_page(&state, StatusCode::UNPROCESSABLE_ENTITY, "", "", Some("Please fill in the form below.".into()));
+    };
+    let email = match SubscriberEmail::parse(&form.email) {
+        Ok(email) => email,
+        Err(e) => return form_page(&state, StatusCode::UNPROCESSABLE_ENTITY, &form.email, &form.name, Some(e.to_string())),
+    };
+    let name = match SubscriberName::parse(&form.name) {
+        Ok(name) => name,
+        Err(e) => return form_page(&state, StatusCode::UNPROCESSABLE_ENTITY, email.as_str(), "", Some(e.to_string())),
+    };
+    if let Some(ip) = client.ip {
+        if state.per_ip.check_key(&ip).is_err() {
+            metrics::counter!("harborlist_rate_limited_total", "scope" => "ip").increment(1);
+            return too_many(&state);
+        }
+    }
+
+    let settings = state.live.settings();
+    let key = state.live.token_key();
+    let now = state.clock.now();
+    let (unsub_nonce, confirm_nonce) = (new_nonce(), new_nonce());
+    let unsub_hash = key.derive(TokenPurpose::Unsubscribe, &unsub_nonce).hash();
+    let confirm_hash = key.derive(TokenPurpose::Confirm, &confirm_nonce).hash();
+    let ip = client.ip.map(|ip| ip.to_string());
+    let email_key = email.key();
+    let request = SubscribeRequest {
+        email: email.as_str(),
+        email_key: &email_key,
+        name: name.as_ref().map(SubscriberName::as_str),
+        ip: ip.as_deref(),
+        user_agent: client.user_agent.as_deref(),
+        now_ms: to_millis(now),
+        unsub_nonce: &unsub_nonce,
+        unsub_hash: &unsub_hash,
+        confirm_nonce: &confirm_nonce,
+        confirm_hash: &confirm_hash,
+        confirm_expires_ms: to_millis(now + settings.subscriptions.confirm_ttl.chrono()),
+        max_per_day: settings.subscriptions.max_confirmations_per_day,
+    };
+    match state.store.request_subscription(&request).await {
+        Ok(SubscribeOutcome::RateLimited) => {
+            metrics::counter!("harborlist_rate_limited_total", "scope" => "address").increment(1);
+            tracing::info!(to = %email.redacted(), "subscribe request over the per-address limit");
+            too_many(&state)
+        }
+        Ok(outcome) => {
+            if outcome == SubscribeOutcome::ConfirmationQueued {
+                state.wake.notify_one();
+            }
+            metrics::counter!("harborlist_subscribe_requests_total").increment(1);
+            pages::Page::new("Check your inbox", StatusCode::OK)
+                .message(format!(
+                    "Unless {email} is already on the list, a message with a link to confirm is on its way to it. \
+                     The link works for {}.",
+                    humantime::format_duration(settings.subscriptions.confirm_ttl.std())
+                ))
+                .message("Nothing arrived after a few minutes? Check your spam or junk folder.")
+                .render(&state)
+        }
+        Err(e) => pages::unavailable(&state, &e),
+    }
+}
+
+fn too_many(state: &AppState) -> Response {
+    pages::Page::new("Too many requests", StatusCode::TOO_MANY_REQUESTS)
+        .message("We've had several requests for this recently, so we're pausing to avoid flooding anyone's inbox.")
+        .message("Please try again tomorrow.")
+        .render(state)
+}
