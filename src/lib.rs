@@ -21,7 +21,7 @@ pub mod mail;
 pub mod schedule;
 pub mod send;
 pub mod startup;
-pub mod templates;
 pub mod store;
 pub mod telemetry;
+pub mod templates;
 pub mod web;

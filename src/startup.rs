@@ -48,7 +48,10 @@ pub enum StartupError {
     #[error("{0}")]
     Transport(String),
     #[error("server.bind: cannot listen on {addr}: {source}")]
-    Bind { addr: SocketAddr, source: std::io::Error },
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
     #[error("HTTP server failed: {0}")]
     Serve(std::io::Error),
 }
@@ -77,7 +80,10 @@ impl Runtime {
             if !email.has(required) {
                 return Err(ConfigError::invalid(
                     "templates.dir",
-                    format!("{} has no email template {required:?}", settings.templates.dir.display()),
+                    format!(
+                        "{} has no email template {required:?}",
+                        settings.templates.dir.display()
+                    ),
                 )
                 .into());
             }
@@ -85,7 +91,13 @@ impl Runtime {
         let key = token_key(&settings)?;
         let dkim = settings.mail.dkim.as_ref().map(dkim::load).transpose()?;
         let composer = Composer::new(Identity::from_settings(&settings), email, key.clone(), dkim);
-        Ok(Self { settings: Arc::new(settings), composer, web, key, calendar: Arc::new(calendar) })
+        Ok(Self {
+            settings: Arc::new(settings),
+            composer,
+            web,
+            key,
+            calendar: Arc::new(calendar),
+        })
     }
 }
 
@@ -94,19 +106,26 @@ impl Runtime {
 /// them at the same file.
 fn token_key(settings: &Settings) -> Result<TokenKey, StartupError> {
     if let Some(text) = &settings.security.token_key {
-        return TokenKey::parse(text).map_err(|e| StartupError::Key(format!("security.token_key: {e}")));
+        return TokenKey::parse(text)
+            .map_err(|e| StartupError::Key(format!("security.token_key: {e}")));
     }
-    let path = settings.security.token_key_file.clone().unwrap_or_else(|| PathBuf::from("data/harborlist.key"));
+    let path = settings
+        .security
+        .token_key_file
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("data/harborlist.key"));
     let key_err = |what: String| StartupError::Key(format!("security.token_key_file: {what}"));
     if !path.exists() {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|e| key_err(format!("cannot create {}: {e}", dir.display())))?;
+            std::fs::create_dir_all(dir)
+                .map_err(|e| key_err(format!("cannot create {}: {e}", dir.display())))?;
         }
         write_private(&path, &TokenKey::generate_text())
             .map_err(|e| key_err(format!("cannot create {}: {e}", path.display())))?;
         tracing::info!(path = %path.display(), "created a new token key");
     }
-    let text = std::fs::read_to_string(&path).map_err(|e| key_err(format!("cannot read {}: {e}", path.display())))?;
+    let text = std::fs::read_to_string(&path)
+        .map_err(|e| key_err(format!("cannot read {}: {e}", path.display())))?;
     TokenKey::parse(&text).map_err(|e| key_err(format!("{}: {e}", path.display())))
 }
 
@@ -174,11 +193,16 @@ impl Application {
     pub async fn build(settings: Settings, clock: SharedClock) -> Result<Self, StartupError> {
         let runtime = Runtime::build(settings)?;
         let settings = runtime.settings.clone();
-        let store = Store::connect(&settings.database.url, settings.database.max_connections).await?;
-        let transport = Transport::from_settings(&settings.mail).map_err(StartupError::Transport)?;
+        let store =
+            Store::connect(&settings.database.url, settings.database.max_connections).await?;
+        let transport =
+            Transport::from_settings(&settings.mail).map_err(StartupError::Transport)?;
         let listener = TcpListener::bind(settings.server.bind)
             .await
-            .map_err(|source| StartupError::Bind { addr: settings.server.bind, source })?;
+            .map_err(|source| StartupError::Bind {
+                addr: settings.server.bind,
+                source,
+            })?;
         let port = listener.local_addr().map_err(StartupError::Serve)?.port();
         let live = Live::new(runtime);
         let wake = Arc::new(Notify::new());
@@ -209,7 +233,13 @@ impl Application {
             per_ip: AppState::per_ip_limiter(settings.subscriptions.max_requests_per_ip_per_hour),
             metrics: telemetry::metrics_handle(),
         };
-        Ok(Self { listener, port, state, sender, planner })
+        Ok(Self {
+            listener,
+            port,
+            state,
+            sender,
+            planner,
+        })
     }
 
     pub fn port(&self) -> u16 {
@@ -226,7 +256,13 @@ impl Application {
 
     /// Runs until `shutdown` fires, then stops gracefully.
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> Result<(), StartupError> {
-        let Self { listener, state, sender, planner, .. } = self;
+        let Self {
+            listener,
+            state,
+            sender,
+            planner,
+            ..
+        } = self;
         let store = state.store.clone();
         let settings = state.live.settings();
         tracing::info!(
@@ -260,6 +296,12 @@ impl Application {
 
 /// Identifies this process in lease owners: host, pid and a random suffix.
 fn instance_name() -> String {
-    let host = std::fs::read_to_string("/etc/hostname").map(|h| h.trim().to_owned()).unwrap_or_else(|_| "host".into());
-    format!("{host}:{}:{}", std::process::id(), &crate::domain::new_nonce()[..6])
+    let host = std::fs::read_to_string("/etc/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_else(|_| "host".into());
+    format!(
+        "{host}:{}:{}",
+        std::process::id(),
+        &crate::domain::new_nonce()[..6]
+    )
 }

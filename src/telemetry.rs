@@ -17,8 +17,17 @@ pub fn init(log: &LogSettings) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&log.level));
     let registry = tracing_subscriber::registry().with(filter);
     let _ = match log.format {
-        LogFormat::Json => registry.with(fmt::layer().json().with_current_span(false).with_writer(std::io::stderr)).try_init(),
-        LogFormat::Text => registry.with(fmt::layer().with_writer(std::io::stderr)).try_init(),
+        LogFormat::Json => registry
+            .with(
+                fmt::layer()
+                    .json()
+                    .with_current_span(false)
+                    .with_writer(std::io::stderr),
+            )
+            .try_init(),
+        LogFormat::Text => registry
+            .with(fmt::layer().with_writer(std::io::stderr))
+            .try_init(),
     };
 }
 
@@ -28,7 +37,9 @@ pub fn metrics_handle() -> Option<PrometheusHandle> {
     HANDLE
         .get_or_init(|| {
             let recorder = PrometheusBuilder::new()
-                .set_buckets(&[0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0])
+                .set_buckets(&[
+                    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+                ])
                 .ok()?
                 .build_recorder();
             let handle = recorder.handle();
@@ -40,14 +51,35 @@ pub fn metrics_handle() -> Option<PrometheusHandle> {
 }
 
 fn describe() {
-    metrics::describe_counter!("harborlist_messages_sent_total", "Messages accepted by the relay (or written to the outbox).");
-    metrics::describe_counter!("harborlist_messages_failed_total", "Deliveries given up: permanent failures and exhausted retries.");
-    metrics::describe_counter!("harborlist_messages_retried_total", "Temporary failures that were scheduled for a retry.");
-    metrics::describe_histogram!("harborlist_send_seconds", "Time to hand one message to the relay.");
+    metrics::describe_counter!(
+        "harborlist_messages_sent_total",
+        "Messages accepted by the relay (or written to the outbox)."
+    );
+    metrics::describe_counter!(
+        "harborlist_messages_failed_total",
+        "Deliveries given up: permanent failures and exhausted retries."
+    );
+    metrics::describe_counter!(
+        "harborlist_messages_retried_total",
+        "Temporary failures that were scheduled for a retry."
+    );
+    metrics::describe_histogram!(
+        "harborlist_send_seconds",
+        "Time to hand one message to the relay."
+    );
     metrics::describe_gauge!("harborlist_queue_depth", "Deliveries queued or in flight.");
-    metrics::describe_gauge!("harborlist_scheduler_lag_seconds", "How late the planner ran relative to the earliest due mailing.");
-    metrics::describe_counter!("harborlist_subscribe_requests_total", "Accepted subscribe requests.");
+    metrics::describe_gauge!(
+        "harborlist_scheduler_lag_seconds",
+        "How late the planner ran relative to the earliest due mailing."
+    );
+    metrics::describe_counter!(
+        "harborlist_subscribe_requests_total",
+        "Accepted subscribe requests."
+    );
     metrics::describe_counter!("harborlist_confirmations_total", "Confirmed subscriptions.");
     metrics::describe_counter!("harborlist_unsubscribes_total", "Unsubscribes.");
-    metrics::describe_counter!("harborlist_rate_limited_total", "Subscribe requests refused by a rate limit.");
+    metrics::describe_counter!(
+        "harborlist_rate_limited_total",
+        "Subscribe requests refused by a rate limit."
+    );
 }

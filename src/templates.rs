@@ -23,7 +23,11 @@ pub enum TemplateError {
     #[error("{path}: {problem}")]
     Load { path: String, problem: String },
     #[error("template {name:?} is missing its {part} part ({path})")]
-    Missing { name: String, part: &'static str, path: String },
+    Missing {
+        name: String,
+        part: &'static str,
+        path: String,
+    },
     #[error("template {name}: {problem}")]
     Render { name: String, problem: String },
     #[error("the subject rendered from template {0:?} contains a line break")]
@@ -91,9 +95,19 @@ impl EmailTemplates {
         self.names.contains(name)
     }
 
-    pub fn render<T: Serialize>(&self, name: &str, data: &T) -> Result<RenderedEmail, TemplateError> {
-        let err = |e: handlebars::RenderError| TemplateError::Render { name: name.to_owned(), problem: e.to_string() };
-        let subject = self.plain.render(&format!("{name}.subject"), data).map_err(err)?;
+    pub fn render<T: Serialize>(
+        &self,
+        name: &str,
+        data: &T,
+    ) -> Result<RenderedEmail, TemplateError> {
+        let err = |e: handlebars::RenderError| TemplateError::Render {
+            name: name.to_owned(),
+            problem: e.to_string(),
+        };
+        let subject = self
+            .plain
+            .render(&format!("{name}.subject"), data)
+            .map_err(err)?;
         // A subject spread over lines in the template file is one line to the reader; a
         // line break that came from *data* is refused instead of folded away silently.
         let subject = subject.trim().to_owned();
@@ -102,8 +116,14 @@ impl EmailTemplates {
         }
         Ok(RenderedEmail {
             subject,
-            text: self.plain.render(&format!("{name}.txt"), data).map_err(err)?,
-            html: self.html.render(&format!("{name}.html"), data).map_err(err)?,
+            text: self
+                .plain
+                .render(&format!("{name}.txt"), data)
+                .map_err(err)?,
+            html: self
+                .html
+                .render(&format!("{name}.html"), data)
+                .map_err(err)?,
         })
     }
 }
@@ -137,7 +157,10 @@ impl WebTemplates {
     pub fn render<T: Serialize>(&self, page: &str, data: &T) -> Result<String, TemplateError> {
         self.html
             .render(page, data)
-            .map_err(|e| TemplateError::Render { name: format!("web/{page}"), problem: e.to_string() })
+            .map_err(|e| TemplateError::Render {
+                name: format!("web/{page}"),
+                problem: e.to_string(),
+            })
     }
 
     pub fn pages(&self) -> &[String] {
@@ -160,17 +183,27 @@ fn hbs_files(dir: &Path) -> Result<Vec<(PathBuf, String)>, TemplateError> {
     let entries = match std::fs::read_dir(dir) {
         Ok(entries) => entries,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(TemplateError::Load { path: dir.display().to_string(), problem: e.to_string() }),
+        Err(e) => {
+            return Err(TemplateError::Load {
+                path: dir.display().to_string(),
+                problem: e.to_string(),
+            });
+        }
     };
     let mut files = Vec::new();
     for entry in entries {
-        let entry = entry.map_err(|e| TemplateError::Load { path: dir.display().to_string(), problem: e.to_string() })?;
+        let entry = entry.map_err(|e| TemplateError::Load {
+            path: dir.display().to_string(),
+            problem: e.to_string(),
+        })?;
         let path = entry.path();
-        let Some(file_name) = path.file_name().and_then(|n| n.to_str()) else { continue };
-        if let Some(stem) = file_name.strip_suffix(".hbs") {
-            if path.is_file() {
-                files.push((path.clone(), stem.to_owned()));
-            }
+        let Some(file_name) = path.file_name().and_then(|n| n.to_str()) else {
+            continue;
+        };
+        if let Some(stem) = file_name.strip_suffix(".hbs")
+            && path.is_file()
+        {
+            files.push((path.clone(), stem.to_owned()));
         }
     }
     files.sort();
@@ -178,15 +211,28 @@ fn hbs_files(dir: &Path) -> Result<Vec<(PathBuf, String)>, TemplateError> {
 }
 
 fn read(file: &Path) -> Result<String, TemplateError> {
-    std::fs::read_to_string(file).map_err(|e| TemplateError::Load { path: file.display().to_string(), problem: e.to_string() })
+    std::fs::read_to_string(file).map_err(|e| TemplateError::Load {
+        path: file.display().to_string(),
+        problem: e.to_string(),
+    })
 }
 
 fn register(hb: &mut Handlebars<'static>, name: &str, file: &Path) -> Result<(), TemplateError> {
     hb.register_template_string(name, read(file)?)
-        .map_err(|e| TemplateError::Load { path: file.display().to_string(), problem: e.to_string() })
+        .map_err(|e| TemplateError::Load {
+            path: file.display().to_string(),
+            problem: e.to_string(),
+        })
 }
 
-fn register_partial(hb: &mut Handlebars<'static>, name: &str, file: &Path) -> Result<(), TemplateError> {
+fn register_partial(
+    hb: &mut Handlebars<'static>,
+    name: &str,
+    file: &Path,
+) -> Result<(), TemplateError> {
     hb.register_partial(name, read(file)?)
-        .map_err(|e| TemplateError::Load { path: file.display().to_string(), problem: e.to_string() })
+        .map_err(|e| TemplateError::Load {
+            path: file.display().to_string(),
+            problem: e.to_string(),
+        })
 }

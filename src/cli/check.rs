@@ -13,7 +13,11 @@ use crate::{
 };
 
 pub async fn run(sources: &Sources) -> anyhow::Result<ExitCode> {
-    let files: Vec<String> = sources.files().iter().map(|f| f.display().to_string()).collect();
+    let files: Vec<String> = sources
+        .files()
+        .iter()
+        .map(|f| f.display().to_string())
+        .collect();
     let settings = match sources.load() {
         Ok(s) => s,
         Err(e) => {
@@ -32,7 +36,10 @@ pub async fn run(sources: &Sources) -> anyhow::Result<ExitCode> {
     let now = Utc::now();
     let next = samples::next_session(&runtime.calendar, now);
     match &next {
-        Some(s) => println!("ok   calendar (next training: {})", crate::calendar::human::when(s)),
+        Some(s) => println!(
+            "ok   calendar (next training: {})",
+            crate::calendar::human::when(s)
+        ),
         None => println!("ok   calendar (no upcoming trainings)"),
     }
     let mut failures = 0;
@@ -40,8 +47,18 @@ pub async fn run(sources: &Sources) -> anyhow::Result<ExitCode> {
     let names: Vec<String> = composer.templates().names().map(str::to_owned).collect();
     for name in &names {
         let data = samples::mailing_data(&runtime.settings, name, next.as_ref(), now);
-        let letter = Letter { mailing_key: "check", template: name, list_mail: is_list_mail(name), data: &data };
-        let to = Recipient { subscriber_id: 1, email: "sample@example.org", name: Some("Sam <Sample>"), unsub_nonce: "0" };
+        let letter = Letter {
+            mailing_key: "check",
+            template: name,
+            list_mail: is_list_mail(name),
+            data: &data,
+        };
+        let to = Recipient {
+            subscriber_id: 1,
+            email: "sample@example.org",
+            name: Some("Sam <Sample>"),
+            unsub_nonce: "0",
+        };
         match composer.compose(&letter, &to, now) {
             Ok(_) => println!("ok   email template {name}"),
             Err(e) => {

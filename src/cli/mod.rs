@@ -37,7 +37,13 @@ Examples:
 )]
 pub struct Cli {
     /// A TOML file layered over config/default.toml.
-    #[arg(long, short, global = true, env = "HARBORLIST_CONFIG", value_name = "FILE")]
+    #[arg(
+        long,
+        short,
+        global = true,
+        env = "HARBORLIST_CONFIG",
+        value_name = "FILE"
+    )]
     pub config: Option<PathBuf>,
 
     #[command(subcommand)]
@@ -72,5 +78,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 
 /// Loads settings or fails with the key and the problem.
 fn load(sources: &Sources) -> anyhow::Result<Settings> {
-    sources.load().map_err(|e| anyhow::anyhow!("configuration: {e}"))
+    sources
+        .load()
+        .map_err(|e| anyhow::anyhow!("configuration: {e}"))
 }

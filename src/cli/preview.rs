@@ -34,12 +34,19 @@ pub async fn run(settings: Settings, args: &Args) -> anyhow::Result<ExitCode> {
     let runtime = Runtime::build(settings)?;
     if !runtime.composer.templates().has(&args.template) {
         let known: Vec<&str> = runtime.composer.templates().names().collect();
-        bail!("--template: no template {:?}; known: {}", args.template, known.join(", "));
+        bail!(
+            "--template: no template {:?}; known: {}",
+            args.template,
+            known.join(", ")
+        );
     }
     let now = Utc::now();
     let session = match args.training {
         Some(date) => Some(
-            runtime.calendar.session_on(date).with_context(|| format!("--training: no training on {date}"))?,
+            runtime
+                .calendar
+                .session_on(date)
+                .with_context(|| format!("--training: no training on {date}"))?,
         ),
         None => samples::next_session(&runtime.calendar, now),
     };
@@ -51,9 +58,20 @@ pub async fn run(settings: Settings, args: &Args) -> anyhow::Result<ExitCode> {
         data: &data,
     };
     let nonce = new_nonce();
-    let recipient = Recipient { subscriber_id: 0, email: to.as_str(), name: None, unsub_nonce: &nonce };
+    let recipient = Recipient {
+        subscriber_id: 0,
+        email: to.as_str(),
+        name: None,
+        unsub_nonce: &nonce,
+    };
     let composed = runtime.composer.compose(&letter, &recipient, now)?;
-    std::fs::write(&args.out, &composed.bytes).with_context(|| format!("writing {}", args.out.display()))?;
-    println!("wrote {} ({} bytes, Message-ID <{}>)", args.out.display(), composed.bytes.len(), composed.message_id);
+    std::fs::write(&args.out, &composed.bytes)
+        .with_context(|| format!("writing {}", args.out.display()))?;
+    println!(
+        "wrote {} ({} bytes, Message-ID <{}>)",
+        args.out.display(),
+        composed.bytes.len(),
+        composed.message_id
+    );
     Ok(ExitCode::SUCCESS)
 }

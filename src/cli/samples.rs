@@ -15,7 +15,12 @@ use crate::{
 };
 
 /// The mailing data a template named `template` is sent with, about `session` if given.
-pub fn mailing_data(settings: &Settings, template: &str, session: Option<&Session>, now: DateTime<Utc>) -> Value {
+pub fn mailing_data(
+    settings: &Settings,
+    template: &str,
+    session: Option<&Session>,
+    now: DateTime<Utc>,
+) -> Value {
     match template {
         "confirm" => json!({
             "confirm_nonce": new_nonce(),
@@ -23,16 +28,27 @@ pub fn mailing_data(settings: &Settings, template: &str, session: Option<&Sessio
         }),
         "welcome" | "goodbye" => json!({}),
         other => {
-            let Some(session) = session else { return json!({}) };
+            let Some(session) = session else {
+                return json!({});
+            };
             let notice = match other {
                 "cancellation" => Notice::Cancel,
                 "update" => Notice::Update,
                 _ => Notice::Invite,
             };
-            let mut data =
-                content::training_data(session, u32::from(notice != Notice::Invite), now, &content::prodid(&settings.list.name), notice);
+            let mut data = content::training_data(
+                session,
+                u32::from(notice != Notice::Invite),
+                now,
+                &content::prodid(&settings.list.name),
+                notice,
+            );
             data["previous"] = content::training_json(session);
-            let reminder = settings.reminders.iter().find(|r| r.template == other).or(settings.reminders.first());
+            let reminder = settings
+                .reminders
+                .iter()
+                .find(|r| r.template == other)
+                .or(settings.reminders.first());
             data["reminder"] = match reminder {
                 Some(r) => json!({ "name": r.name, "before": r.before.to_string() }),
                 None => json!({ "name": "reminder", "before": "2days" }),

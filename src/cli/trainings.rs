@@ -46,8 +46,19 @@ pub fn run(settings: &Settings, args: &Args) -> anyhow::Result<ExitCode> {
             Some(topic) => format!("{} — {topic}", s.title),
             None => s.title.clone(),
         };
-        let title = if s.cancelled { format!("CANCELLED: {title}") } else { title };
-        writeln!(tw, "{}\t{}\t{}\t{}", human::date(s), human::time_range(s), title, s.location)?;
+        let title = if s.cancelled {
+            format!("CANCELLED: {title}")
+        } else {
+            title
+        };
+        writeln!(
+            tw,
+            "{}\t{}\t{}\t{}",
+            human::date(s),
+            human::time_range(s),
+            title,
+            s.location
+        )?;
     }
     tw.flush()?;
     Ok(ExitCode::SUCCESS)

@@ -30,7 +30,10 @@ pub enum ConfigError {
 
 impl ConfigError {
     pub fn invalid(key: impl Into<String>, problem: impl std::fmt::Display) -> Self {
-        Self::Invalid { key: key.into(), problem: problem.to_string() }
+        Self::Invalid {
+            key: key.into(),
+            problem: problem.to_string(),
+        }
     }
 }
 
@@ -44,7 +47,10 @@ pub struct Sources {
 impl Sources {
     /// `config/default.toml` next to the working directory, plus the optional file.
     pub fn new(extra_file: Option<PathBuf>) -> Self {
-        Self { default_file: PathBuf::from("config/default.toml"), extra_file }
+        Self {
+            default_file: PathBuf::from("config/default.toml"),
+            extra_file,
+        }
     }
 
     pub fn files(&self) -> Vec<PathBuf> {
@@ -70,7 +76,9 @@ impl Sources {
                 )));
             }
             builder = builder.add_source(
-                config::File::from(extra.as_path()).format(config::FileFormat::Toml).required(true),
+                config::File::from(extra.as_path())
+                    .format(config::FileFormat::Toml)
+                    .required(true),
             );
         }
         builder = builder.add_source(
@@ -79,9 +87,12 @@ impl Sources {
                 .separator("__")
                 .try_parsing(true),
         );
-        let raw = builder.build().map_err(|e| ConfigError::Load(e.to_string()))?;
-        let settings: Settings =
-            raw.try_deserialize().map_err(|e| ConfigError::Load(e.to_string()))?;
+        let raw = builder
+            .build()
+            .map_err(|e| ConfigError::Load(e.to_string()))?;
+        let settings: Settings = raw
+            .try_deserialize()
+            .map_err(|e| ConfigError::Load(e.to_string()))?;
         settings.validate()?;
         Ok(settings)
     }
@@ -92,10 +103,16 @@ impl Settings {
     /// refused anything unparseable.
     pub fn validate(&self) -> Result<(), ConfigError> {
         if self.server.public_url.cannot_be_a_base() {
-            return Err(ConfigError::invalid("server.public_url", "must be an http(s) URL"));
+            return Err(ConfigError::invalid(
+                "server.public_url",
+                "must be an http(s) URL",
+            ));
         }
         if !matches!(self.server.public_url.scheme(), "http" | "https") {
-            return Err(ConfigError::invalid("server.public_url", "must start with http:// or https://"));
+            return Err(ConfigError::invalid(
+                "server.public_url",
+                "must start with http:// or https://",
+            ));
         }
         if self.database.url.trim().is_empty() {
             return Err(ConfigError::invalid("database.url", "is empty"));
@@ -117,10 +134,16 @@ impl Settings {
             return Err(ConfigError::invalid("mail.pool_size", "must be at least 1"));
         }
         if !(self.mail.max_per_second >= 0.0 && self.mail.max_per_second.is_finite()) {
-            return Err(ConfigError::invalid("mail.max_per_second", "must be 0 (no limit) or a positive number"));
+            return Err(ConfigError::invalid(
+                "mail.max_per_second",
+                "must be 0 (no limit) or a positive number",
+            ));
         }
         if self.mail.max_attempts == 0 {
-            return Err(ConfigError::invalid("mail.max_attempts", "must be at least 1"));
+            return Err(ConfigError::invalid(
+                "mail.max_attempts",
+                "must be at least 1",
+            ));
         }
         if self.list.id.contains(['<', '>', ' ', '@']) || !self.list.id.contains('.') {
             return Err(ConfigError::invalid(
@@ -135,15 +158,29 @@ impl Settings {
             ));
         }
         if self.subscriptions.max_confirmations_per_day == 0 {
-            return Err(ConfigError::invalid("subscriptions.max_confirmations_per_day", "must be at least 1"));
+            return Err(ConfigError::invalid(
+                "subscriptions.max_confirmations_per_day",
+                "must be at least 1",
+            ));
         }
         let mut names = std::collections::HashSet::new();
         for (i, r) in self.reminders.iter().enumerate() {
             if !names.insert(r.name.as_str()) {
-                return Err(ConfigError::invalid(format!("reminders[{i}].name"), format!("{:?} is used twice", r.name)));
+                return Err(ConfigError::invalid(
+                    format!("reminders[{i}].name"),
+                    format!("{:?} is used twice", r.name),
+                ));
             }
-            if r.name.is_empty() || !r.name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
-                return Err(ConfigError::invalid(format!("reminders[{i}].name"), "use letters, digits, - and _ only"));
+            if r.name.is_empty()
+                || !r
+                    .name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+            {
+                return Err(ConfigError::invalid(
+                    format!("reminders[{i}].name"),
+                    "use letters, digits, - and _ only",
+                ));
             }
         }
         self.calendar()?;
@@ -168,5 +205,9 @@ impl Settings {
 
 /// A settings value built only from the committed defaults, for tests and `preview`.
 pub fn load_from(dir: &Path, extra: Option<PathBuf>) -> Result<Settings, ConfigError> {
-    Sources { default_file: dir.join("default.toml"), extra_file: extra }.load()
+    Sources {
+        default_file: dir.join("default.toml"),
+        extra_file: extra,
+    }
+    .load()
 }

@@ -88,6 +88,9 @@ pub struct MailSettings {
     pub retry_base: HumanDuration,
     #[serde(default = "default_retry_max")]
     pub retry_max: HumanDuration,
+    /// How long to wait for any one SMTP reply before treating the attempt as failed.
+    #[serde(default = "default_smtp_timeout")]
+    pub smtp_timeout: HumanDuration,
     /// A claimed delivery not recorded within this time goes back to the queue (its
     /// sender is presumed dead).
     #[serde(default = "default_lease")]
@@ -110,6 +113,9 @@ fn default_retry_base() -> HumanDuration {
 }
 fn default_retry_max() -> HumanDuration {
     HumanDuration::from_secs(3600)
+}
+fn default_smtp_timeout() -> HumanDuration {
+    HumanDuration::from_secs(30)
 }
 fn default_lease() -> HumanDuration {
     HumanDuration::from_secs(300)
@@ -184,7 +190,9 @@ pub struct TemplateSettings {
 
 impl Default for TemplateSettings {
     fn default() -> Self {
-        Self { dir: PathBuf::from("templates") }
+        Self {
+            dir: PathBuf::from("templates"),
+        }
     }
 }
 
@@ -227,7 +235,10 @@ pub struct LogSettings {
 
 impl Default for LogSettings {
     fn default() -> Self {
-        Self { format: LogFormat::Text, level: "info".into() }
+        Self {
+            format: LogFormat::Text,
+            level: "info".into(),
+        }
     }
 }
 

@@ -25,9 +25,11 @@ impl FromStr for HumanDuration {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        humantime::parse_duration(s.trim())
-            .map(Self)
-            .map_err(|e| format!("{s:?} is not a duration ({e}); write it like \"72h\", \"21d\", \"90m\" or \"45s\""))
+        humantime::parse_duration(s.trim()).map(Self).map_err(|e| {
+            format!(
+                "{s:?} is not a duration ({e}); write it like \"72h\", \"21d\", \"90m\" or \"45s\""
+            )
+        })
     }
 }
 
@@ -56,10 +58,22 @@ mod tests {
 
     #[test]
     fn parses_units() {
-        assert_eq!("72h".parse::<HumanDuration>().map(|d| d.0.as_secs()), Ok(72 * 3600));
-        assert_eq!("21d".parse::<HumanDuration>().map(|d| d.0.as_secs()), Ok(21 * 86400));
-        assert_eq!("90m".parse::<HumanDuration>().map(|d| d.0.as_secs()), Ok(5400));
-        assert_eq!("45s".parse::<HumanDuration>().map(|d| d.0.as_secs()), Ok(45));
+        assert_eq!(
+            "72h".parse::<HumanDuration>().map(|d| d.0.as_secs()),
+            Ok(72 * 3600)
+        );
+        assert_eq!(
+            "21d".parse::<HumanDuration>().map(|d| d.0.as_secs()),
+            Ok(21 * 86400)
+        );
+        assert_eq!(
+            "90m".parse::<HumanDuration>().map(|d| d.0.as_secs()),
+            Ok(5400)
+        );
+        assert_eq!(
+            "45s".parse::<HumanDuration>().map(|d| d.0.as_secs()),
+            Ok(45)
+        );
         assert!("72".parse::<HumanDuration>().is_err());
         assert!("soon".parse::<HumanDuration>().is_err());
     }

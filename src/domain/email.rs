@@ -119,7 +119,11 @@ mod tests {
 
     #[test]
     fn accepts_ordinary_addresses() {
-        for ok in ["a@example.org", "Jane.Doe+list@Mail.Example.COM", "  x@y.mn.us  "] {
+        for ok in [
+            "a@example.org",
+            "Jane.Doe+list@Mail.Example.COM",
+            "  x@y.mn.us  ",
+        ] {
             assert!(SubscriberEmail::parse(ok).is_ok(), "{ok}");
         }
         assert_eq!(
@@ -132,10 +136,22 @@ mod tests {
     fn refuses_bad_addresses_with_a_reason() {
         assert_eq!(SubscriberEmail::parse(""), Err(EmailError::Empty));
         assert_eq!(SubscriberEmail::parse("plain"), Err(EmailError::MissingAt));
-        assert_eq!(SubscriberEmail::parse("a@@b.org"), Err(EmailError::MissingAt));
-        assert_eq!(SubscriberEmail::parse("a@localhost"), Err(EmailError::BadDomain));
-        assert_eq!(SubscriberEmail::parse("a@b..org"), Err(EmailError::BadDomain));
-        assert_eq!(SubscriberEmail::parse("a b@c.org"), Err(EmailError::MissingAt));
+        assert_eq!(
+            SubscriberEmail::parse("a@@b.org"),
+            Err(EmailError::MissingAt)
+        );
+        assert_eq!(
+            SubscriberEmail::parse("a@localhost"),
+            Err(EmailError::BadDomain)
+        );
+        assert_eq!(
+            SubscriberEmail::parse("a@b..org"),
+            Err(EmailError::BadDomain)
+        );
+        assert_eq!(
+            SubscriberEmail::parse("a b@c.org"),
+            Err(EmailError::MissingAt)
+        );
         assert_eq!(
             SubscriberEmail::parse("a@b.org\r\nBcc: victim@x.org"),
             Err(EmailError::ControlCharacter)

@@ -53,7 +53,13 @@ mod tests {
             SubscriberName::parse(" <b>Ann</b> ").map(|n| n.map(|n| n.0)),
             Ok(Some("<b>Ann</b>".into()))
         );
-        assert_eq!(SubscriberName::parse("Ann\r\nBcc: x"), Err(NameError::ControlCharacter));
-        assert_eq!(SubscriberName::parse(&"x".repeat(101)), Err(NameError::TooLong));
+        assert_eq!(
+            SubscriberName::parse("Ann\r\nBcc: x"),
+            Err(NameError::ControlCharacter)
+        );
+        assert_eq!(
+            SubscriberName::parse(&"x".repeat(101)),
+            Err(NameError::TooLong)
+        );
     }
 }

@@ -30,7 +30,9 @@ impl TokenPurpose {
 
 #[derive(Debug, thiserror::Error)]
 pub enum TokenKeyError {
-    #[error("must be at least 32 bytes of base64 (64 hex digits also work); generate one with `openssl rand -base64 32`")]
+    #[error(
+        "must be at least 32 bytes of base64 (64 hex digits also work); generate one with `openssl rand -base64 32`"
+    )]
     TooShort,
     #[error("is neither base64 nor hex")]
     Encoding,
@@ -83,13 +85,17 @@ impl TokenKey {
 
 /// A new nonce: 128 random bits as 32 hex digits.
 pub fn new_nonce() -> String {
-    random_bytes::<16>().iter().map(|b| format!("{b:02x}")).collect()
+    random_bytes::<16>()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 fn random_bytes<const N: usize>() -> [u8; N] {
     let mut buf = [0u8; N];
     // The OS RNG failing is not something a mail service can recover from sensibly.
-    getrandom::fill(&mut buf).unwrap_or_else(|e| panic!("the OS random number generator failed: {e}"));
+    getrandom::fill(&mut buf)
+        .unwrap_or_else(|e| panic!("the OS random number generator failed: {e}"));
     buf
 }
 
@@ -106,8 +112,11 @@ impl std::fmt::Debug for Token {
 impl Token {
     /// Accepts only the shape we mint, so junk from a URL never reaches the database.
     pub fn parse(text: &str) -> Option<Self> {
-        (text.len() == 43 && text.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'))
-            .then(|| Self(text.to_owned()))
+        (text.len() == 43
+            && text
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'))
+        .then(|| Self(text.to_owned()))
     }
 
     pub fn as_str(&self) -> &str {
@@ -147,7 +156,10 @@ mod tests {
 
     #[test]
     fn rejects_short_keys_and_junk_tokens() {
-        assert!(matches!(TokenKey::parse("c2hvcnQ="), Err(TokenKeyError::TooShort)));
+        assert!(matches!(
+            TokenKey::parse("c2hvcnQ="),
+            Err(TokenKeyError::TooShort)
+        ));
         assert!(TokenKey::parse(&TokenKey::generate_text()).is_ok());
         assert_eq!(Token::parse("short"), None);
         assert_eq!(Token::parse(&"a".repeat(42).replace('a', "%")), None);

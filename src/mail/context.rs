@@ -49,7 +49,11 @@ impl Identity {
             postal_address: settings.list.postal_address.clone(),
             why: settings.list.why_you_get_this.clone(),
             public_url: settings.server.public_url.clone(),
-            timezone: settings.trainings.timezone.parse().unwrap_or(chrono_tz::America::Chicago),
+            timezone: settings
+                .trainings
+                .timezone
+                .parse()
+                .unwrap_or(chrono_tz::America::Chicago),
         }
     }
 
@@ -103,13 +107,26 @@ pub struct Composer {
 
 impl std::fmt::Debug for Composer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Composer").field("identity", &self.identity).field("dkim", &self.dkim.is_some()).finish()
+        f.debug_struct("Composer")
+            .field("identity", &self.identity)
+            .field("dkim", &self.dkim.is_some())
+            .finish()
     }
 }
 
 impl Composer {
-    pub fn new(identity: Identity, templates: Arc<EmailTemplates>, key: TokenKey, dkim: Option<DkimConfig>) -> Self {
-        Self { identity: Arc::new(identity), templates, key, dkim: dkim.map(Arc::new) }
+    pub fn new(
+        identity: Identity,
+        templates: Arc<EmailTemplates>,
+        key: TokenKey,
+        dkim: Option<DkimConfig>,
+    ) -> Self {
+        Self {
+            identity: Arc::new(identity),
+            templates,
+            key,
+            dkim: dkim.map(Arc::new),
+        }
     }
 
     pub fn identity(&self) -> &Identity {
@@ -129,7 +146,12 @@ impl Composer {
     }
 
     pub fn unsubscribe_url(&self, unsub_nonce: &str) -> String {
-        self.identity.url(&format!("unsubscribe/{}", self.key.derive(TokenPurpose::Unsubscribe, unsub_nonce).as_str()))
+        self.identity.url(&format!(
+            "unsubscribe/{}",
+            self.key
+                .derive(TokenPurpose::Unsubscribe, unsub_nonce)
+                .as_str()
+        ))
     }
 
     /// The data a template sees.
@@ -151,8 +173,10 @@ impl Composer {
             "confirm_expires": Value::Null,
         });
         if let Some(nonce) = letter.data.get("confirm_nonce").and_then(Value::as_str) {
-            ctx["confirm_url"] =
-                json!(id.url(&format!("confirm/{}", self.key.derive(TokenPurpose::Confirm, nonce).as_str())));
+            ctx["confirm_url"] = json!(id.url(&format!(
+                "confirm/{}",
+                self.key.derive(TokenPurpose::Confirm, nonce).as_str()
+            )));
         }
         if let Some(ms) = letter.data.get("expires_at_ms").and_then(Value::as_i64) {
             let at = crate::clock::from_millis(ms).with_timezone(&id.timezone);
@@ -168,11 +192,20 @@ impl Composer {
         ctx
     }
 
-    pub fn compose(&self, letter: &Letter<'_>, to: &Recipient<'_>, now: DateTime<Utc>) -> Result<Composed, MailError> {
+    pub fn compose(
+        &self,
+        letter: &Letter<'_>,
+        to: &Recipient<'_>,
+        now: DateTime<Utc>,
+    ) -> Result<Composed, MailError> {
         let id = &self.identity;
-        let rendered = self.templates.render(letter.template, &self.context(letter, to))?;
-        let address: lettre::Address =
-            to.email.parse().map_err(|e| MailError::Build(format!("recipient address: {e}")))?;
+        let rendered = self
+            .templates
+            .render(letter.template, &self.context(letter, to))?;
+        let address: lettre::Address = to
+            .email
+            .parse()
+            .map_err(|e| MailError::Build(format!("recipient address: {e}")))?;
         let message_id = self.message_id(letter.mailing_key, to.subscriber_id);
         let list = letter.list_mail.then(|| ListHeaders {
             list_id: message::list_id_header(&id.list_name, &id.list_id),
@@ -201,6 +234,10 @@ impl Composer {
         }
         let envelope = Envelope::new(Some(id.from.email.clone()), vec![address])
             .map_err(|e| MailError::Build(format!("envelope: {e}")))?;
-        Ok(Composed { envelope, bytes: msg.formatted(), message_id })
+        Ok(Composed {
+            envelope,
+            bytes: msg.formatted(),
+            message_id,
+        })
     }
 }

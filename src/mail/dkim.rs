@@ -6,7 +6,10 @@
 //! relaxed/relaxed, which survives the header refolding some relays do.
 
 use lettre::message::{
-    dkim::{DkimCanonicalization, DkimCanonicalizationType, DkimConfig, DkimSigningAlgorithm, DkimSigningKey},
+    dkim::{
+        DkimCanonicalization, DkimCanonicalizationType, DkimConfig, DkimSigningAlgorithm,
+        DkimSigningKey,
+    },
     header::HeaderName,
 };
 
@@ -31,7 +34,10 @@ pub const SIGNED_HEADERS: &[&str] = &[
 /// (`-----BEGIN RSA PRIVATE KEY-----`); an Ed25519 key is the base64 of its 32-byte seed.
 pub fn load(settings: &DkimSettings) -> Result<DkimConfig, MailError> {
     let text = std::fs::read_to_string(&settings.private_key_file).map_err(|e| {
-        MailError::Dkim(format!("mail.dkim.private_key_file: cannot read {}: {e}", settings.private_key_file.display()))
+        MailError::Dkim(format!(
+            "mail.dkim.private_key_file: cannot read {}: {e}",
+            settings.private_key_file.display()
+        ))
     })?;
     let algorithm = if text.contains("BEGIN RSA PRIVATE KEY") {
         DkimSigningAlgorithm::Rsa
@@ -48,7 +54,13 @@ pub fn load(settings: &DkimSettings) -> Result<DkimConfig, MailError> {
         settings.selector.clone(),
         settings.domain.clone(),
         key,
-        SIGNED_HEADERS.iter().map(|h| HeaderName::new_from_ascii_str(h)).collect(),
-        DkimCanonicalization { header: DkimCanonicalizationType::Relaxed, body: DkimCanonicalizationType::Relaxed },
+        SIGNED_HEADERS
+            .iter()
+            .map(|h| HeaderName::new_from_ascii_str(h))
+            .collect(),
+        DkimCanonicalization {
+            header: DkimCanonicalizationType::Relaxed,
+            body: DkimCanonicalizationType::Relaxed,
+        },
     ))
 }

@@ -69,27 +69,40 @@ pub fn build(parts: Parts<'_>) -> Result<Message, MailError> {
     let body = match parts.calendar {
         None => alternative,
         Some(cal) => {
-            let content_type = ContentType::parse(&format!("text/calendar; charset=utf-8; method={}", cal.method))
-                .map_err(|e| MailError::Build(format!("calendar content type: {e}")))?;
+            let content_type = ContentType::parse(&format!(
+                "text/calendar; charset=utf-8; method={}",
+                cal.method
+            ))
+            .map_err(|e| MailError::Build(format!("calendar content type: {e}")))?;
             MultiPart::mixed()
                 .multipart(alternative)
                 .singlepart(Attachment::new("training.ics".into()).body(cal.body, content_type))
         }
     };
-    let mut message = builder.multipart(body).map_err(|e| MailError::Build(e.to_string()))?;
+    let mut message = builder
+        .multipart(body)
+        .map_err(|e| MailError::Build(e.to_string()))?;
     if let Some(list) = parts.list {
         let headers = message.headers_mut();
         for (name, value) in [
             ("List-Id", list.list_id),
             ("List-Unsubscribe", format!("<{}>", list.unsubscribe_url)),
-            ("List-Unsubscribe-Post", "List-Unsubscribe=One-Click".to_owned()),
+            (
+                "List-Unsubscribe-Post",
+                "List-Unsubscribe=One-Click".to_owned(),
+            ),
             ("List-Subscribe", format!("<{}>", list.subscribe_url)),
             ("List-Help", format!("<{}>", list.help_url)),
         ] {
             if value.contains(['\r', '\n']) {
-                return Err(MailError::Build(format!("{name} would contain a line break")));
+                return Err(MailError::Build(format!(
+                    "{name} would contain a line break"
+                )));
             }
-            headers.insert_raw(HeaderValue::new(HeaderName::new_from_ascii_str(name), value));
+            headers.insert_raw(HeaderValue::new(
+                HeaderName::new_from_ascii_str(name),
+                value,
+            ));
         }
     }
     Ok(message)
@@ -103,6 +116,9 @@ fn normalize_newlines(s: &str) -> String {
 
 /// `List-Id` in RFC 2919 form: a quoted description and the id in angle brackets.
 pub fn list_id_header(name: &str, id: &str) -> String {
-    let description: String = name.chars().filter(|c| !c.is_control() && *c != '"' && *c != '\\').collect();
+    let description: String = name
+        .chars()
+        .filter(|c| !c.is_control() && *c != '"' && *c != '\\')
+        .collect();
     format!("\"{description}\" <{id}>")
 }

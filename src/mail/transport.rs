@@ -23,14 +23,16 @@ pub enum SendError {
 
 #[derive(Clone)]
 pub enum Transport {
-    Smtp(AsyncSmtpTransport<Tokio1Executor>),
+    /// The pool, and a bound on one whole send: lettre's timeout covers connecting but not
+    /// every reply (a relay that never answers QUIT after a 4xx hangs the send forever).
+    Smtp(AsyncSmtpTransport<Tokio1Executor>, Duration),
     File(PathBuf),
 }
 
 impl std::fmt::Debug for Transport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Self::Smtp(_) => f.write_str("Transport::Smtp"),
+            Self::Smtp(..) => f.write_str("Transport::Smtp"),
             Self::File(dir) => write!(f, "Transport::File({})", dir.display()),
         }
     }
@@ -41,7 +43,10 @@ impl Transport {
         match mail.transport {
             TransportKind::File => {
                 std::fs::create_dir_all(&mail.outbox_dir).map_err(|e| {
-                    format!("mail.outbox_dir: cannot create {}: {e}", mail.outbox_dir.display())
+                    format!(
+                        "mail.outbox_dir: cannot create {}: {e}",
+                        mail.outbox_dir.display()
+                    )
                 })?;
                 Ok(Self::File(mail.outbox_dir.clone()))
             }
@@ -49,27 +54,45 @@ impl Transport {
                 let url = mail.smtp_url.as_deref().unwrap_or_default();
                 let transport = AsyncSmtpTransport::<Tokio1Executor>::from_url(url)
                     .map_err(|e| format!("mail.smtp_url: {e}"))?
-                    .timeout(Some(Duration::from_secs(30)))
+                    .timeout(Some(mail.smtp_timeout.std()))
                     .pool_config(
                         PoolConfig::new()
                             .max_size(mail.pool_size)
                             .idle_timeout(Duration::from_secs(60)),
                     )
                     .build();
-                Ok(Self::Smtp(transport))
+                Ok(Self::Smtp(transport, mail.smtp_timeout.std() * 3))
             }
         }
     }
 
     /// Delivers one message. `message_id` (without angle brackets) names the outbox file, so
     /// a retry of the same delivery overwrites rather than duplicates.
-    pub async fn send(&self, envelope: &Envelope, bytes: &[u8], message_id: &str) -> Result<(), SendError> {
+    pub async fn send(
+        &self,
+        envelope: &Envelope,
+        bytes: &[u8],
+        message_id: &str,
+    ) -> Result<(), SendError> {
         match self {
-            Self::Smtp(smtp) => smtp.send_raw(envelope, bytes).await.map(|_| ()).map_err(classify),
+            Self::Smtp(smtp, limit) => {
+                match tokio::time::timeout(*limit, smtp.send_raw(envelope, bytes)).await {
+                    Ok(result) => result.map(|_| ()).map_err(classify),
+                    Err(_) => Err(SendError::Transient(format!(
+                        "no answer from the relay within {limit:?}"
+                    ))),
+                }
+            }
             Self::File(dir) => {
                 let safe: String = message_id
                     .chars()
-                    .map(|c| if c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | '@') { c } else { '_' })
+                    .map(|c| {
+                        if c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | '@') {
+                            c
+                        } else {
+                            '_'
+                        }
+                    })
                     .collect();
                 let path = dir.join(format!("{safe}.eml"));
                 let tmp = dir.join(format!(".{safe}.tmp"));

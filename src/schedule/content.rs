@@ -20,8 +20,18 @@ pub enum Notice {
 }
 
 /// The template-facing description of a session, plus its iCalendar attachment.
-pub fn training_data(session: &Session, sequence: u32, stamp: DateTime<Utc>, prodid: &str, notice: Notice) -> Value {
-    let method = if notice == Notice::Cancel { Method::Cancel } else { Method::Publish };
+pub fn training_data(
+    session: &Session,
+    sequence: u32,
+    stamp: DateTime<Utc>,
+    prodid: &str,
+    notice: Notice,
+) -> Value {
+    let method = if notice == Notice::Cancel {
+        Method::Cancel
+    } else {
+        Method::Publish
+    };
     let body = ics::render(&[IcsEvent { session, sequence }], method, stamp, prodid);
     json!({
         "training": training_json(session),
@@ -51,6 +61,9 @@ pub fn training_json(session: &Session) -> Value {
 
 /// PRODID for every calendar object we publish.
 pub fn prodid(list_name: &str) -> String {
-    let clean: String = list_name.chars().filter(|c| !c.is_control() && *c != '/').collect();
+    let clean: String = list_name
+        .chars()
+        .filter(|c| !c.is_control() && *c != '/')
+        .collect();
     format!("-//harborlist//{clean}//EN")
 }

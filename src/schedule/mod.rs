@@ -58,7 +58,13 @@ pub struct Planner {
 
 impl Planner {
     pub fn new(store: Store, live: Live, clock: SharedClock, wake_sender: Arc<Notify>) -> Self {
-        Self { store, live, clock, wake_sender, wake: Arc::new(Notify::new()) }
+        Self {
+            store,
+            live,
+            clock,
+            wake_sender,
+            wake: Arc::new(Notify::new()),
+        }
     }
 
     /// Asks for a planning turn as soon as possible (after a reload, for instance).
@@ -128,7 +134,10 @@ impl Planner {
     /// One planning turn. Public so tests can drive it with a manual clock.
     pub async fn turn(&self) -> Result<TurnReport, StoreError> {
         let Some(_lock) = self.store.try_planner_lock().await? else {
-            return Ok(TurnReport { locked_out: true, ..TurnReport::default() });
+            return Ok(TurnReport {
+                locked_out: true,
+                ..TurnReport::default()
+            });
         };
         let mut report = TurnReport::default();
         reconcile::trainings(self, &mut report).await?;
@@ -141,7 +150,12 @@ impl Planner {
         let now = self.clock.now();
         let now_ms = to_millis(now);
         let due = self.store.due_mailings(now_ms).await?;
-        if let Some(earliest) = due.iter().filter(|m| m.state == "planned").map(|m| m.due_ms).min() {
+        if let Some(earliest) = due
+            .iter()
+            .filter(|m| m.state == "planned")
+            .map(|m| m.due_ms)
+            .min()
+        {
             let lag = (now - from_millis(earliest)).num_milliseconds().max(0) as f64 / 1000.0;
             metrics::gauge!("harborlist_scheduler_lag_seconds").set(lag);
         }

@@ -22,7 +22,6 @@ pub fn reminders(
     sessions: &[(Session, u32)],
     reminders: &[ReminderSettings],
     now: DateTime<Utc>,
-    ics_stamp: DateTime<Utc>,
     prodid: &str,
 ) -> Vec<PlannedMailing> {
     let mut out = Vec::new();
@@ -33,8 +32,12 @@ pub fn reminders(
         }
         for r in reminders {
             let due = start - r.before.chrono();
-            let mut data = content::training_data(session, *sequence, ics_stamp, prodid, content::Notice::Invite);
-            data["reminder"] = serde_json::json!({ "name": r.name, "before": r.before.to_string() });
+            // DTSTAMP is the due time, not "now": the planned row must not change on every
+            // turn, and the invitation is created, for the reader, when it is sent.
+            let mut data =
+                content::training_data(session, *sequence, due, prodid, content::Notice::Invite);
+            data["reminder"] =
+                serde_json::json!({ "name": r.name, "before": r.before.to_string() });
             out.push(PlannedMailing {
                 key: reminder_key(&session.uid, &r.name),
                 kind: "reminder".into(),

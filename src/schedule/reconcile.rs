@@ -21,11 +21,7 @@ use super::{
 use crate::{
     calendar::Session,
     clock::to_millis,
-    store::{
-        StoreError,
-        queue::PlannedMailing,
-        trainings::TrainingRow,
-    },
+    store::{StoreError, queue::PlannedMailing, trainings::TrainingRow},
 };
 
 pub async fn trainings(p: &Planner, report: &mut TurnReport) -> Result<(), StoreError> {
@@ -49,14 +45,15 @@ pub async fn trainings(p: &Planner, report: &mut TurnReport) -> Result<(), Store
         if seen.contains(gone.uid.as_str()) || gone.cancelled {
             continue;
         }
-        let Ok(mut session) = serde_json::from_str::<SnapshotSession>(&gone.snapshot).map(|s| s.0) else {
+        let Ok(mut session) = serde_json::from_str::<SnapshotSession>(&gone.snapshot).map(|s| s.0)
+        else {
             continue;
         };
         session.cancelled = true;
         record(p, &session, now_ms, &prodid, report).await?;
     }
 
-    let wanted = plan::reminders(&with_sequence, &settings.reminders, now, now, &prodid);
+    let wanted = plan::reminders(&with_sequence, &settings.reminders, now, &prodid);
     let wanted_keys: HashSet<&str> = wanted.iter().map(|m| m.key.as_str()).collect();
     for m in &wanted {
         if p.store.upsert_planned(m, now_ms).await? {
@@ -64,7 +61,9 @@ pub async fn trainings(p: &Planner, report: &mut TurnReport) -> Result<(), Store
         }
     }
     for stale in p.store.planned_with_prefix("reminder:").await? {
-        if !wanted_keys.contains(stale.key.as_str()) && p.store.close_planned(stale.id, "cancelled", now_ms).await? {
+        if !wanted_keys.contains(stale.key.as_str())
+            && p.store.close_planned(stale.id, "cancelled", now_ms).await?
+        {
             tracing::info!(mailing = %stale.key, "cancelled: no longer in the calendar or reminders");
             report.cancelled += 1;
         }
@@ -74,12 +73,25 @@ pub async fn trainings(p: &Planner, report: &mut TurnReport) -> Result<(), Store
 
 /// Records one session and returns its SEQUENCE, queueing a notice if it changed after
 /// mail about it went out.
-async fn record(p: &Planner, s: &Session, now_ms: i64, prodid: &str, report: &mut TurnReport) -> Result<u32, StoreError> {
+async fn record(
+    p: &Planner,
+    s: &Session,
+    now_ms: i64,
+    prodid: &str,
+    report: &mut TurnReport,
+) -> Result<u32, StoreError> {
     let fingerprint = s.fingerprint();
     let snapshot = serde_json::to_string(&SnapshotRef(s)).unwrap_or_default();
     let start_ms = to_millis(s.start.with_timezone(&Utc));
     let Some(previous) = p.store.training(&s.uid).await? else {
-        let row = TrainingRow { uid: s.uid.clone(), fingerprint, sequence: 0, start_ms, cancelled: s.cancelled, snapshot };
+        let row = TrainingRow {
+            uid: s.uid.clone(),
+            fingerprint,
+            sequence: 0,
+            start_ms,
+            cancelled: s.cancelled,
+            snapshot,
+        };
         p.store.save_training(&row, now_ms).await?;
         return Ok(0);
     };
@@ -88,13 +100,24 @@ async fn record(p: &Planner, s: &Session, now_ms: i64, prodid: &str, report: &mu
     }
     let sequence = previous.sequence + 1;
     let seq32 = u32::try_from(sequence).unwrap_or(u32::MAX);
-    let row = TrainingRow { uid: s.uid.clone(), fingerprint, sequence, start_ms, cancelled: s.cancelled, snapshot };
+    let row = TrainingRow {
+        uid: s.uid.clone(),
+        fingerprint,
+        sequence,
+        start_ms,
+        cancelled: s.cancelled,
+        snapshot,
+    };
     p.store.save_training(&row, now_ms).await?;
     if previous.cancelled && s.cancelled {
         return Ok(seq32);
     }
     if p.store.training_announced(&s.uid).await? {
-        let (kind, notice) = if s.cancelled { ("cancel", Notice::Cancel) } else { ("update", Notice::Update) };
+        let (kind, notice) = if s.cancelled {
+            ("cancel", Notice::Cancel)
+        } else {
+            ("update", Notice::Update)
+        };
         let stamp = p.clock.now();
         let mut data = content::training_data(s, seq32, stamp, prodid, notice);
         data["previous"] = serde_json::from_str::<SnapshotSession>(&previous.snapshot)
@@ -103,12 +126,20 @@ async fn record(p: &Planner, s: &Session, now_ms: i64, prodid: &str, report: &mu
         let mailing = PlannedMailing {
             key: format!("{kind}:{}:{sequence}", s.uid),
             kind: kind.into(),
-            template: if s.cancelled { "cancellation".into() } else { "update".into() },
+            template: if s.cancelled {
+                "cancellation".into()
+            } else {
+                "update".into()
+            },
             data,
             due_ms: now_ms,
             // A cancellation is moot once the original time has passed; an update once the
             // new time has.
-            not_after_ms: Some(if s.cancelled { previous.start_ms.max(start_ms) } else { start_ms }),
+            not_after_ms: Some(if s.cancelled {
+                previous.start_ms.max(start_ms)
+            } else {
+                start_ms
+            }),
         };
         if p.store.upsert_planned(&mailing, now_ms).await? {
             tracing::info!(training = %s.uid, kind, sequence, "training changed after it was announced; notice queued");
@@ -142,7 +173,9 @@ impl<'de> serde::Deserialize<'de> for SnapshotSession {
         use serde::de::Error;
         let v = serde_json::Value::deserialize(d)?;
         let text = |k: &str| v.get(k).and_then(|x| x.as_str()).map(str::to_owned);
-        let tz: chrono_tz::Tz = text("tz").and_then(|t| t.parse().ok()).ok_or_else(|| D::Error::custom("tz"))?;
+        let tz: chrono_tz::Tz = text("tz")
+            .and_then(|t| t.parse().ok())
+            .ok_or_else(|| D::Error::custom("tz"))?;
         let at = |k: &str| {
             text(k)
                 .and_then(|t| chrono::DateTime::parse_from_rfc3339(&t).ok())
@@ -161,7 +194,10 @@ impl<'de> serde::Deserialize<'de> for SnapshotSession {
             location: text("location").unwrap_or_default(),
             registration_url: text("registration_url"),
             description: text("description").unwrap_or_default(),
-            cancelled: v.get("cancelled").and_then(|x| x.as_bool()).unwrap_or(false),
+            cancelled: v
+                .get("cancelled")
+                .and_then(|x| x.as_bool())
+                .unwrap_or(false),
             extra: v.get("extra").and_then(|x| x.as_bool()).unwrap_or(false),
         }))
     }

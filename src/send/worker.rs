@@ -18,7 +18,10 @@ use super::backoff::{jitter, retry_delay};
 use crate::{
     clock::{SharedClock, to_millis},
     domain::redact,
-    mail::{Letter, Recipient, SendError, Transport, context::{Composer, is_list_mail}},
+    mail::{
+        Letter, Recipient, SendError, Transport,
+        context::{Composer, is_list_mail},
+    },
     startup::Live,
     store::{
         Store,
@@ -51,14 +54,33 @@ pub struct Sender {
 }
 
 impl Sender {
-    pub fn new(store: Store, live: Live, transport: Transport, clock: SharedClock, config: SenderConfig, wake: Arc<Notify>) -> Self {
+    pub fn new(
+        store: Store,
+        live: Live,
+        transport: Transport,
+        clock: SharedClock,
+        config: SenderConfig,
+        wake: Arc<Notify>,
+    ) -> Self {
         let limiter = (config.max_per_second > 0.0).then(|| {
             let period = Duration::from_secs_f64(1.0 / config.max_per_second);
-            let burst = NonZeroU32::new((config.max_per_second.ceil() as u32).max(1)).unwrap_or(NonZeroU32::MIN);
-            let quota = Quota::with_period(period).unwrap_or_else(|| Quota::per_second(NonZeroU32::MIN)).allow_burst(burst);
+            let burst = NonZeroU32::new((config.max_per_second.ceil() as u32).max(1))
+                .unwrap_or(NonZeroU32::MIN);
+            let quota = Quota::with_period(period)
+                .unwrap_or_else(|| Quota::per_second(NonZeroU32::MIN))
+                .allow_burst(burst);
             RateLimiter::direct(quota)
         });
-        Self { store, live, transport, clock, config, wake, limiter, turn: AtomicU64::new(0) }
+        Self {
+            store,
+            live,
+            transport,
+            clock,
+            config,
+            wake,
+            limiter,
+            turn: AtomicU64::new(0),
+        }
     }
 
     /// Runs until `shutdown` is cancelled, then finishes what is in flight.
@@ -67,8 +89,15 @@ impl Sender {
         let mut db_backoff = Duration::from_millis(200);
         while !shutdown.is_cancelled() {
             if last_requeue.elapsed() >= self.config.lease / 4 {
-                match self.store.requeue_expired(to_millis(self.clock.now())).await {
-                    Ok(n) if n > 0 => tracing::warn!(count = n, "re-queued deliveries whose sender's lease expired"),
+                match self
+                    .store
+                    .requeue_expired(to_millis(self.clock.now()))
+                    .await
+                {
+                    Ok(n) if n > 0 => tracing::warn!(
+                        count = n,
+                        "re-queued deliveries whose sender's lease expired"
+                    ),
                     Ok(_) => {}
                     Err(e) => tracing::warn!(error = %e, "could not re-queue expired leases"),
                 }
@@ -103,7 +132,9 @@ impl Sender {
     async fn idle_nap(&self) -> Duration {
         let now = to_millis(self.clock.now());
         match self.store.next_delivery_due().await {
-            Ok(Some(due)) if due > now => Duration::from_millis((due - now) as u64).min(self.config.poll),
+            Ok(Some(due)) if due > now => {
+                Duration::from_millis((due - now) as u64).min(self.config.poll)
+            }
             Ok(Some(_)) => Duration::from_millis(10),
             _ => self.config.poll,
         }
@@ -116,18 +147,37 @@ impl Sender {
     }
 
     /// One claim → send → record cycle. Returns how many deliveries it handled.
-    pub async fn turn(&self, shutdown: &CancellationToken) -> Result<usize, crate::store::StoreError> {
-        let owner = format!("{}#{}", self.config.instance, self.turn.fetch_add(1, Ordering::Relaxed));
+    pub async fn turn(
+        &self,
+        shutdown: &CancellationToken,
+    ) -> Result<usize, crate::store::StoreError> {
+        let owner = format!(
+            "{}#{}",
+            self.config.instance,
+            self.turn.fetch_add(1, Ordering::Relaxed)
+        );
         let now = self.clock.now();
-        let lease_until = now + chrono::Duration::from_std(self.config.lease).unwrap_or(chrono::Duration::minutes(5));
-        let batch = self.store.claim(&owner, to_millis(now), to_millis(lease_until), self.config.batch).await?;
+        let lease_until = now
+            + chrono::Duration::from_std(self.config.lease).unwrap_or(chrono::Duration::minutes(5));
+        let batch = self
+            .store
+            .claim(
+                &owner,
+                to_millis(now),
+                to_millis(lease_until),
+                self.config.batch,
+            )
+            .await?;
         if batch.is_empty() {
             return Ok(0);
         }
         let composer = self.live.composer();
         // Futures are built up front (not in a stream closure) so the spawned task's future
         // stays Send without higher-ranked lifetime trouble.
-        let sends: Vec<_> = batch.iter().map(|c| self.deliver(&composer, c, shutdown)).collect();
+        let sends: Vec<_> = batch
+            .iter()
+            .map(|c| self.deliver(&composer, c, shutdown))
+            .collect();
         let outcomes: Vec<Outcome> = stream::iter(sends)
             .buffer_unordered(self.config.concurrency.max(1))
             .collect()
@@ -148,7 +198,11 @@ impl Sender {
         let mut wait = Duration::from_millis(100);
         let mut tries = 0;
         loop {
-            match self.store.record(owner, outcomes, to_millis(self.clock.now())).await {
+            match self
+                .store
+                .record(owner, outcomes, to_millis(self.clock.now()))
+                .await
+            {
                 Ok(()) => return Ok(()),
                 Err(e) if tries < 60 && !(shutdown.is_cancelled() && tries >= 5) => {
                     tracing::warn!(error = %e, "recording delivery outcomes failed; retrying");
@@ -161,20 +215,43 @@ impl Sender {
         }
     }
 
-    async fn deliver(&self, composer: &Composer, c: &Claimed, shutdown: &CancellationToken) -> Outcome {
+    async fn deliver(
+        &self,
+        composer: &Composer,
+        c: &Claimed,
+        shutdown: &CancellationToken,
+    ) -> Outcome {
         let list_mail = is_list_mail(&c.kind);
         if let Some(reason) = self.skip_reason(c) {
-            return Outcome::Skipped { delivery_id: c.delivery_id, reason };
+            return Outcome::Skipped {
+                delivery_id: c.delivery_id,
+                reason,
+            };
         }
-        let data: serde_json::Value = serde_json::from_str(&c.data).unwrap_or(serde_json::Value::Null);
-        let letter = Letter { mailing_key: &c.mailing_key, template: &c.template, list_mail, data: &data };
-        let recipient =
-            Recipient { subscriber_id: c.subscriber_id, email: &c.email, name: c.name.as_deref(), unsub_nonce: &c.unsub_nonce };
+        let data: serde_json::Value =
+            serde_json::from_str(&c.data).unwrap_or(serde_json::Value::Null);
+        let letter = Letter {
+            mailing_key: &c.mailing_key,
+            template: &c.template,
+            list_mail,
+            data: &data,
+        };
+        let recipient = Recipient {
+            subscriber_id: c.subscriber_id,
+            email: &c.email,
+            name: c.name.as_deref(),
+            unsub_nonce: &c.unsub_nonce,
+        };
         let composed = match composer.compose(&letter, &recipient, self.clock.now()) {
             Ok(m) => m,
             Err(e) => {
                 tracing::error!(mailing = %c.mailing_key, error = %e, "could not compose message");
-                return Outcome::Failed { delivery_id: c.delivery_id, subscriber_id: c.subscriber_id, error: e.to_string(), bounce: false };
+                return Outcome::Failed {
+                    delivery_id: c.delivery_id,
+                    subscriber_id: c.subscriber_id,
+                    error: e.to_string(),
+                    bounce: false,
+                };
             }
         };
         if let Some(limiter) = &self.limiter {
@@ -184,45 +261,76 @@ impl Sender {
             }
         }
         if shutdown.is_cancelled() {
-            return Outcome::Released { delivery_id: c.delivery_id };
+            return Outcome::Released {
+                delivery_id: c.delivery_id,
+            };
         }
         let started = Instant::now();
-        let result = self.transport.send(&composed.envelope, &composed.bytes, &composed.message_id).await;
+        let result = self
+            .transport
+            .send(&composed.envelope, &composed.bytes, &composed.message_id)
+            .await;
         metrics::histogram!("harborlist_send_seconds").record(started.elapsed().as_secs_f64());
         let to = redact(&c.email);
         match result {
             Ok(()) => {
-                metrics::counter!("harborlist_messages_sent_total", "kind" => c.kind.clone()).increment(1);
+                metrics::counter!("harborlist_messages_sent_total", "kind" => c.kind.clone())
+                    .increment(1);
                 tracing::debug!(mailing = %c.mailing_key, %to, "sent");
-                Outcome::Sent { delivery_id: c.delivery_id, subscriber_id: c.subscriber_id, list: list_mail }
+                Outcome::Sent {
+                    delivery_id: c.delivery_id,
+                    subscriber_id: c.subscriber_id,
+                    list: list_mail,
+                }
             }
             Err(SendError::Permanent(error)) => {
-                metrics::counter!("harborlist_messages_failed_total", "reason" => "permanent").increment(1);
+                metrics::counter!("harborlist_messages_failed_total", "reason" => "permanent")
+                    .increment(1);
                 tracing::warn!(mailing = %c.mailing_key, %to, %error, "permanent failure; not retrying");
-                Outcome::Failed { delivery_id: c.delivery_id, subscriber_id: c.subscriber_id, error, bounce: list_mail }
+                Outcome::Failed {
+                    delivery_id: c.delivery_id,
+                    subscriber_id: c.subscriber_id,
+                    error,
+                    bounce: list_mail,
+                }
             }
             Err(SendError::Transient(error)) => {
                 let attempts = u32::try_from(c.attempts).unwrap_or(u32::MAX);
                 if attempts >= self.config.max_attempts {
                     metrics::counter!("harborlist_messages_failed_total", "reason" => "retries_exhausted").increment(1);
                     tracing::warn!(mailing = %c.mailing_key, %to, %error, attempts, "giving up after repeated temporary failures");
-                    return Outcome::Failed { delivery_id: c.delivery_id, subscriber_id: c.subscriber_id, error, bounce: false };
+                    return Outcome::Failed {
+                        delivery_id: c.delivery_id,
+                        subscriber_id: c.subscriber_id,
+                        error,
+                        bounce: false,
+                    };
                 }
-                let delay = retry_delay(attempts, self.config.retry_base, self.config.retry_max, jitter());
+                let delay = retry_delay(
+                    attempts,
+                    self.config.retry_base,
+                    self.config.retry_max,
+                    jitter(),
+                );
                 metrics::counter!("harborlist_messages_retried_total").increment(1);
                 tracing::info!(mailing = %c.mailing_key, %to, %error, attempts, retry_in = ?delay, "temporary failure; will retry");
-                let at = self.clock.now() + chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::seconds(30));
-                Outcome::Retry { delivery_id: c.delivery_id, at_ms: to_millis(at), error }
+                let at = self.clock.now()
+                    + chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::seconds(30));
+                Outcome::Retry {
+                    delivery_id: c.delivery_id,
+                    at_ms: to_millis(at),
+                    error,
+                }
             }
         }
     }
 
     /// Reasons not to send a claimed delivery at all.
     fn skip_reason(&self, c: &Claimed) -> Option<String> {
-        if let Some(deadline) = c.not_after_ms {
-            if to_millis(self.clock.now()) >= deadline {
-                return Some("too late: the training has begun".into());
-            }
+        if let Some(deadline) = c.not_after_ms
+            && to_millis(self.clock.now()) >= deadline
+        {
+            return Some("too late: the training has begun".into());
         }
         let wanted: &[&str] = match c.kind.as_str() {
             // A confirmation goes to whoever asked, unless they are already in.

@@ -27,7 +27,10 @@ pub enum StoreError {
     #[error("database migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("could not prepare the database directory {path}: {source}")]
-    Dir { path: String, source: std::io::Error },
+    Dir {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("stored data is inconsistent: {0}")]
     Corrupt(String),
 }
@@ -94,7 +97,9 @@ impl Store {
             .connect_with(options)
             .await?;
         if backend == Backend::Sqlite {
-            sqlx::raw_sql("PRAGMA journal_mode = WAL;").execute(&pool).await?;
+            sqlx::raw_sql("PRAGMA journal_mode = WAL;")
+                .execute(&pool)
+                .await?;
         }
         let store = Self { pool, backend };
         store.migrate().await?;
@@ -140,13 +145,20 @@ impl Store {
 
 /// Makes sure a SQLite file can be created: the directory exists and `mode=rwc` is set.
 fn sqlite_url(url: &str) -> Result<String> {
-    let rest = url.trim_start_matches("sqlite://").trim_start_matches("sqlite:");
+    let rest = url
+        .trim_start_matches("sqlite://")
+        .trim_start_matches("sqlite:");
     let path = rest.split('?').next().unwrap_or("");
-    if !path.is_empty() && path != ":memory:" {
-        if let Some(dir) = Path::new(path).parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir)
-                .map_err(|source| StoreError::Dir { path: dir.display().to_string(), source })?;
-        }
+    if !path.is_empty()
+        && path != ":memory:"
+        && let Some(dir) = Path::new(path)
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+    {
+        std::fs::create_dir_all(dir).map_err(|source| StoreError::Dir {
+            path: dir.display().to_string(),
+            source,
+        })?;
     }
     Ok(if url.contains("mode=") {
         url.to_owned()

@@ -113,14 +113,32 @@ pub struct Claimed {
 /// What happened to one claimed delivery.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Outcome {
-    Sent { delivery_id: i64, subscriber_id: i64, list: bool },
-    Retry { delivery_id: i64, at_ms: i64, error: String },
+    Sent {
+        delivery_id: i64,
+        subscriber_id: i64,
+        list: bool,
+    },
+    Retry {
+        delivery_id: i64,
+        at_ms: i64,
+        error: String,
+    },
     /// Permanent: a 5xx, or retries exhausted. `bounce` counts toward marking the address
     /// as bouncing.
-    Failed { delivery_id: i64, subscriber_id: i64, error: String, bounce: bool },
-    Skipped { delivery_id: i64, reason: String },
+    Failed {
+        delivery_id: i64,
+        subscriber_id: i64,
+        error: String,
+        bounce: bool,
+    },
+    Skipped {
+        delivery_id: i64,
+        reason: String,
+    },
     /// Not attempted (shutdown): back to the queue without using up an attempt.
-    Released { delivery_id: i64 },
+    Released {
+        delivery_id: i64,
+    },
 }
 
 /// How many permanent failures in a row, across mailings, make an address "bouncing".
@@ -156,10 +174,12 @@ impl Store {
     }
 
     pub async fn mailing_by_key(&self, key: &str) -> Result<Option<MailingRow>> {
-        let row = sqlx::query("SELECT id, key, kind, state, due_at, not_after, data FROM mailings WHERE key = $1")
-            .bind(key)
-            .fetch_optional(self.pool())
-            .await?;
+        let row = sqlx::query(
+            "SELECT id, key, kind, state, due_at, not_after, data FROM mailings WHERE key = $1",
+        )
+        .bind(key)
+        .fetch_optional(self.pool())
+        .await?;
         row.map(|r| mailing_row(&r)).transpose()
     }
 
@@ -178,12 +198,14 @@ impl Store {
 
     /// Moves a planned mailing to a final state without sending it.
     pub async fn close_planned(&self, id: i64, state: &'static str, now_ms: i64) -> Result<bool> {
-        let res = sqlx::query("UPDATE mailings SET state = $1, updated_at = $2 WHERE id = $3 AND state = 'planned'")
-            .bind(state)
-            .bind(now_ms)
-            .bind(id)
-            .execute(self.pool())
-            .await?;
+        let res = sqlx::query(
+            "UPDATE mailings SET state = $1, updated_at = $2 WHERE id = $3 AND state = 'planned'",
+        )
+        .bind(state)
+        .bind(now_ms)
+        .bind(id)
+        .execute(self.pool())
+        .await?;
         Ok(res.rows_affected() > 0)
     }
 
@@ -266,7 +288,13 @@ impl Store {
     }
 
     /// Claims up to `limit` due deliveries for `owner` until `lease_until_ms`.
-    pub async fn claim(&self, owner: &str, now_ms: i64, lease_until_ms: i64, limit: i64) -> Result<Vec<Claimed>> {
+    pub async fn claim(
+        &self,
+        owner: &str,
+        now_ms: i64,
+        lease_until_ms: i64,
+        limit: i64,
+    ) -> Result<Vec<Claimed>> {
         let claim_sql = match self.backend() {
             Backend::Sqlite => {
                 "UPDATE deliveries SET state = 'sending', lease_owner = $1, lease_until = $2, attempts = attempts + 1
@@ -332,7 +360,11 @@ impl Store {
         let mut tx = self.begin().await?;
         for outcome in outcomes {
             match outcome {
-                Outcome::Sent { delivery_id, subscriber_id, list } => {
+                Outcome::Sent {
+                    delivery_id,
+                    subscriber_id,
+                    list,
+                } => {
                     sqlx::query(
                         "UPDATE deliveries SET state = 'sent', sent_at = $1, lease_owner = NULL, lease_until = NULL, last_error = NULL
                          WHERE id = $2 AND lease_owner = $3",
@@ -349,7 +381,11 @@ impl Store {
                             .await?;
                     }
                 }
-                Outcome::Retry { delivery_id, at_ms, error } => {
+                Outcome::Retry {
+                    delivery_id,
+                    at_ms,
+                    error,
+                } => {
                     sqlx::query(
                         "UPDATE deliveries SET state = 'queued', next_attempt_at = $1, last_error = $2, lease_owner = NULL, lease_until = NULL
                          WHERE id = $3 AND lease_owner = $4",
@@ -361,7 +397,12 @@ impl Store {
                     .execute(&mut *tx)
                     .await?;
                 }
-                Outcome::Failed { delivery_id, subscriber_id, error, bounce } => {
+                Outcome::Failed {
+                    delivery_id,
+                    subscriber_id,
+                    error,
+                    bounce,
+                } => {
                     let res = sqlx::query(
                         "UPDATE deliveries SET state = 'failed', last_error = $1, lease_owner = NULL, lease_until = NULL
                          WHERE id = $2 AND lease_owner = $3",
@@ -385,7 +426,10 @@ impl Store {
                         .await?;
                     }
                 }
-                Outcome::Skipped { delivery_id, reason } => {
+                Outcome::Skipped {
+                    delivery_id,
+                    reason,
+                } => {
                     sqlx::query(
                         "UPDATE deliveries SET state = 'skipped', last_error = $1, lease_owner = NULL, lease_until = NULL
                          WHERE id = $2 AND lease_owner = $3",
@@ -426,18 +470,26 @@ impl Store {
 
     /// Deliveries waiting to be sent now or later (queued or in flight).
     pub async fn queue_depth(&self) -> Result<i64> {
-        Ok(sqlx::query("SELECT COUNT(*) AS n FROM deliveries WHERE state IN ('queued', 'sending')")
+        Ok(
+            sqlx::query(
+                "SELECT COUNT(*) AS n FROM deliveries WHERE state IN ('queued', 'sending')",
+            )
             .fetch_one(self.pool())
             .await?
-            .try_get("n")?)
+            .try_get("n")?,
+        )
     }
 
     /// The earliest `next_attempt_at` among queued deliveries, so the sender can sleep.
     pub async fn next_delivery_due(&self) -> Result<Option<i64>> {
-        Ok(sqlx::query("SELECT MIN(next_attempt_at) AS due FROM deliveries WHERE state = 'queued'")
+        Ok(
+            sqlx::query(
+                "SELECT MIN(next_attempt_at) AS due FROM deliveries WHERE state = 'queued'",
+            )
             .fetch_one(self.pool())
             .await?
-            .try_get("due")?)
+            .try_get("due")?,
+        )
     }
 }
 

@@ -36,7 +36,11 @@ impl Status {
             "active" => Self::Active,
             "unsubscribed" => Self::Unsubscribed,
             "bouncing" => Self::Bouncing,
-            other => return Err(StoreError::Corrupt(format!("unknown subscriber status {other:?}"))),
+            other => {
+                return Err(StoreError::Corrupt(format!(
+                    "unknown subscriber status {other:?}"
+                )));
+            }
         })
     }
 }
@@ -85,7 +89,10 @@ pub enum ConfirmOutcome {
 pub enum UnsubscribeOutcome {
     /// The subscriber is now (or already was) unsubscribed; `email` lets the page offer a
     /// way back in to the person holding the link.
-    Done { email: String, changed: bool },
+    Done {
+        email: String,
+        changed: bool,
+    },
     Unknown,
 }
 
@@ -103,16 +110,24 @@ pub struct SubscriberRow {
 const DAY_MS: i64 = 86_400_000;
 
 impl Store {
-    pub async fn request_subscription(&self, req: &SubscribeRequest<'_>) -> Result<SubscribeOutcome> {
+    pub async fn request_subscription(
+        &self,
+        req: &SubscribeRequest<'_>,
+    ) -> Result<SubscribeOutcome> {
         // A concurrent insert of the same address can lose the unique race; one retry sees
         // the winner's row.
         match self.request_subscription_once(req).await {
-            Err(StoreError::Sql(e)) if is_unique_violation(&e) => self.request_subscription_once(req).await,
+            Err(StoreError::Sql(e)) if is_unique_violation(&e) => {
+                self.request_subscription_once(req).await
+            }
             other => other,
         }
     }
 
-    async fn request_subscription_once(&self, req: &SubscribeRequest<'_>) -> Result<SubscribeOutcome> {
+    async fn request_subscription_once(
+        &self,
+        req: &SubscribeRequest<'_>,
+    ) -> Result<SubscribeOutcome> {
         let mut tx = self.begin().await?;
         sqlx::query(
             "INSERT INTO subscribers (email, email_key, name, status, source, unsub_nonce, unsub_hash, created_at, updated_at)
@@ -135,7 +150,8 @@ impl Store {
         .await?;
         let id: i64 = row.try_get("id")?;
         let status = Status::parse(&row.try_get::<String, _>("status")?)?;
-        let (mut start, mut count): (i64, i64) = (row.try_get("window_start")?, row.try_get("window_count")?);
+        let (mut start, mut count): (i64, i64) =
+            (row.try_get("window_start")?, row.try_get("window_count")?);
 
         // Every request counts, whatever the address's state, so that the 429 threshold is
         // the same for a subscribed and an unknown address and reveals nothing.
@@ -198,10 +214,12 @@ impl Store {
 
     /// What a confirm link would do, without doing it (for the GET page).
     pub async fn confirm_token_state(&self, hash: &str, now_ms: i64) -> Result<TokenState> {
-        let row = sqlx::query("SELECT expires_at, used_at FROM tokens WHERE hash = $1 AND purpose = 'confirm'")
-            .bind(hash)
-            .fetch_optional(self.pool())
-            .await?;
+        let row = sqlx::query(
+            "SELECT expires_at, used_at FROM tokens WHERE hash = $1 AND purpose = 'confirm'",
+        )
+        .bind(hash)
+        .fetch_optional(self.pool())
+        .await?;
         Ok(match row {
             None => TokenState::Unknown,
             Some(row) => {
@@ -240,7 +258,9 @@ impl Store {
         .await?;
         let Some(row) = spent else {
             tx.rollback().await?;
-            return Ok(ConfirmOutcome::Refused(self.confirm_token_state(hash, now_ms).await?));
+            return Ok(ConfirmOutcome::Refused(
+                self.confirm_token_state(hash, now_ms).await?,
+            ));
         };
         let id: i64 = row.try_get("subscriber_id")?;
         sqlx::query(
@@ -276,15 +296,22 @@ impl Store {
 
     /// Whether an unsubscribe link is known (for the GET page).
     pub async fn unsubscribe_link_known(&self, unsub_hash: &str) -> Result<bool> {
-        Ok(sqlx::query("SELECT id FROM subscribers WHERE unsub_hash = $1")
-            .bind(unsub_hash)
-            .fetch_optional(self.pool())
-            .await?
-            .is_some())
+        Ok(
+            sqlx::query("SELECT id FROM subscribers WHERE unsub_hash = $1")
+                .bind(unsub_hash)
+                .fetch_optional(self.pool())
+                .await?
+                .is_some(),
+        )
     }
 
     /// Unsubscribes at once; repeating it changes nothing.
-    pub async fn unsubscribe(&self, unsub_hash: &str, now_ms: i64, send_goodbye: bool) -> Result<UnsubscribeOutcome> {
+    pub async fn unsubscribe(
+        &self,
+        unsub_hash: &str,
+        now_ms: i64,
+        send_goodbye: bool,
+    ) -> Result<UnsubscribeOutcome> {
         let mut tx = self.begin().await?;
         let row = sqlx::query("SELECT id, email, status FROM subscribers WHERE unsub_hash = $1")
             .bind(unsub_hash)
@@ -317,7 +344,12 @@ impl Store {
         Ok(UnsubscribeOutcome::Done { email, changed })
     }
 
-    async fn set_unsubscribed(&self, tx: &mut sqlx::Transaction<'static, sqlx::Any>, id: i64, now_ms: i64) -> Result<()> {
+    async fn set_unsubscribed(
+        &self,
+        tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+        id: i64,
+        now_ms: i64,
+    ) -> Result<()> {
         sqlx::query("UPDATE subscribers SET status = 'unsubscribed', unsubscribed_at = $1, updated_at = $1 WHERE id = $2")
             .bind(now_ms)
             .bind(id)
@@ -355,9 +387,11 @@ impl Store {
 
     /// Counts by status, for metrics and `status`.
     pub async fn subscriber_counts(&self) -> Result<Vec<(String, i64)>> {
-        let rows = sqlx::query("SELECT status, COUNT(*) AS n FROM subscribers GROUP BY status ORDER BY status")
-            .fetch_all(self.pool())
-            .await?;
+        let rows = sqlx::query(
+            "SELECT status, COUNT(*) AS n FROM subscribers GROUP BY status ORDER BY status",
+        )
+        .fetch_all(self.pool())
+        .await?;
         rows.iter()
             .map(|r| Ok((r.try_get::<String, _>("status")?, r.try_get::<i64, _>("n")?)))
             .collect()

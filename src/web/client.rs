@@ -18,8 +18,14 @@ pub struct Client {
 impl FromRequestParts<AppState> for Client {
     type Rejection = std::convert::Infallible;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
-        let peer = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let peer = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|c| c.0.ip());
         let forwarded = if state.live.settings().server.trust_forwarded_for {
             parts
                 .headers
@@ -36,6 +42,9 @@ impl FromRequestParts<AppState> for Client {
             .get(header::USER_AGENT)
             .and_then(|v| v.to_str().ok())
             .map(|s| s.chars().filter(|c| !c.is_control()).take(300).collect());
-        Ok(Self { ip: forwarded.or(peer), user_agent })
+        Ok(Self {
+            ip: forwarded.or(peer),
+            user_agent,
+        })
     }
 }

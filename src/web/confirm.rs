@@ -8,7 +8,11 @@ use axum::{
     response::Response,
 };
 
-use super::{AppState, client::Client, pages::{self, Page}};
+use super::{
+    AppState,
+    client::Client,
+    pages::{self, Page},
+};
 use crate::{
     clock::to_millis,
     domain::Token,
@@ -19,7 +23,11 @@ pub async fn page(State(state): State<AppState>, Path(token): Path<String>) -> R
     let Some(token) = Token::parse(&token) else {
         return refused(&state, TokenState::Unknown);
     };
-    match state.store.confirm_token_state(&token.hash(), to_millis(state.clock.now())).await {
+    match state
+        .store
+        .confirm_token_state(&token.hash(), to_millis(state.clock.now()))
+        .await
+    {
         Ok(TokenState::Valid) => Page::new("Confirm your subscription", StatusCode::OK)
             .message(format!(
                 "Press the button to join {} and get the training announcements and reminders.",
@@ -32,14 +40,23 @@ pub async fn page(State(state): State<AppState>, Path(token): Path<String>) -> R
     }
 }
 
-pub async fn submit(State(state): State<AppState>, client: Client, Path(token): Path<String>) -> Response {
+pub async fn submit(
+    State(state): State<AppState>,
+    client: Client,
+    Path(token): Path<String>,
+) -> Response {
     let Some(token) = Token::parse(&token) else {
         return refused(&state, TokenState::Unknown);
     };
     let ip = client.ip.map(|ip| ip.to_string());
     let outcome = state
         .store
-        .confirm(&token.hash(), ip.as_deref(), client.user_agent.as_deref(), to_millis(state.clock.now()))
+        .confirm(
+            &token.hash(),
+            ip.as_deref(),
+            client.user_agent.as_deref(),
+            to_millis(state.clock.now()),
+        )
         .await;
     match outcome {
         Ok(ConfirmOutcome::Confirmed { .. }) => {

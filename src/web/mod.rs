@@ -52,7 +52,10 @@ pub fn router(state: AppState) -> Router {
         .route("/", get(subscribe::form))
         .route("/subscribe", get(subscribe::form).post(subscribe::submit))
         .route("/confirm/{token}", get(confirm::page).post(confirm::submit))
-        .route("/unsubscribe/{token}", get(unsubscribe::page).post(unsubscribe::submit))
+        .route(
+            "/unsubscribe/{token}",
+            get(unsubscribe::page).post(unsubscribe::submit),
+        )
         .route("/trainings", get(trainings::page))
         .route("/trainings.ics", get(trainings::feed))
         .route("/healthz", get(healthz))
@@ -60,11 +63,13 @@ pub fn router(state: AppState) -> Router {
         .fallback(not_found)
         .layer(axum::middleware::map_response(security_headers))
         .layer(RequestBodyLimitLayer::new(16 * 1024))
-        .layer(TraceLayer::new_for_http().make_span_with(|req: &axum::http::Request<_>| {
-            // The path carries tokens; log only its first segment.
-            let route = req.uri().path().split('/').nth(1).unwrap_or("").to_owned();
-            tracing::info_span!("http", method = %req.method(), route = %format!("/{route}"))
-        }))
+        .layer(
+            TraceLayer::new_for_http().make_span_with(|req: &axum::http::Request<_>| {
+                // The path carries tokens; log only its first segment.
+                let route = req.uri().path().split('/').nth(1).unwrap_or("").to_owned();
+                tracing::info_span!("http", method = %req.method(), route = %format!("/{route}"))
+            }),
+        )
         .with_state(state)
 }
 
@@ -81,11 +86,18 @@ async fn healthz(State(state): State<AppState>) -> Response {
 async fn metrics(State(state): State<AppState>) -> Response {
     match &state.metrics {
         Some(handle) => (
-            [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+            [(
+                header::CONTENT_TYPE,
+                "text/plain; version=0.0.4; charset=utf-8",
+            )],
             handle.render(),
         )
             .into_response(),
-        None => (StatusCode::NOT_FOUND, "metrics are not enabled in this process\n").into_response(),
+        None => (
+            StatusCode::NOT_FOUND,
+            "metrics are not enabled in this process\n",
+        )
+            .into_response(),
     }
 }
 
@@ -102,7 +114,11 @@ async fn security_headers(mut res: Response) -> Response {
     let set = |h: &mut axum::http::HeaderMap, name: &'static str, value: &'static str| {
         h.entry(name).or_insert(HeaderValue::from_static(value));
     };
-    set(h, "content-security-policy", "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'");
+    set(
+        h,
+        "content-security-policy",
+        "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+    );
     set(h, "x-content-type-options", "nosniff");
     set(h, "referrer-policy", "no-referrer");
     set(h, "x-frame-options", "DENY");

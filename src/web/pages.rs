@@ -40,7 +40,13 @@ pub struct Page {
 
 impl Page {
     pub fn new(title: impl Into<String>, status: StatusCode) -> Self {
-        Self { title: title.into(), status, paragraphs: Vec::new(), form: None, links: Vec::new() }
+        Self {
+            title: title.into(),
+            status,
+            paragraphs: Vec::new(),
+            form: None,
+            links: Vec::new(),
+        }
     }
 
     pub fn message(mut self, text: impl Into<String>) -> Self {
@@ -49,19 +55,29 @@ impl Page {
     }
 
     pub fn button(mut self, action: impl Into<String>, label: impl Into<String>) -> Self {
-        self.form = Some(Form { action: action.into(), button: label.into(), hidden: Vec::new() });
+        self.form = Some(Form {
+            action: action.into(),
+            button: label.into(),
+            hidden: Vec::new(),
+        });
         self
     }
 
     pub fn hidden(mut self, name: &str, value: &str) -> Self {
         if let Some(form) = &mut self.form {
-            form.hidden.push(Hidden { name: name.into(), value: value.into() });
+            form.hidden.push(Hidden {
+                name: name.into(),
+                value: value.into(),
+            });
         }
         self
     }
 
     pub fn link(mut self, label: impl Into<String>, href: impl Into<String>) -> Self {
-        self.links.push(Link { label: label.into(), href: href.into() });
+        self.links.push(Link {
+            label: label.into(),
+            href: href.into(),
+        });
         self
     }
 
@@ -77,7 +93,12 @@ impl Page {
 }
 
 /// Renders `templates/web/<page>.html.hbs` with the list's details added as `list`.
-pub fn render(state: &AppState, status: StatusCode, page: &str, mut data: serde_json::Value) -> Response {
+pub fn render(
+    state: &AppState,
+    status: StatusCode,
+    page: &str,
+    mut data: serde_json::Value,
+) -> Response {
     let settings = state.live.settings();
     data["list"] = json!({
         "name": settings.list.name,
@@ -88,7 +109,10 @@ pub fn render(state: &AppState, status: StatusCode, page: &str, mut data: serde_
         Ok(html) => (status, Html(html)).into_response(),
         Err(e) => {
             tracing::error!(error = %e, "page template failed");
-            (StatusCode::INTERNAL_SERVER_ERROR, "Something went wrong on our side. Please try again later.\n")
+            (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "Something went wrong on our side. Please try again later.\n",
+            )
                 .into_response()
         }
     }
@@ -98,6 +122,8 @@ pub fn render(state: &AppState, status: StatusCode, page: &str, mut data: serde_
 pub fn unavailable(state: &AppState, error: &dyn std::fmt::Display) -> Response {
     tracing::error!(error = %error, "request failed on the database");
     Page::new("Please try again", StatusCode::SERVICE_UNAVAILABLE)
-        .message("We couldn't save that just now. Nothing was changed. Please try again in a minute.")
+        .message(
+            "We couldn't save that just now. Nothing was changed. Please try again in a minute.",
+        )
         .render(state)
 }

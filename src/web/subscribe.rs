@@ -33,27 +33,64 @@ pub async fn form(State(state): State<AppState>) -> Response {
     form_page(&state, StatusCode::OK, "", "", None)
 }
 
-fn form_page(state: &AppState, status: StatusCode, email: &str, name: &str, error: Option<String>) -> Response {
-    pages::render(state, status, "subscribe", json!({ "title": "Join the list", "email": email, "name": name, "error": error }))
+fn form_page(
+    state: &AppState,
+    status: StatusCode,
+    email: &str,
+    name: &str,
+    error: Option<String>,
+) -> Response {
+    pages::render(
+        state,
+        status,
+        "subscribe",
+        json!({ "title": "Join the list", "email": email, "name": name, "error": error }),
+    )
 }
 
-pub async fn submit(State(state): State<AppState>, client: Client, form: Result<Form<SubscribeForm>, FormRejection>) -> Response {
+pub async fn submit(
+    State(state): State<AppState>,
+    client: Client,
+    form: Result<Form<SubscribeForm>, FormRejection>,
+) -> Response {
     let Ok(Form(form)) = form else {
-        return form_page(&state, StatusCode::UNPROCESSABLE_ENTITY, "", "", Some("Please fill in the form below.".into()));
+        return form_page(
+            &state,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "",
+            "",
+            Some("Please fill in the form below.".into()),
+        );
     };
     let email = match SubscriberEmail::parse(&form.email) {
         Ok(email) => email,
-        Err(e) => return form_page(&state, StatusCode::UNPROCESSABLE_ENTITY, &form.email, &form.name, Some(e.to_string())),
+        Err(e) => {
+            return form_page(
+                &state,
+                StatusCode::UNPROCESSABLE_ENTITY,
+                &form.email,
+                &form.name,
+                Some(e.to_string()),
+            );
+        }
     };
     let name = match SubscriberName::parse(&form.name) {
         Ok(name) => name,
-        Err(e) => return form_page(&state, StatusCode::UNPROCESSABLE_ENTITY, email.as_str(), "", Some(e.to_string())),
-    };
-    if let Some(ip) = client.ip {
-        if state.per_ip.check_key(&ip).is_err() {
-            metrics::counter!("harborlist_rate_limited_total", "scope" => "ip").increment(1);
-            return too_many(&state);
+        Err(e) => {
+            return form_page(
+                &state,
+                StatusCode::UNPROCESSABLE_ENTITY,
+                email.as_str(),
+                "",
+                Some(e.to_string()),
+            );
         }
+    };
+    if let Some(ip) = client.ip
+        && state.per_ip.check_key(&ip).is_err()
+    {
+        metrics::counter!("harborlist_rate_limited_total", "scope" => "ip").increment(1);
+        return too_many(&state);
     }
 
     let settings = state.live.settings();

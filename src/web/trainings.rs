@@ -41,12 +41,26 @@ pub async fn feed(State(state): State<AppState>) -> Response {
         };
         events.push((s, sequence));
     }
-    let events: Vec<IcsEvent<'_>> = events.iter().map(|(session, sequence)| IcsEvent { session, sequence: *sequence }).collect();
-    let body = ics::render(&events, Method::Publish, now, &prodid(&state.live.settings().list.name));
+    let events: Vec<IcsEvent<'_>> = events
+        .iter()
+        .map(|(session, sequence)| IcsEvent {
+            session,
+            sequence: *sequence,
+        })
+        .collect();
+    let body = ics::render(
+        &events,
+        Method::Publish,
+        now,
+        &prodid(&state.live.settings().list.name),
+    );
     (
         [
             (header::CONTENT_TYPE, "text/calendar; charset=utf-8"),
-            (header::CONTENT_DISPOSITION, "inline; filename=\"trainings.ics\""),
+            (
+                header::CONTENT_DISPOSITION,
+                "inline; filename=\"trainings.ics\"",
+            ),
         ],
         body,
     )

@@ -10,7 +10,10 @@ use axum::{
     response::Response,
 };
 
-use super::{AppState, pages::{self, Page}};
+use super::{
+    AppState,
+    pages::{self, Page},
+};
 use crate::{clock::to_millis, domain::Token, store::subscriptions::UnsubscribeOutcome};
 
 pub async fn page(State(state): State<AppState>, Path(token): Path<String>) -> Response {
@@ -37,7 +40,11 @@ pub async fn submit(State(state): State<AppState>, Path(token): Path<String>) ->
     let settings = state.live.settings();
     let outcome = state
         .store
-        .unsubscribe(&token.hash(), to_millis(state.clock.now()), settings.subscriptions.send_goodbye)
+        .unsubscribe(
+            &token.hash(),
+            to_millis(state.clock.now()),
+            settings.subscriptions.send_goodbye,
+        )
         .await;
     match outcome {
         Ok(UnsubscribeOutcome::Done { email, changed }) => {
@@ -46,8 +53,13 @@ pub async fn submit(State(state): State<AppState>, Path(token): Path<String>) ->
                 state.wake.notify_one();
             }
             Page::new("You're unsubscribed", StatusCode::OK)
-                .message(format!("{email} won't get any more messages from {}.", settings.list.name))
-                .message("Changed your mind? You can join again; we'll send a new confirmation link.")
+                .message(format!(
+                    "{email} won't get any more messages from {}.",
+                    settings.list.name
+                ))
+                .message(
+                    "Changed your mind? You can join again; we'll send a new confirmation link.",
+                )
                 .button("/subscribe", "Subscribe again")
                 .hidden("email", &email)
                 .render(&state)

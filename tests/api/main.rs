@@ -1,0 +1,11 @@
+//! Black-box tests: the real app on a random port, a fresh database per test (SQLite and
+//! PostgreSQL), real SMTP over TCP to an SMTP server inside the test, and messages read
+//! back with a MIME parser.
+
+mod helpers;
+
+mod cli;
+mod config_errors;
+mod delivery;
+mod format;
+mod subscribe;
