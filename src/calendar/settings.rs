@@ -70,7 +70,7 @@ impl Default for TrainingsSettings {
 /// The session keeps its identity (UID) from `date`, the date the recurrence
 /// originally produced, so calendar clients update the event instead of
 /// showing a second one.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ChangeSettings {
     /// `YYYY-MM-DD` of the recurring instance being changed.
@@ -96,7 +96,7 @@ pub struct ChangeSettings {
 }
 
 /// `[[trainings.extra]]`: a one-off session; unset fields fall back to `[trainings]`.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ExtraSettings {
     /// Stable identifier for the UID; without it the UID derives from `start`,

@@ -61,7 +61,10 @@ pub async fn trainings(p: &Planner, report: &mut TurnReport) -> Result<(), Store
         }
     }
     for stale in p.store.planned_with_prefix("reminder:").await? {
-        if !wanted_keys.contains(stale.key.as_str())
+        // One whose training has begun is left for process_due to record as skipped.
+        let begun = stale.not_after_ms.is_some_and(|t| t <= now_ms);
+        if !begun
+            && !wanted_keys.contains(stale.key.as_str())
             && p.store.close_planned(stale.id, "cancelled", now_ms).await?
         {
             tracing::info!(mailing = %stale.key, "cancelled: no longer in the calendar or reminders");

@@ -187,7 +187,7 @@ impl Store {
     pub async fn planned_with_prefix(&self, prefix: &str) -> Result<Vec<MailingRow>> {
         let rows = sqlx::query(
             "SELECT id, key, kind, state, due_at, not_after, data FROM mailings
-             WHERE state = 'planned' AND audience = 'list' AND substr(key, 1, $1) = $2",
+             WHERE state = 'planned' AND audience = 'list' AND substr(key, 1, CAST($1 AS INTEGER)) = $2",
         )
         .bind(prefix.len() as i64)
         .bind(prefix)

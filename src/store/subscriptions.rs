@@ -401,3 +401,71 @@ impl Store {
 fn rfc3339(ms: i64) -> String {
     crate::clock::from_millis(ms).to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
 }
+
+/// What happened to one imported address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ImportOutcome {
+    Added,
+    /// Already known (any state): left as it is, so an import never re-subscribes someone
+    /// who left.
+    Existing,
+    /// Forgotten earlier at the person's request: not re-added.
+    Suppressed,
+}
+
+/// An address arriving from another list, already consented there.
+#[derive(Debug)]
+pub struct ImportRow<'a> {
+    pub email: &'a str,
+    pub email_key: &'a str,
+    pub name: Option<&'a str>,
+    pub unsub_nonce: &'a str,
+    pub unsub_hash: &'a str,
+    pub now_ms: i64,
+}
+
+/// The suppression-list form of an address: a hash, so the list of forgotten people is not
+/// itself a list of addresses.
+pub fn suppression_hash(email_key: &str) -> String {
+    use sha2::{Digest, Sha256};
+    Sha256::digest(format!("harborlist-suppression:{email_key}").as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+impl Store {
+    /// Adds an active subscriber with consent source "import", unless the address is known
+    /// or suppressed.
+    pub async fn import_subscriber(&self, row: &ImportRow<'_>) -> Result<ImportOutcome> {
+        let mut tx = self.begin().await?;
+        let suppressed = sqlx::query("SELECT hash FROM suppressions WHERE hash = $1")
+            .bind(suppression_hash(row.email_key))
+            .fetch_optional(&mut *tx)
+            .await?
+            .is_some();
+        if suppressed {
+            tx.rollback().await?;
+            return Ok(ImportOutcome::Suppressed);
+        }
+        let res = sqlx::query(
+            "INSERT INTO subscribers (email, email_key, name, status, source, unsub_nonce, unsub_hash, created_at, updated_at, confirmed_at)
+             VALUES ($1, $2, $3, 'active', 'import', $4, $5, $6, $6, $6)
+             ON CONFLICT (email_key) DO NOTHING",
+        )
+        .bind(row.email)
+        .bind(row.email_key)
+        .bind(row.name)
+        .bind(row.unsub_nonce)
+        .bind(row.unsub_hash)
+        .bind(row.now_ms)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(if res.rows_affected() > 0 {
+            ImportOutcome::Added
+        } else {
+            ImportOutcome::Existing
+        })
+    }
+}

@@ -68,7 +68,7 @@ impl Store {
     pub async fn training_announced(&self, uid: &str) -> Result<bool> {
         let prefix = format!("reminder:{uid}:");
         let row = sqlx::query(
-            "SELECT COUNT(*) AS n FROM mailings WHERE state IN ('fanning', 'fanned') AND substr(key, 1, $1) = $2",
+            "SELECT COUNT(*) AS n FROM mailings WHERE state IN ('fanning', 'fanned') AND substr(key, 1, CAST($1 AS INTEGER)) = $2",
         )
         .bind(prefix.len() as i64)
         .bind(&prefix)

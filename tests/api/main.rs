@@ -8,4 +8,6 @@ mod cli;
 mod config_errors;
 mod delivery;
 mod format;
+mod reminders;
+mod schedule;
 mod subscribe;

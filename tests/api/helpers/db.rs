@@ -51,3 +51,40 @@ impl TestDb {
         }
     }
 }
+
+/// Puts a subscriber straight into the database with the given status, as an import
+/// would, with an unsubscribe link derived from `key`.
+pub async fn seed(
+    store: &harborlist::store::Store,
+    key: &harborlist::domain::TokenKey,
+    email: &str,
+    status: &str,
+) {
+    use harborlist::{
+        domain::{TokenPurpose, new_nonce},
+        store::subscriptions::{ImportOutcome, ImportRow},
+    };
+    let nonce = new_nonce();
+    let hash = key.derive(TokenPurpose::Unsubscribe, &nonce).hash();
+    let key_text = email.to_lowercase();
+    let row = ImportRow {
+        email,
+        email_key: &key_text,
+        name: None,
+        unsub_nonce: &nonce,
+        unsub_hash: &hash,
+        now_ms: 0,
+    };
+    assert_eq!(
+        store.import_subscriber(&row).await.expect("import"),
+        ImportOutcome::Added
+    );
+    if status != "active" {
+        sqlx::query("UPDATE subscribers SET status = $1 WHERE email_key = $2")
+            .bind(status)
+            .bind(&key_text)
+            .execute(store.pool())
+            .await
+            .expect("set status");
+    }
+}
