@@ -4,6 +4,9 @@
 //! List-Unsubscribe and List-Unsubscribe-Post be covered too (otherwise a forwarder could
 //! swap the unsubscribe target), so the header list is set explicitly. Canonicalization is
 //! relaxed/relaxed, which survives the header refolding some relays do.
+//!
+//! Content-Type is deliberately not signed: lettre writes a multipart message's top-level
+//! Content-Type with the body, after signing, so a signature claiming it never verifies.
 
 use lettre::message::{
     dkim::{
@@ -27,7 +30,6 @@ pub const SIGNED_HEADERS: &[&str] = &[
     "List-Unsubscribe",
     "List-Unsubscribe-Post",
     "MIME-Version",
-    "Content-Type",
 ];
 
 /// Reads the key file and builds the signer. An RSA key is PKCS#1 PEM
