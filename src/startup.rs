@@ -73,9 +73,10 @@ impl Runtime {
         let calendar = settings.calendar()?;
         let email = Arc::new(EmailTemplates::load(&settings.templates.dir)?);
         let web = Arc::new(WebTemplates::load(&settings.templates.dir)?);
-        for required in ["confirm", "welcome", "goodbye"]
+        for required in ["confirm", "welcome", "goodbye", "announcement", "update", "cancellation"]
             .into_iter()
             .chain(settings.reminders.iter().map(|r| r.template.as_str()))
+            .chain(settings.announcements.iter().filter_map(|a| a.template.as_deref()))
         {
             if !email.has(required) {
                 return Err(ConfigError::invalid(

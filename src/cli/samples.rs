@@ -9,9 +9,12 @@ use serde_json::{Value, json};
 use crate::{
     calendar::{Calendar, Session},
     clock::to_millis,
-    config::Settings,
+    config::{AnnouncementSettings, SendAt, Settings},
     domain::new_nonce,
-    schedule::content::{self, Notice},
+    schedule::{
+        announcements,
+        content::{self, Notice},
+    },
 };
 
 /// The mailing data a template named `template` is sent with, about `session` if given.
@@ -27,6 +30,21 @@ pub fn mailing_data(
             "expires_at_ms": to_millis(now + settings.subscriptions.confirm_ttl.chrono()),
         }),
         "welcome" | "goodbye" => json!({}),
+        "announcement" => {
+            let sample = AnnouncementSettings {
+                id: "sample".into(),
+                send_at: SendAt::Instant(now),
+                subject: "A sample announcement".into(),
+                markdown: Some("Hello,\n\nThis is a **sample** announcement with [a link](https://example.org/).".into()),
+                template: None,
+                vars: Default::default(),
+                training: session.map(|s| s.original_date),
+            };
+            match settings.calendar() {
+                Ok(calendar) => announcements::mailing(&sample, settings, &calendar, 0).data,
+                Err(_) => json!({}),
+            }
+        }
         other => {
             let Some(session) = session else {
                 return json!({});

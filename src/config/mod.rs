@@ -11,10 +11,12 @@
 //! its key. [`Settings::validate`] then checks what spans several keys. Nothing else in the
 //! program reads raw configuration.
 
+mod announcements;
 mod sections;
 
 use std::path::{Path, PathBuf};
 
+pub use announcements::*;
 pub use sections::*;
 
 use crate::calendar::{Calendar, TrainingsSettings};
@@ -53,8 +55,18 @@ impl Sources {
         }
     }
 
+    /// `announcements.toml` next to the defaults: layered in when it exists, so staff can
+    /// keep announcements in a file of their own.
+    pub fn announcements_file(&self) -> PathBuf {
+        self.default_file.with_file_name("announcements.toml")
+    }
+
     pub fn files(&self) -> Vec<PathBuf> {
         let mut files = vec![self.default_file.clone()];
+        let announcements = self.announcements_file();
+        if announcements.exists() {
+            files.push(announcements);
+        }
         files.extend(self.extra_file.clone());
         files
     }
@@ -67,6 +79,9 @@ impl Sources {
             config::File::from(self.default_file.as_path())
                 .format(config::FileFormat::Toml)
                 .required(self.extra_file.is_none()),
+        );
+        builder = builder.add_source(
+            config::File::from(self.announcements_file().as_path()).format(config::FileFormat::Toml).required(false),
         );
         if let Some(extra) = &self.extra_file {
             if !extra.exists() {
@@ -183,7 +198,24 @@ impl Settings {
                 ));
             }
         }
-        self.calendar()?;
+        let calendar = self.calendar()?;
+        let mut ids = std::collections::HashSet::new();
+        for (i, a) in self.announcements.iter().enumerate() {
+            if let Some((field, problem)) = a.problems(calendar.timezone()).into_iter().next() {
+                return Err(ConfigError::invalid(format!("announcements[{i}].{field}"), problem));
+            }
+            if !ids.insert(a.id.as_str()) {
+                return Err(ConfigError::invalid(format!("announcements[{i}].id"), format!("{:?} is used twice", a.id)));
+            }
+            if let Some(date) = a.training {
+                if calendar.session_on(date).is_none() {
+                    return Err(ConfigError::invalid(
+                        format!("announcements[{i}].training"),
+                        format!("there is no training on {date} (see `harborlist trainings`)"),
+                    ));
+                }
+            }
+        }
         Ok(())
     }
 

@@ -27,6 +27,8 @@ pub struct Settings {
     pub trainings: TrainingsSettings,
     #[serde(default)]
     pub reminders: Vec<ReminderSettings>,
+    #[serde(default)]
+    pub announcements: Vec<super::AnnouncementSettings>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]

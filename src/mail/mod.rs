@@ -8,6 +8,7 @@
 
 pub mod context;
 pub mod dkim;
+pub mod markdown;
 pub mod message;
 pub mod transport;
 

@@ -15,6 +15,7 @@
 //! Due instants are computed here, in UTC, from the calendar's zone, never by the cron
 //! library, whose zone-aware jobs keep the UTC offset they were created with.
 
+pub mod announcements;
 pub mod content;
 pub mod plan;
 mod reconcile;
@@ -133,16 +134,18 @@ impl Planner {
 
     /// One planning turn. Public so tests can drive it with a manual clock.
     pub async fn turn(&self) -> Result<TurnReport, StoreError> {
-        let Some(_lock) = self.store.try_planner_lock().await? else {
-            return Ok(TurnReport {
-                locked_out: true,
-                ..TurnReport::default()
-            });
+        let Some(lock) = self.store.try_planner_lock().await? else {
+            return Ok(TurnReport { locked_out: true, ..TurnReport::default() });
         };
         let mut report = TurnReport::default();
-        reconcile::trainings(self, &mut report).await?;
-        self.process_due(&mut report).await?;
-        Ok(report)
+        let result = async {
+            reconcile::trainings(self, &mut report).await?;
+            announcements::reconcile(self, &mut report).await?;
+            self.process_due(&mut report).await
+        }
+        .await;
+        lock.release().await;
+        result.map(|()| report)
     }
 
     /// Fans out what is due, or closes it if it is too late.

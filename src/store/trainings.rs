@@ -18,8 +18,20 @@ pub struct TrainingRow {
     pub snapshot: String,
 }
 
-/// Held while this process plans; dropped (rolled back) to release.
-pub struct PlannerLock(#[allow(dead_code)] Option<sqlx::Transaction<'static, sqlx::Any>>);
+/// Held while this process plans. Release it with [`PlannerLock::release`]: merely
+/// dropping the transaction defers its rollback until the connection is next used, and
+/// the lock would linger into the next turn.
+pub struct PlannerLock(Option<sqlx::Transaction<'static, sqlx::Any>>);
+
+impl PlannerLock {
+    pub async fn release(self) {
+        if let Some(tx) = self.0 {
+            if let Err(e) = tx.rollback().await {
+                tracing::warn!(error = %e, "releasing the planner lock failed; it ends with the connection");
+            }
+        }
+    }
+}
 
 /// Arbitrary constant naming harborlist's planner lock in PostgreSQL's advisory lock space.
 const PLANNER_LOCK_KEY: i64 = 0x6861_7262_6f72; // "harbor"

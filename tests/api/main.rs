@@ -11,3 +11,4 @@ mod format;
 mod reminders;
 mod schedule;
 mod subscribe;
+mod subscribers_cli;

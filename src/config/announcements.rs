@@ -1,0 +1,139 @@
+//! `[[announcements]]`: messages staff queue by editing config.
+//!
+//! Usually kept in `config/announcements.toml`, which is layered in automatically. Each
+//! entry has a stable `id` (the key that makes it go out once), a `send_at`, a `subject`,
+//! and a body: `markdown = """…"""`, or `template = "name"` with optional `vars`. With
+//! `training = "YYYY-MM-DD"` it carries that training's calendar invite.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, NaiveDate, NaiveDateTime, TimeZone, Utc};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct AnnouncementSettings {
+    pub id: String,
+    pub send_at: SendAt,
+    pub subject: String,
+    #[serde(default)]
+    pub markdown: Option<String>,
+    #[serde(default)]
+    pub template: Option<String>,
+    #[serde(default)]
+    pub vars: BTreeMap<String, serde_json::Value>,
+    #[serde(default)]
+    pub training: Option<NaiveDate>,
+}
+
+/// The body, once validation has made sure exactly one kind is given.
+#[derive(Debug, Clone, PartialEq)]
+pub enum AnnouncementBody {
+    Markdown { markdown: String },
+    Template { template: String, vars: BTreeMap<String, serde_json::Value> },
+}
+
+impl AnnouncementSettings {
+    pub fn body(&self) -> AnnouncementBody {
+        match (&self.markdown, &self.template) {
+            (_, Some(template)) => AnnouncementBody::Template { template: template.clone(), vars: self.vars.clone() },
+            (Some(markdown), None) => AnnouncementBody::Markdown { markdown: markdown.clone() },
+            (None, None) => AnnouncementBody::Markdown { markdown: String::new() },
+        }
+    }
+
+    /// Problems with this entry, as (field, problem).
+    pub fn problems(&self, tz: chrono_tz::Tz) -> Vec<(&'static str, String)> {
+        let mut out = Vec::new();
+        if self.id.is_empty() || self.id.len() > 64 || !self.id.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) {
+            out.push(("id", format!("{:?}: use 1–64 letters, digits, '-', '_' or '.'", self.id)));
+        }
+        if self.subject.trim().is_empty() {
+            out.push(("subject", "is empty".into()));
+        }
+        if self.subject.chars().any(char::is_control) {
+            out.push(("subject", "must be one line (no line breaks or control characters)".into()));
+        }
+        match (&self.markdown, &self.template) {
+            (Some(_), Some(_)) => out.push(("markdown", "give either markdown or template, not both".into())),
+            (None, None) => out.push(("markdown", "give the body as markdown = \"…\" or template = \"name\"".into())),
+            _ => {}
+        }
+        if let SendAt::Local(local) = &self.send_at {
+            if tz.from_local_datetime(local).earliest().is_none() {
+                out.push(("send_at", format!("{local} does not exist in {tz} (the clocks skip it)")));
+            }
+        }
+        out
+    }
+}
+
+/// When to send: an instant (RFC 3339) or a local date-time in the calendar's zone.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SendAt {
+    Instant(DateTime<Utc>),
+    Local(NaiveDateTime),
+}
+
+impl SendAt {
+    pub fn resolve(&self, tz: chrono_tz::Tz) -> DateTime<Utc> {
+        match self {
+            Self::Instant(t) => *t,
+            // Validation refused local times in a DST gap; an ambiguous one takes the earlier.
+            Self::Local(local) => {
+                tz.from_local_datetime(local).earliest().map(|t| t.with_timezone(&Utc)).unwrap_or_else(|| local.and_utc())
+            }
+        }
+    }
+
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let s = s.trim();
+        if let Ok(t) = DateTime::parse_from_rfc3339(s) {
+            return Ok(Self::Instant(t.with_timezone(&Utc)));
+        }
+        for format in ["%Y-%m-%dT%H:%M:%S", "%Y-%m-%dT%H:%M", "%Y-%m-%d %H:%M:%S", "%Y-%m-%d %H:%M"] {
+            if let Ok(local) = NaiveDateTime::parse_from_str(s, format) {
+                return Ok(Self::Local(local));
+            }
+        }
+        Err(format!(
+            "{s:?} is not a date-time; write \"2027-01-06T09:00\" (in the calendar's zone) or RFC 3339 \"2027-01-06T09:00:00-06:00\""
+        ))
+    }
+}
+
+impl<'de> Deserialize<'de> for SendAt {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        // TOML datetimes arrive as strings through the config crate.
+        let s = String::deserialize(d)?;
+        Self::parse(&s).map_err(serde::de::Error::custom)
+    }
+}
+
+impl Serialize for SendAt {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Self::Instant(t) => s.serialize_str(&t.to_rfc3339()),
+            Self::Local(l) => s.serialize_str(&l.format("%Y-%m-%dT%H:%M:%S").to_string()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn send_at_forms() {
+        assert_eq!(
+            SendAt::parse("2027-01-06T09:00:00-06:00").map(|s| s.resolve(chrono_tz::America::Chicago)),
+            Ok("2027-01-06T15:00:00Z".parse().unwrap())
+        );
+        assert_eq!(
+            SendAt::parse("2027-07-06T09:00").map(|s| s.resolve(chrono_tz::America::Chicago)),
+            Ok("2027-07-06T14:00:00Z".parse().unwrap()),
+            "local time in summer is CDT"
+        );
+        assert!(SendAt::parse("next tuesday").is_err());
+    }
+}

@@ -1,0 +1,1 @@
+//! Staff operations on the subscriber list: export, bulk import, remove, forget.
