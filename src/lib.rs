@@ -18,6 +18,7 @@ pub mod clock;
 pub mod config;
 pub mod domain;
 pub mod mail;
+pub mod reload;
 pub mod schedule;
 pub mod send;
 pub mod startup;

@@ -22,9 +22,10 @@ use tokio_util::sync::CancellationToken;
 use crate::{
     calendar::Calendar,
     clock::SharedClock,
-    config::{ConfigError, Settings},
+    config::{ConfigError, Settings, Sources},
     domain::TokenKey,
     mail::{Composer, Identity, MailError, Transport, dkim},
+    reload::Reloader,
     schedule::Planner,
     send::{Sender, SenderConfig},
     store::{Store, StoreError},
@@ -73,11 +74,22 @@ impl Runtime {
         let calendar = settings.calendar()?;
         let email = Arc::new(EmailTemplates::load(&settings.templates.dir)?);
         let web = Arc::new(WebTemplates::load(&settings.templates.dir)?);
-        for required in ["confirm", "welcome", "goodbye", "announcement", "update", "cancellation"]
-            .into_iter()
-            .chain(settings.reminders.iter().map(|r| r.template.as_str()))
-            .chain(settings.announcements.iter().filter_map(|a| a.template.as_deref()))
-        {
+        for required in [
+            "confirm",
+            "welcome",
+            "goodbye",
+            "announcement",
+            "update",
+            "cancellation",
+        ]
+        .into_iter()
+        .chain(settings.reminders.iter().map(|r| r.template.as_str()))
+        .chain(
+            settings
+                .announcements
+                .iter()
+                .filter_map(|a| a.template.as_deref()),
+        ) {
             if !email.has(required) {
                 return Err(ConfigError::invalid(
                     "templates.dir",
@@ -188,6 +200,7 @@ pub struct Application {
     state: AppState,
     sender: Sender,
     planner: Planner,
+    reloader: Option<Reloader>,
 }
 
 impl Application {
@@ -240,7 +253,16 @@ impl Application {
             state,
             sender,
             planner,
+            reloader: None,
         })
+    }
+
+    /// Lets the running app reload `sources` on file changes; the returned handle reloads
+    /// on demand (SIGHUP).
+    pub fn enable_reload(&mut self, sources: Sources) -> Reloader {
+        let reloader = Reloader::new(sources, self.state.live.clone(), self.planner.clone());
+        self.reloader = Some(reloader.clone());
+        reloader
     }
 
     pub fn port(&self) -> u16 {
@@ -262,6 +284,7 @@ impl Application {
             state,
             sender,
             planner,
+            reloader,
             ..
         } = self;
         let store = state.store.clone();
@@ -275,6 +298,7 @@ impl Application {
         let workers = CancellationToken::new();
         let sender_task = tokio::spawn(sender.run(workers.clone()));
         let planner_task = tokio::spawn(planner.run(workers.clone(), settings.schedule.tick.std()));
+        let watch_task = reloader.map(|r| tokio::spawn(r.watch(workers.clone())));
         let app = web::router(state).into_make_service_with_connect_info::<SocketAddr>();
         let http_shutdown = shutdown.clone();
         let served = axum::serve(listener, app)
@@ -283,6 +307,9 @@ impl Application {
         tracing::info!("stopping: finishing messages in flight");
         workers.cancel();
         let (sender_done, planner_done) = tokio::join!(sender_task, planner_task);
+        if let Some(task) = watch_task {
+            let _ = task.await;
+        }
         for (name, done) in [("sender", sender_done), ("planner", planner_done)] {
             if let Err(e) = done {
                 tracing::error!(task = name, error = %e, "task ended abnormally");

@@ -70,11 +70,25 @@ pub async fn run(sources: &Sources) -> anyhow::Result<ExitCode> {
     }
     for a in &runtime.settings.announcements {
         let m = announcements::mailing(a, &runtime.settings, &runtime.calendar, 0);
-        let letter = Letter { mailing_key: &m.key, template: &m.template, list_mail: true, data: &m.data };
-        let to = Recipient { subscriber_id: 1, email: "sample@example.org", name: None, unsub_nonce: "0" };
+        let letter = Letter {
+            mailing_key: &m.key,
+            template: &m.template,
+            list_mail: true,
+            data: &m.data,
+        };
+        let to = Recipient {
+            subscriber_id: 1,
+            email: "sample@example.org",
+            name: None,
+            unsub_nonce: "0",
+        };
         let due = crate::clock::from_millis(m.due_ms).with_timezone(&runtime.calendar.timezone());
         match composer.compose(&letter, &to, now) {
-            Ok(_) => println!("ok   announcement {} (sends {})", a.id, due.format("%a %b %-d %Y, %-I:%M %p %Z")),
+            Ok(_) => println!(
+                "ok   announcement {} (sends {})",
+                a.id,
+                due.format("%a %b %-d %Y, %-I:%M %p %Z")
+            ),
             Err(e) => {
                 eprintln!("FAIL announcement {}: {e}", a.id);
                 failures += 1;

@@ -7,6 +7,7 @@ mod check;
 mod preview;
 pub mod samples;
 mod serve;
+mod status;
 mod subscribers;
 mod trainings;
 
@@ -25,7 +26,10 @@ Examples:
   harborlist serve                          run the listserv (http://127.0.0.1:8080 by default)
   harborlist check                          validate config, calendar and every template
   harborlist trainings --count 6            the next six trainings
+  harborlist status                         upcoming and recent mailings, with counts
   harborlist preview --template reminder --to you@example.org --out /tmp/r.eml
+  harborlist preview --announcement may-topics --to you@example.org --out /tmp/a.eml
+  harborlist send-test --announcement may-topics --to you@example.org
   harborlist subscribers list --json        everyone on the list, as JSON";
 
 #[derive(Debug, Parser)]
@@ -58,8 +62,12 @@ pub enum Command {
     Check,
     /// Show upcoming trainings as the calendar computes them.
     Trainings(trainings::Args),
+    /// Show the next trainings, upcoming mailings and how recent mailings went.
+    Status(status::Args),
     /// Write the exact bytes of a message to a file, without sending it.
-    Preview(preview::Args),
+    Preview(preview::PreviewArgs),
+    /// Send one real message now to one address (not recorded, not sent to the list).
+    SendTest(preview::SendTestArgs),
     /// Look at the subscriber list.
     #[command(subcommand)]
     Subscribers(subscribers::Command),
@@ -71,7 +79,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Serve => serve::run(sources).await,
         Command::Check => check::run(&sources).await,
         Command::Trainings(args) => trainings::run(&load(&sources)?, &args),
-        Command::Preview(args) => preview::run(load(&sources)?, &args).await,
+        Command::Status(args) => status::run(&load(&sources)?, &args).await,
+        Command::Preview(args) => preview::preview(load(&sources)?, &args).await,
+        Command::SendTest(args) => preview::send_test(load(&sources)?, &args).await,
         Command::Subscribers(cmd) => subscribers::run(&load(&sources)?, cmd).await,
     }
 }

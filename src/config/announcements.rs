@@ -29,39 +29,72 @@ pub struct AnnouncementSettings {
 /// The body, once validation has made sure exactly one kind is given.
 #[derive(Debug, Clone, PartialEq)]
 pub enum AnnouncementBody {
-    Markdown { markdown: String },
-    Template { template: String, vars: BTreeMap<String, serde_json::Value> },
+    Markdown {
+        markdown: String,
+    },
+    Template {
+        template: String,
+        vars: BTreeMap<String, serde_json::Value>,
+    },
 }
 
 impl AnnouncementSettings {
     pub fn body(&self) -> AnnouncementBody {
         match (&self.markdown, &self.template) {
-            (_, Some(template)) => AnnouncementBody::Template { template: template.clone(), vars: self.vars.clone() },
-            (Some(markdown), None) => AnnouncementBody::Markdown { markdown: markdown.clone() },
-            (None, None) => AnnouncementBody::Markdown { markdown: String::new() },
+            (_, Some(template)) => AnnouncementBody::Template {
+                template: template.clone(),
+                vars: self.vars.clone(),
+            },
+            (Some(markdown), None) => AnnouncementBody::Markdown {
+                markdown: markdown.clone(),
+            },
+            (None, None) => AnnouncementBody::Markdown {
+                markdown: String::new(),
+            },
         }
     }
 
     /// Problems with this entry, as (field, problem).
     pub fn problems(&self, tz: chrono_tz::Tz) -> Vec<(&'static str, String)> {
         let mut out = Vec::new();
-        if self.id.is_empty() || self.id.len() > 64 || !self.id.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) {
-            out.push(("id", format!("{:?}: use 1–64 letters, digits, '-', '_' or '.'", self.id)));
+        if self.id.is_empty()
+            || self.id.len() > 64
+            || !self
+                .id
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+        {
+            out.push((
+                "id",
+                format!("{:?}: use 1–64 letters, digits, '-', '_' or '.'", self.id),
+            ));
         }
         if self.subject.trim().is_empty() {
             out.push(("subject", "is empty".into()));
         }
         if self.subject.chars().any(char::is_control) {
-            out.push(("subject", "must be one line (no line breaks or control characters)".into()));
+            out.push((
+                "subject",
+                "must be one line (no line breaks or control characters)".into(),
+            ));
         }
         match (&self.markdown, &self.template) {
-            (Some(_), Some(_)) => out.push(("markdown", "give either markdown or template, not both".into())),
-            (None, None) => out.push(("markdown", "give the body as markdown = \"…\" or template = \"name\"".into())),
+            (Some(_), Some(_)) => out.push((
+                "markdown",
+                "give either markdown or template, not both".into(),
+            )),
+            (None, None) => out.push((
+                "markdown",
+                "give the body as markdown = \"…\" or template = \"name\"".into(),
+            )),
             _ => {}
         }
         if let SendAt::Local(local) = &self.send_at {
             if tz.from_local_datetime(local).earliest().is_none() {
-                out.push(("send_at", format!("{local} does not exist in {tz} (the clocks skip it)")));
+                out.push((
+                    "send_at",
+                    format!("{local} does not exist in {tz} (the clocks skip it)"),
+                ));
             }
         }
         out
@@ -80,9 +113,11 @@ impl SendAt {
         match self {
             Self::Instant(t) => *t,
             // Validation refused local times in a DST gap; an ambiguous one takes the earlier.
-            Self::Local(local) => {
-                tz.from_local_datetime(local).earliest().map(|t| t.with_timezone(&Utc)).unwrap_or_else(|| local.and_utc())
-            }
+            Self::Local(local) => tz
+                .from_local_datetime(local)
+                .earliest()
+                .map(|t| t.with_timezone(&Utc))
+                .unwrap_or_else(|| local.and_utc()),
         }
     }
 
@@ -91,7 +126,12 @@ impl SendAt {
         if let Ok(t) = DateTime::parse_from_rfc3339(s) {
             return Ok(Self::Instant(t.with_timezone(&Utc)));
         }
-        for format in ["%Y-%m-%dT%H:%M:%S", "%Y-%m-%dT%H:%M", "%Y-%m-%d %H:%M:%S", "%Y-%m-%d %H:%M"] {
+        for format in [
+            "%Y-%m-%dT%H:%M:%S",
+            "%Y-%m-%dT%H:%M",
+            "%Y-%m-%d %H:%M:%S",
+            "%Y-%m-%d %H:%M",
+        ] {
             if let Ok(local) = NaiveDateTime::parse_from_str(s, format) {
                 return Ok(Self::Local(local));
             }
@@ -126,7 +166,8 @@ mod tests {
     #[test]
     fn send_at_forms() {
         assert_eq!(
-            SendAt::parse("2027-01-06T09:00:00-06:00").map(|s| s.resolve(chrono_tz::America::Chicago)),
+            SendAt::parse("2027-01-06T09:00:00-06:00")
+                .map(|s| s.resolve(chrono_tz::America::Chicago)),
             Ok("2027-01-06T15:00:00Z".parse().unwrap())
         );
         assert_eq!(

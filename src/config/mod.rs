@@ -81,7 +81,9 @@ impl Sources {
                 .required(self.extra_file.is_none()),
         );
         builder = builder.add_source(
-            config::File::from(self.announcements_file().as_path()).format(config::FileFormat::Toml).required(false),
+            config::File::from(self.announcements_file().as_path())
+                .format(config::FileFormat::Toml)
+                .required(false),
         );
         if let Some(extra) = &self.extra_file {
             if !extra.exists() {
@@ -202,10 +204,16 @@ impl Settings {
         let mut ids = std::collections::HashSet::new();
         for (i, a) in self.announcements.iter().enumerate() {
             if let Some((field, problem)) = a.problems(calendar.timezone()).into_iter().next() {
-                return Err(ConfigError::invalid(format!("announcements[{i}].{field}"), problem));
+                return Err(ConfigError::invalid(
+                    format!("announcements[{i}].{field}"),
+                    problem,
+                ));
             }
             if !ids.insert(a.id.as_str()) {
-                return Err(ConfigError::invalid(format!("announcements[{i}].id"), format!("{:?} is used twice", a.id)));
+                return Err(ConfigError::invalid(
+                    format!("announcements[{i}].id"),
+                    format!("{:?} is used twice", a.id),
+                ));
             }
             if let Some(date) = a.training {
                 if calendar.session_on(date).is_none() {

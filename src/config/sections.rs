@@ -199,7 +199,7 @@ impl Default for TemplateSettings {
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct ScheduleSettings {
     /// How often the planner wakes even when nothing is known to be due.
     pub tick: HumanDuration,
@@ -207,6 +207,9 @@ pub struct ScheduleSettings {
     pub poll: HumanDuration,
     /// How far ahead the planner writes reminder rows.
     pub horizon: HumanDuration,
+    /// How often `serve` looks for edits to the config files and templates (0s: never;
+    /// SIGHUP still reloads).
+    pub watch: HumanDuration,
 }
 
 impl Default for ScheduleSettings {
@@ -215,6 +218,7 @@ impl Default for ScheduleSettings {
             tick: HumanDuration::from_secs(30),
             poll: HumanDuration::from_secs(2),
             horizon: HumanDuration::from_secs(400 * 86400),
+            watch: HumanDuration::from_secs(2),
         }
     }
 }

@@ -27,7 +27,12 @@ pub fn key(id: &str) -> String {
 }
 
 /// The mailing an announcement becomes. Pure, so `check`, `preview` and the planner agree.
-pub fn mailing(a: &AnnouncementSettings, settings: &Settings, calendar: &Calendar, sequence: u32) -> PlannedMailing {
+pub fn mailing(
+    a: &AnnouncementSettings,
+    settings: &Settings,
+    calendar: &Calendar,
+    sequence: u32,
+) -> PlannedMailing {
     let send_at = a.send_at.resolve(calendar.timezone());
     let (template, body) = match a.body() {
         AnnouncementBody::Markdown { markdown: source } => (
@@ -40,7 +45,13 @@ pub fn mailing(a: &AnnouncementSettings, settings: &Settings, calendar: &Calenda
     let mut data = json!({ "training": null });
     let mut not_after = None;
     if let Some(session) = a.training.and_then(|date| calendar.session_on(date)) {
-        data = content::training_data(&session, sequence, send_at, &content::prodid(&settings.list.name), Notice::Invite);
+        data = content::training_data(
+            &session,
+            sequence,
+            send_at,
+            &content::prodid(&settings.list.name),
+            Notice::Invite,
+        );
         not_after = Some(to_millis(session.start.with_timezone(&Utc)));
     }
     let mut announcement = json!({ "id": a.id, "subject": a.subject });
@@ -64,7 +75,11 @@ pub async fn reconcile(p: &Planner, report: &mut TurnReport) -> Result<(), Store
     let mut wanted = HashSet::new();
     for a in &runtime.settings.announcements {
         let sequence = match a.training.and_then(|d| runtime.calendar.session_on(d)) {
-            Some(s) => p.store.training(&s.uid).await?.map_or(0, |t| u32::try_from(t.sequence).unwrap_or(0)),
+            Some(s) => p
+                .store
+                .training(&s.uid)
+                .await?
+                .map_or(0, |t| u32::try_from(t.sequence).unwrap_or(0)),
             None => 0,
         };
         let m = mailing(a, &runtime.settings, &runtime.calendar, sequence);
@@ -74,7 +89,9 @@ pub async fn reconcile(p: &Planner, report: &mut TurnReport) -> Result<(), Store
         }
     }
     for stale in p.store.planned_with_prefix("announcement:").await? {
-        if !wanted.contains(&stale.key) && p.store.close_planned(stale.id, "cancelled", now_ms).await? {
+        if !wanted.contains(&stale.key)
+            && p.store.close_planned(stale.id, "cancelled", now_ms).await?
+        {
             tracing::info!(mailing = %stale.key, "cancelled: the announcement was removed from the configuration");
             report.cancelled += 1;
         }

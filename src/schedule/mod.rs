@@ -135,7 +135,10 @@ impl Planner {
     /// One planning turn. Public so tests can drive it with a manual clock.
     pub async fn turn(&self) -> Result<TurnReport, StoreError> {
         let Some(lock) = self.store.try_planner_lock().await? else {
-            return Ok(TurnReport { locked_out: true, ..TurnReport::default() });
+            return Ok(TurnReport {
+                locked_out: true,
+                ..TurnReport::default()
+            });
         };
         let mut report = TurnReport::default();
         let result = async {

@@ -1,13 +1,15 @@
 //! Pure planning: which reminder mailings should exist, given the calendar, the reminder
 //! settings and the time. No I/O here, so every rule is testable with plain values.
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, Days, TimeZone, Utc};
+use chrono_tz::Tz;
 
 use super::content;
 use crate::{
     calendar::Session,
     clock::to_millis,
     config::ReminderSettings,
+    domain::HumanDuration,
     store::queue::{MailingRow, PlannedMailing},
 };
 
@@ -31,7 +33,7 @@ pub fn reminders(
             continue;
         }
         for r in reminders {
-            let due = start - r.before.chrono();
+            let due = due_at(session.start, r.before);
             // DTSTAMP is the due time, not "now": the planned row must not change on every
             // turn, and the invitation is created, for the reader, when it is sent.
             let mut data =
@@ -49,6 +51,20 @@ pub fn reminders(
         }
     }
     out
+}
+
+/// When a reminder `before` a start falls due. Whole days count on the calendar ("21d"
+/// before 11:00 is 11:00 local, three weeks earlier, even across a DST change); anything
+/// else ("90m") is an exact duration.
+pub fn due_at(start: DateTime<Tz>, before: HumanDuration) -> DateTime<Utc> {
+    let exact = before.std();
+    if exact.subsec_nanos() == 0 && exact.as_secs() > 0 && exact.as_secs() % 86_400 == 0 {
+        let local = start.naive_local() - Days::new(exact.as_secs() / 86_400);
+        if let Some(t) = start.timezone().from_local_datetime(&local).earliest() {
+            return t.with_timezone(&Utc);
+        }
+    }
+    start.with_timezone(&Utc) - before.chrono()
 }
 
 /// If `m` is an overdue reminder and a later reminder for the same training is also due,
@@ -83,6 +99,27 @@ mod tests {
             not_after_ms: None,
             data: "{}".into(),
         }
+    }
+
+    #[test]
+    fn whole_days_keep_the_local_time_across_dst() {
+        let start = chrono_tz::America::Chicago
+            .with_ymd_and_hms(2027, 3, 17, 11, 0, 0)
+            .unwrap();
+        let d = |s: &str| s.parse::<HumanDuration>().unwrap();
+        // 21 days before 11:00 CDT is 11:00 CST (17:00 UTC), not 10:00 CST.
+        assert_eq!(
+            due_at(start, d("21d")),
+            "2027-02-24T17:00:00Z".parse::<DateTime<Utc>>().unwrap()
+        );
+        assert_eq!(
+            due_at(start, d("2d")),
+            "2027-03-15T16:00:00Z".parse::<DateTime<Utc>>().unwrap()
+        );
+        assert_eq!(
+            due_at(start, d("90m")),
+            "2027-03-17T14:30:00Z".parse::<DateTime<Utc>>().unwrap()
+        );
     }
 
     #[test]

@@ -10,6 +10,7 @@
 //! * [`trainings`]: what was last announced about each training.
 
 pub mod queue;
+pub mod report;
 pub mod roster;
 pub mod subscriptions;
 pub mod trainings;

@@ -1,0 +1,136 @@
+//! `harborlist status`: what is coming up and how recent mailings went.
+
+use std::{io::Write, process::ExitCode};
+
+use chrono::{Duration, Utc};
+use serde_json::json;
+
+use crate::{
+    calendar::human,
+    clock::{from_millis, to_millis},
+    config::Settings,
+    schedule::content::training_json,
+    store::{Store, report::MailingSummary},
+};
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Print JSON instead of tables.
+    #[arg(long)]
+    json: bool,
+    /// How many upcoming and recent mailings to show.
+    #[arg(long, default_value_t = 10)]
+    limit: i64,
+}
+
+pub async fn run(settings: &Settings, args: &Args) -> anyhow::Result<ExitCode> {
+    let calendar = settings.calendar()?;
+    let tz = calendar.timezone();
+    let store = Store::connect(&settings.database.url, 2).await?;
+    let now = Utc::now();
+    let trainings = calendar.upcoming(now, 3);
+    let counts = store.subscriber_counts().await?;
+    let upcoming = store.upcoming_mailings(args.limit).await?;
+    let recent = store.recent_mailings(args.limit).await?;
+    let personal = store
+        .personal_mail_since(to_millis(now - Duration::hours(24)))
+        .await?;
+    let queue = store.queue_depth().await?;
+    store.close().await;
+
+    let when = |ms: i64| {
+        from_millis(ms)
+            .with_timezone(&tz)
+            .format("%a %b %-d %Y %-I:%M %p %Z")
+            .to_string()
+    };
+    let mut out = std::io::stdout().lock();
+    if args.json {
+        let summary = |m: &MailingSummary| {
+            json!({ "key": m.key, "kind": m.kind, "state": m.state, "due": from_millis(m.due_ms).to_rfc3339(),
+                    "audience": m.audience, "sent": m.sent, "failed": m.failed, "pending": m.pending, "skipped": m.skipped })
+        };
+        let doc = json!({
+            "trainings": trainings.iter().map(training_json).collect::<Vec<_>>(),
+            "subscribers": counts.iter().map(|(s, n)| (s.clone(), json!(n))).collect::<serde_json::Map<_, _>>(),
+            "upcoming": upcoming.iter().map(summary).collect::<Vec<_>>(),
+            "recent": recent.iter().map(summary).collect::<Vec<_>>(),
+            "personal_last_24h": { "sent": personal.0, "failed": personal.1, "pending": personal.2 },
+            "queue_depth": queue,
+        });
+        serde_json::to_writer_pretty(&mut out, &doc)?;
+        writeln!(out)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+
+    writeln!(out, "Next trainings")?;
+    for s in &trainings {
+        let mark = if s.cancelled { "  (cancelled)" } else { "" };
+        writeln!(out, "  {}{mark}", human::when(s))?;
+    }
+    let count = |status: &str| {
+        counts
+            .iter()
+            .find(|(s, _)| s == status)
+            .map_or(0, |(_, n)| *n)
+    };
+    writeln!(
+        out,
+        "\nSubscribers: {} active, {} pending, {} unsubscribed, {} bouncing",
+        count("active"),
+        count("pending"),
+        count("unsubscribed"),
+        count("bouncing")
+    )?;
+
+    writeln!(out, "\nUpcoming mailings")?;
+    let mut tw = tabwriter::TabWriter::new(Vec::new());
+    writeln!(tw, "  DUE\tKIND\tMAILING\tAUDIENCE NOW")?;
+    for m in &upcoming {
+        writeln!(
+            tw,
+            "  {}\t{}\t{}\t{}",
+            when(m.due_ms),
+            m.kind,
+            m.key,
+            m.audience
+        )?;
+    }
+    if upcoming.is_empty() {
+        writeln!(tw, "  (none planned)")?;
+    }
+    tw.flush()?;
+    out.write_all(&tw.into_inner()?)?;
+
+    writeln!(out, "\nRecent mailings")?;
+    let mut tw = tabwriter::TabWriter::new(Vec::new());
+    writeln!(
+        tw,
+        "  DUE\tKIND\tMAILING\tSTATE\tSENT\tFAILED\tPENDING\tSKIPPED"
+    )?;
+    for m in &recent {
+        writeln!(
+            tw,
+            "  {}\t{}\t{}\t{}\t{}\t{}\t{}\t{}",
+            when(m.due_ms),
+            m.kind,
+            m.key,
+            m.state,
+            m.sent,
+            m.failed,
+            m.pending,
+            m.skipped
+        )?;
+    }
+    if recent.is_empty() {
+        writeln!(tw, "  (nothing sent yet)")?;
+    }
+    tw.flush()?;
+    out.write_all(&tw.into_inner()?)?;
+    writeln!(
+        out,
+        "\nConfirmations and welcomes, last 24 h: {} sent, {} failed, {} pending. Messages waiting now: {queue}.",
+        personal.0, personal.1, personal.2
+    )?;
+    Ok(ExitCode::SUCCESS)
+}
