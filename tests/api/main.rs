@@ -4,10 +4,12 @@
 
 mod helpers;
 
+mod announcements;
 mod cli;
 mod config_errors;
 mod delivery;
 mod format;
+mod reload;
 mod reminders;
 mod schedule;
 mod subscribe;

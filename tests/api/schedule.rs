@@ -31,17 +31,17 @@ fn at(s: &str) -> DateTime<Utc> {
     s.parse().expect("instant")
 }
 
-struct World {
-    store: Store,
+pub struct World {
+    pub store: Store,
     live: Live,
     clock: ManualClock,
     planner: Planner,
-    settings: Settings,
+    pub settings: Settings,
     _db: TestDb,
 }
 
 impl World {
-    async fn new(backend: Backend, now: &str) -> Self {
+    pub async fn new(backend: Backend, now: &str) -> Self {
         let db = TestDb::new(backend).await;
         let settings = test_settings(&db.url, 1);
         let store = Store::connect(&db.url, 4).await.expect("store");
@@ -72,12 +72,12 @@ impl World {
         }
     }
 
-    async fn turn_at(&self, now: &str) -> harborlist::schedule::TurnReport {
+    pub async fn turn_at(&self, now: &str) -> harborlist::schedule::TurnReport {
         self.clock.set(at(now));
         self.planner.turn().await.expect("planner turn")
     }
 
-    async fn state(&self, key: &str) -> Option<String> {
+    pub async fn state(&self, key: &str) -> Option<String> {
         self.store
             .mailing_by_key(key)
             .await
@@ -85,7 +85,7 @@ impl World {
             .map(|m| m.state)
     }
 
-    async fn deliveries(&self, key: &str) -> Vec<String> {
+    pub async fn deliveries(&self, key: &str) -> Vec<String> {
         sqlx::query_scalar(
             "SELECT s.email FROM deliveries d JOIN mailings m ON m.id = d.mailing_id JOIN subscribers s ON s.id = d.subscriber_id
              WHERE m.key = $1 ORDER BY s.email",
@@ -96,7 +96,7 @@ impl World {
         .unwrap()
     }
 
-    fn reconfigure(&mut self, change: impl FnOnce(&mut Settings)) {
+    pub fn reconfigure(&mut self, change: impl FnOnce(&mut Settings)) {
         change(&mut self.settings);
         self.live
             .replace(Runtime::build(self.settings.clone()).expect("new config is valid"));

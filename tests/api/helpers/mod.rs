@@ -3,11 +3,13 @@
 #![allow(dead_code)]
 
 mod app;
+mod daemon;
 mod db;
 mod mail;
 mod sink;
 
 pub use app::*;
+pub use daemon::*;
 pub use db::*;
 pub use mail::*;
 pub use sink::*;
