@@ -14,3 +14,4 @@ mod reminders;
 mod schedule;
 mod subscribe;
 mod subscribers_cli;
+mod trainings;
