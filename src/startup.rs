@@ -68,9 +68,20 @@ pub struct Runtime {
 }
 
 impl Runtime {
-    /// Loads and checks everything the settings point at. Fails without side effects, so a
+    /// Loads and checks everything the settings point at, creating the token key file if
+    /// it is missing (the daemon's first start). Fails without other side effects, so a
     /// reload can try it and keep the old runtime on error.
     pub fn build(settings: Settings) -> Result<Self, StartupError> {
+        Self::build_with(settings, KeyFile::Create)
+    }
+
+    /// As [`Runtime::build`], but never writes: a missing key file gives a throwaway key.
+    /// For `check`, `preview` and `send-test`, which staff may run as another user.
+    pub fn build_read_only(settings: Settings) -> Result<Self, StartupError> {
+        Self::build_with(settings, KeyFile::Ephemeral)
+    }
+
+    fn build_with(settings: Settings, key_file: KeyFile) -> Result<Self, StartupError> {
         let calendar = settings.calendar()?;
         let email = Arc::new(EmailTemplates::load(&settings.templates.dir)?);
         let web = Arc::new(WebTemplates::load(&settings.templates.dir)?);
@@ -101,7 +112,7 @@ impl Runtime {
                 .into());
             }
         }
-        let key = token_key(&settings)?;
+        let key = token_key(&settings, key_file)?;
         let dkim = settings.mail.dkim.as_ref().map(dkim::load).transpose()?;
         let composer = Composer::new(Identity::from_settings(&settings), email, key.clone(), dkim);
         Ok(Self {
@@ -117,7 +128,13 @@ impl Runtime {
 /// The token key: `security.token_key` if set, else the key file (created on first use,
 /// readable only by us). Several instances must share one key: set it in config or point
 /// them at the same file.
-fn token_key(settings: &Settings) -> Result<TokenKey, StartupError> {
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum KeyFile {
+    Create,
+    Ephemeral,
+}
+
+fn token_key(settings: &Settings, key_file: KeyFile) -> Result<TokenKey, StartupError> {
     if let Some(text) = &settings.security.token_key {
         return TokenKey::parse(text)
             .map_err(|e| StartupError::Key(format!("security.token_key: {e}")));
@@ -128,6 +145,9 @@ fn token_key(settings: &Settings) -> Result<TokenKey, StartupError> {
         .clone()
         .unwrap_or_else(|| PathBuf::from("data/harborlist.key"));
     let key_err = |what: String| StartupError::Key(format!("security.token_key_file: {what}"));
+    if !path.exists() && key_file == KeyFile::Ephemeral {
+        return TokenKey::parse(&TokenKey::generate_text()).map_err(|e| key_err(e.to_string()));
+    }
     if !path.exists() {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir)

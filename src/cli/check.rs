@@ -27,7 +27,7 @@ pub async fn run(sources: &Sources) -> anyhow::Result<ExitCode> {
         }
     };
     println!("ok   configuration ({})", files.join(" + "));
-    let runtime = match Runtime::build(settings) {
+    let runtime = match Runtime::build_read_only(settings) {
         Ok(r) => r,
         Err(e) => {
             eprintln!("FAIL {e}");

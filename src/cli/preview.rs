@@ -87,7 +87,7 @@ pub async fn send_test(settings: Settings, args: &SendTestArgs) -> anyhow::Resul
 
 fn compose(settings: Settings, what: &Selection) -> anyhow::Result<(Runtime, Composed)> {
     let to = SubscriberEmail::parse(&what.to).map_err(|e| anyhow::anyhow!("--to: {e}"))?;
-    let runtime = Runtime::build(settings)?;
+    let runtime = Runtime::build_read_only(settings)?;
     let now = Utc::now();
     let (key, template, data) = what_to_render(&runtime, what, now)?;
     let letter = Letter {
