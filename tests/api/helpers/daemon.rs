@@ -1,8 +1,13 @@
-//! The real binary as a separate process, for what only a process has: signals.
+//! The real binary as separate processes, for what only a process has: signals, kill -9,
+//! and several instances sharing one database.
 
 use std::{
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
     time::Duration,
 };
 
@@ -10,58 +15,32 @@ use harborlist::domain::TokenKey;
 
 use super::{MailSink, eventually, free_port};
 
-pub struct Daemon {
-    child: Child,
-    dir: tempfile::TempDir,
-    pub address: String,
+/// A directory with `config/default.toml` and what every instance shares: database, relay,
+/// token key and extra settings. Each [`DaemonSetup::launch`] starts one more process.
+#[derive(Clone)]
+pub struct DaemonSetup {
+    dir: Arc<tempfile::TempDir>,
     pub token_key: String,
+    db_url: String,
+    smtp_url: String,
+    extra: String,
+    launched: Arc<AtomicUsize>,
 }
 
-impl Daemon {
-    /// Starts `harborlist --config local.toml serve` in a fresh directory holding a copy of
-    /// config/default.toml, pointed at `db_url` and `sink`, with `extra` appended to the
-    /// local config.
-    pub async fn start(db_url: &str, sink: &MailSink, extra: &str) -> Self {
+impl DaemonSetup {
+    pub fn new(db_url: &str, smtp_url: &str, extra: &str) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let root = Path::new(env!("CARGO_MANIFEST_DIR"));
         std::fs::create_dir_all(dir.path().join("config")).unwrap();
         std::fs::copy(root.join("config/default.toml"), dir.path().join("config/default.toml")).unwrap();
-        let port = free_port();
-        let token_key = TokenKey::generate_text();
-        let local = format!(
-            "[server]\nbind = \"127.0.0.1:{port}\"\npublic_url = \"http://127.0.0.1:{port}\"\n\
-             [database]\nurl = \"{db_url}\"\n\
-             [mail]\ntransport = \"smtp\"\nsmtp_url = \"{}\"\nretry_base = \"200ms\"\nsmtp_timeout = \"3s\"\n\
-             [security]\ntoken_key = \"{token_key}\"\n\
-             [templates]\ndir = \"{}\"\n\
-             [log]\nformat = \"text\"\nlevel = \"info\"\n{extra}\n",
-            sink.url(),
-            root.join("templates").display()
-        );
-        std::fs::write(dir.path().join("local.toml"), local).unwrap();
-        let log = std::fs::File::create(dir.path().join("daemon.log")).unwrap();
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_harborlist"));
-        for (k, _) in std::env::vars() {
-            if k.starts_with("HARBORLIST") || k == "RUST_LOG" {
-                cmd.env_remove(k);
-            }
+        Self {
+            dir: Arc::new(dir),
+            token_key: TokenKey::generate_text(),
+            db_url: db_url.to_owned(),
+            smtp_url: smtp_url.to_owned(),
+            extra: extra.to_owned(),
+            launched: Arc::new(AtomicUsize::new(0)),
         }
-        let child = cmd
-            .current_dir(dir.path())
-            .args(["--config", "local.toml", "serve"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("spawn harborlist serve");
-        let daemon = Self { child, dir, address: format!("http://127.0.0.1:{port}"), token_key };
-        let health = format!("{}/healthz", daemon.address);
-        eventually(30, "the daemon to answer /healthz", || async {
-            let ok = reqwest::get(&health).await.ok()?.status().is_success();
-            ok.then_some(())
-        })
-        .await;
-        daemon
     }
 
     pub fn config_dir(&self) -> PathBuf {
@@ -75,13 +54,96 @@ impl Daemon {
         std::fs::rename(tmp, self.config_dir().join("announcements.toml")).unwrap();
     }
 
+    /// Starts one more `harborlist serve` on a fresh port and waits for `/healthz`.
+    pub async fn launch(&self) -> Daemon {
+        let n = self.launched.fetch_add(1, Ordering::SeqCst);
+        let port = free_port();
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let local = format!(
+            "[server]\nbind = \"127.0.0.1:{port}\"\npublic_url = \"http://127.0.0.1:{port}\"\n\
+             [database]\nurl = \"{}\"\n\
+             [mail]\ntransport = \"smtp\"\nsmtp_url = \"{}\"\nretry_base = \"200ms\"\nretry_max = \"1s\"\nsmtp_timeout = \"3s\"\n\
+             [security]\ntoken_key = \"{}\"\n\
+             [templates]\ndir = \"{}\"\n\
+             [log]\nformat = \"text\"\nlevel = \"info\"\n{}\n",
+            self.db_url,
+            self.smtp_url,
+            self.token_key,
+            root.join("templates").display(),
+            self.extra
+        );
+        let config = format!("local-{n}.toml");
+        std::fs::write(self.dir.path().join(&config), local).unwrap();
+        let log_path = self.dir.path().join(format!("daemon-{n}.log"));
+        let log = std::fs::File::create(&log_path).unwrap();
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_harborlist"));
+        for (k, _) in std::env::vars() {
+            if k.starts_with("HARBORLIST") || k == "RUST_LOG" {
+                cmd.env_remove(k);
+            }
+        }
+        let child = cmd
+            .current_dir(self.dir.path())
+            .args(["--config", &config, "serve"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn harborlist serve");
+        let daemon = Daemon { child, address: format!("http://127.0.0.1:{port}"), token_key: self.token_key.clone(), log_path, setup: self.clone() };
+        let health = format!("{}/healthz", daemon.address);
+        eventually(30, "the daemon to answer /healthz", || async {
+            let ok = reqwest::get(&health).await.ok()?.status().is_success();
+            ok.then_some(())
+        })
+        .await;
+        daemon
+    }
+}
+
+pub struct Daemon {
+    child: Child,
+    pub address: String,
+    pub token_key: String,
+    log_path: PathBuf,
+    setup: DaemonSetup,
+}
+
+impl Daemon {
+    /// One process on a fresh setup.
+    pub async fn start(db_url: &str, sink: &MailSink, extra: &str) -> Self {
+        DaemonSetup::new(db_url, &sink.url(), extra).launch().await
+    }
+
+    pub fn setup(&self) -> &DaemonSetup {
+        &self.setup
+    }
+
+    pub fn config_dir(&self) -> PathBuf {
+        self.setup.config_dir()
+    }
+
+    pub fn write_announcements(&self, toml: &str) {
+        self.setup.write_announcements(toml);
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub fn signal(&self, signal: &str) {
         let status = Command::new("kill").args(["-s", signal, &self.child.id().to_string()]).status().expect("kill");
         assert!(status.success(), "kill -s {signal}");
     }
 
+    /// SIGKILL: no shutdown code runs, as in a crash or an OOM kill.
+    pub fn kill9(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     pub fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("daemon.log")).unwrap_or_default()
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
     }
 
     pub fn is_running(&mut self) -> bool {
