@@ -215,13 +215,13 @@ impl Settings {
                     format!("{:?} is used twice", a.id),
                 ));
             }
-            if let Some(date) = a.training {
-                if calendar.session_on(date).is_none() {
-                    return Err(ConfigError::invalid(
-                        format!("announcements[{i}].training"),
-                        format!("there is no training on {date} (see `harborlist trainings`)"),
-                    ));
-                }
+            if let Some(date) = a.training
+                && calendar.session_on(date).is_none()
+            {
+                return Err(ConfigError::invalid(
+                    format!("announcements[{i}].training"),
+                    format!("there is no training on {date} (see `harborlist trainings`)"),
+                ));
             }
         }
         Ok(())

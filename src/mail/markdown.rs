@@ -41,11 +41,7 @@ pub fn to_text(source: &str) -> String {
                     out.push('\n');
                 }
             }
-            Event::Start(Tag::Heading { level, .. }) => {
-                if level == HeadingLevel::H1 {
-                    out.push_str("## ");
-                }
-            }
+            Event::Start(Tag::Heading { level: HeadingLevel::H1, .. }) => out.push_str("## "),
             Event::Start(Tag::List(start)) => lists.push(start),
             Event::End(TagEnd::List(_)) => {
                 lists.pop();
@@ -64,11 +60,7 @@ pub fn to_text(source: &str) -> String {
                     _ => out.push_str("- "),
                 }
             }
-            Event::End(TagEnd::Item) => {
-                if !out.ends_with('\n') {
-                    out.push('\n');
-                }
-            }
+            Event::End(TagEnd::Item) if !out.ends_with('\n') => out.push('\n'),
             Event::Start(Tag::Link { dest_url, .. }) => link.push(dest_url.to_string()),
             Event::End(TagEnd::Link) => {
                 if let Some(url) = link.pop() {

@@ -58,7 +58,7 @@ pub fn reminders(
 /// else ("90m") is an exact duration.
 pub fn due_at(start: DateTime<Tz>, before: HumanDuration) -> DateTime<Utc> {
     let exact = before.std();
-    if exact.subsec_nanos() == 0 && exact.as_secs() > 0 && exact.as_secs() % 86_400 == 0 {
+    if exact.subsec_nanos() == 0 && exact.as_secs() > 0 && exact.as_secs().is_multiple_of(86_400) {
         let local = start.naive_local() - Days::new(exact.as_secs() / 86_400);
         if let Some(t) = start.timezone().from_local_datetime(&local).earliest() {
             return t.with_timezone(&Utc);

@@ -51,6 +51,10 @@ pub struct Sender {
     wake: Arc<Notify>,
     limiter: Option<DefaultDirectRateLimiter>,
     turn: AtomicU64,
+    /// Claims whose answer was lost (the database dropped the connection mid-claim): the
+    /// rows may be marked ours but were never sent, so they are released as soon as the
+    /// database answers again instead of waiting out the lease.
+    lost_claims: std::sync::Mutex<Vec<String>>,
 }
 
 impl Sender {
@@ -80,6 +84,7 @@ impl Sender {
             wake,
             limiter,
             turn: AtomicU64::new(0),
+            lost_claims: std::sync::Mutex::new(Vec::new()),
         }
     }
 
@@ -159,32 +164,56 @@ impl Sender {
         let now = self.clock.now();
         let lease_until = now
             + chrono::Duration::from_std(self.config.lease).unwrap_or(chrono::Duration::minutes(5));
-        let batch = self
+        self.release_lost_claims().await?;
+        let batch = match self
             .store
-            .claim(
-                &owner,
-                to_millis(now),
-                to_millis(lease_until),
-                self.config.batch,
-            )
-            .await?;
+            .claim(&owner, to_millis(now), to_millis(lease_until), self.config.batch)
+            .await
+        {
+            Ok(batch) => batch,
+            Err(e) => {
+                self.lost_claims.lock().unwrap_or_else(|p| p.into_inner()).push(owner);
+                return Err(e);
+            }
+        };
         if batch.is_empty() {
             return Ok(0);
         }
         let composer = self.live.composer();
-        // Futures are built up front (not in a stream closure) so the spawned task's future
-        // stays Send without higher-ranked lifetime trouble.
+        // Each outcome is recorded as soon as its send finishes, within the same slot of the
+        // concurrency limit. A message the relay accepted but not yet recorded is then one of
+        // at most `concurrency` in flight, which bounds the repeats after a crash (recording
+        // the batch at its end would repeat everything the batch had sent). Futures are built
+        // up front (not in a stream closure) so the spawned task's future stays Send without
+        // higher-ranked lifetime trouble.
+        let (composer, owner) = (&composer, owner.as_str());
         let sends: Vec<_> = batch
             .iter()
-            .map(|c| self.deliver(&composer, c, shutdown))
+            .map(|c| async move {
+                let outcome = self.deliver(composer, c, shutdown).await;
+                self.record_with_retry(owner, std::slice::from_ref(&outcome), shutdown)
+                    .await
+            })
             .collect();
-        let outcomes: Vec<Outcome> = stream::iter(sends)
+        let recorded: Vec<Result<(), crate::store::StoreError>> = stream::iter(sends)
             .buffer_unordered(self.config.concurrency.max(1))
             .collect()
             .await;
-        let handled = outcomes.len();
-        self.record_with_retry(&owner, &outcomes, shutdown).await?;
+        let handled = recorded.len();
+        recorded.into_iter().collect::<Result<Vec<()>, _>>()?;
         Ok(handled)
+    }
+
+    async fn release_lost_claims(&self) -> Result<(), crate::store::StoreError> {
+        let owners: Vec<String> = self.lost_claims.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        for owner in owners {
+            let released = self.store.release_claim(&owner).await?;
+            if released > 0 {
+                tracing::info!(count = released, "released deliveries from a claim whose answer was lost");
+            }
+            self.lost_claims.lock().unwrap_or_else(|p| p.into_inner()).retain(|o| o != &owner);
+        }
+        Ok(())
     }
 
     /// Outcomes must not be dropped because the database blinked: keep trying for a while.

@@ -456,6 +456,19 @@ impl Store {
         Ok(())
     }
 
+    /// Puts back everything still claimed by `owner` without counting an attempt: for a
+    /// claim that the sender never saw succeed, so never sent.
+    pub async fn release_claim(&self, owner: &str) -> Result<u64> {
+        let res = sqlx::query(
+            "UPDATE deliveries SET state = 'queued', attempts = attempts - 1, lease_owner = NULL, lease_until = NULL
+             WHERE lease_owner = $1 AND state = 'sending'",
+        )
+        .bind(owner)
+        .execute(self.pool())
+        .await?;
+        Ok(res.rows_affected())
+    }
+
     /// Returns deliveries whose lease ran out (their sender died) to the queue.
     pub async fn requeue_expired(&self, now_ms: i64) -> Result<u64> {
         let res = sqlx::query(

@@ -25,10 +25,10 @@ pub struct PlannerLock(Option<sqlx::Transaction<'static, sqlx::Any>>);
 
 impl PlannerLock {
     pub async fn release(self) {
-        if let Some(tx) = self.0 {
-            if let Err(e) = tx.rollback().await {
-                tracing::warn!(error = %e, "releasing the planner lock failed; it ends with the connection");
-            }
+        if let Some(tx) = self.0
+            && let Err(e) = tx.rollback().await
+        {
+            tracing::warn!(error = %e, "releasing the planner lock failed; it ends with the connection");
         }
     }
 }

@@ -9,6 +9,7 @@ mod mail;
 mod sink;
 
 pub use app::*;
+#[allow(unused_imports)]
 pub use daemon::*;
 pub use db::*;
 pub use mail::*;
