@@ -14,7 +14,7 @@ use crate::config::{LogFormat, LogSettings};
 
 /// Installs the global subscriber. Safe to call more than once (later calls do nothing).
 pub fn init(log: &LogSettings) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&log.level));
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(directives(&log.level)));
     let registry = tracing_subscriber::registry().with(filter);
     let _ = match log.format {
         LogFormat::Json => registry
@@ -29,6 +29,17 @@ pub fn init(log: &LogSettings) {
             .with(fmt::layer().with_writer(std::io::stderr))
             .try_init(),
     };
+}
+
+/// A bare level ("debug") applies to harborlist's own code; libraries stay at `warn`,
+/// because some (SMTP, SQL) would log recipients or message bodies at debug level. Full
+/// directives ("harborlist=debug,tower_http=info") are taken as written.
+fn directives(level: &str) -> String {
+    if level.contains('=') || level.contains(',') {
+        level.to_owned()
+    } else {
+        format!("warn,harborlist={level}")
+    }
 }
 
 /// The process-wide Prometheus recorder, installed on first use.

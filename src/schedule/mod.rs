@@ -156,15 +156,14 @@ impl Planner {
         let now = self.clock.now();
         let now_ms = to_millis(now);
         let due = self.store.due_mailings(now_ms).await?;
-        if let Some(earliest) = due
+        // How late the planner is running: the age of the oldest due mailing not yet fanned
+        // out (0 when nothing is waiting).
+        let lag = due
             .iter()
             .filter(|m| m.state == "planned")
-            .map(|m| m.due_ms)
-            .min()
-        {
-            let lag = (now - from_millis(earliest)).num_milliseconds().max(0) as f64 / 1000.0;
-            metrics::gauge!("harborlist_scheduler_lag_seconds").set(lag);
-        }
+            .map(|m| (now - from_millis(m.due_ms)).num_milliseconds().max(0) as f64 / 1000.0)
+            .fold(0.0, f64::max);
+        metrics::gauge!("harborlist_scheduler_lag_seconds").set(lag);
         for m in &due {
             if m.state == "planned" {
                 if m.not_after_ms.is_some_and(|na| na <= now_ms) {

@@ -32,7 +32,11 @@ impl DaemonSetup {
         let dir = tempfile::tempdir().expect("temp dir");
         let root = Path::new(env!("CARGO_MANIFEST_DIR"));
         std::fs::create_dir_all(dir.path().join("config")).unwrap();
-        std::fs::copy(root.join("config/default.toml"), dir.path().join("config/default.toml")).unwrap();
+        std::fs::copy(
+            root.join("config/default.toml"),
+            dir.path().join("config/default.toml"),
+        )
+        .unwrap();
         Self {
             dir: Arc::new(dir),
             token_key: TokenKey::generate_text(),
@@ -64,8 +68,7 @@ impl DaemonSetup {
              [database]\nurl = \"{}\"\n\
              [mail]\ntransport = \"smtp\"\nsmtp_url = \"{}\"\nretry_base = \"200ms\"\nretry_max = \"1s\"\nsmtp_timeout = \"3s\"\n\
              [security]\ntoken_key = \"{}\"\n\
-             [templates]\ndir = \"{}\"\n\
-             [log]\nformat = \"text\"\nlevel = \"info\"\n{}\n",
+             [templates]\ndir = \"{}\"\n{}\n",
             self.db_url,
             self.smtp_url,
             self.token_key,
@@ -90,7 +93,13 @@ impl DaemonSetup {
             .stderr(log)
             .spawn()
             .expect("spawn harborlist serve");
-        let daemon = Daemon { child, address: format!("http://127.0.0.1:{port}"), token_key: self.token_key.clone(), log_path, setup: self.clone() };
+        let daemon = Daemon {
+            child,
+            address: format!("http://127.0.0.1:{port}"),
+            token_key: self.token_key.clone(),
+            log_path,
+            setup: self.clone(),
+        };
         let health = format!("{}/healthz", daemon.address);
         eventually(30, "the daemon to answer /healthz", || async {
             let ok = reqwest::get(&health).await.ok()?.status().is_success();
@@ -132,7 +141,10 @@ impl Daemon {
     }
 
     pub fn signal(&self, signal: &str) {
-        let status = Command::new("kill").args(["-s", signal, &self.child.id().to_string()]).status().expect("kill");
+        let status = Command::new("kill")
+            .args(["-s", signal, &self.child.id().to_string()])
+            .status()
+            .expect("kill");
         assert!(status.success(), "kill -s {signal}");
     }
 
@@ -160,7 +172,10 @@ impl Daemon {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         let _ = self.child.kill();
-        panic!("the daemon did not stop within 30 s of SIGTERM:\n{}", self.log());
+        panic!(
+            "the daemon did not stop within 30 s of SIGTERM:\n{}",
+            self.log()
+        );
     }
 }
 
