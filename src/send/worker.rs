@@ -91,6 +91,7 @@ impl Sender {
     /// Runs until `shutdown` is cancelled, then finishes what is in flight.
     pub async fn run(self, shutdown: CancellationToken) {
         let mut last_requeue = Instant::now() - Duration::from_secs(3600);
+        let mut last_gauge = Instant::now() - Duration::from_secs(3600);
         let mut db_backoff = Duration::from_millis(200);
         while !shutdown.is_cancelled() {
             if last_requeue.elapsed() >= self.config.lease / 4 {
@@ -107,7 +108,10 @@ impl Sender {
                     Err(e) => tracing::warn!(error = %e, "could not re-queue expired leases"),
                 }
                 last_requeue = Instant::now();
+            }
+            if last_gauge.elapsed() >= Duration::from_secs(5) {
                 self.update_queue_gauge().await;
+                last_gauge = Instant::now();
             }
             match self.turn(&shutdown).await {
                 Ok(0) => {
