@@ -10,6 +10,7 @@ pub mod context;
 pub mod dkim;
 pub mod markdown;
 pub mod message;
+pub mod smtp;
 pub mod transport;
 
 pub use context::{Composer, Identity, Letter, Recipient};

@@ -4,13 +4,14 @@
 //! (connection trouble, timeouts, 4xx) is retried later; [`SendError::Permanent`] (5xx) is
 //! recorded and not retried.
 
-use std::{path::PathBuf, time::Duration};
+use std::{path::PathBuf, sync::Arc, time::Duration};
 
 use lettre::{
     AsyncSmtpTransport, AsyncTransport, Tokio1Executor, address::Envelope,
     transport::smtp::PoolConfig,
 };
 
+use super::smtp::{Pool, Relay};
 use crate::config::{MailSettings, TransportKind};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -23,8 +24,11 @@ pub enum SendError {
 
 #[derive(Clone)]
 pub enum Transport {
-    /// The pool, and a bound on one whole send: lettre's timeout covers connecting but not
-    /// every reply (a relay that never answers QUIT after a 4xx hangs the send forever).
+    /// Plain or STARTTLS relays: our NODELAY pool (see [`super::smtp`]).
+    Pooled(Arc<Pool>, Duration),
+    /// Implicit TLS (`smtps://`): lettre's own pool. Each carries a bound on one whole send:
+    /// lettre's timeout covers connecting but not every reply (a relay that never answers
+    /// QUIT after a 4xx would hang the send forever).
     Smtp(AsyncSmtpTransport<Tokio1Executor>, Duration),
     File(PathBuf),
 }
@@ -32,7 +36,7 @@ pub enum Transport {
 impl std::fmt::Debug for Transport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Self::Smtp(..) => f.write_str("Transport::Smtp"),
+            Self::Pooled(..) | Self::Smtp(..) => f.write_str("Transport::Smtp"),
             Self::File(dir) => write!(f, "Transport::File({})", dir.display()),
         }
     }
@@ -52,6 +56,10 @@ impl Transport {
             }
             TransportKind::Smtp => {
                 let url = mail.smtp_url.as_deref().unwrap_or_default();
+                let limit = mail.smtp_timeout.std() * 3;
+                if let Some(relay) = Relay::parse(url).map_err(|e| format!("mail.smtp_url: {e}"))? {
+                    return Ok(Self::Pooled(Arc::new(Pool::new(relay, mail.pool_size, mail.smtp_timeout.std())), limit));
+                }
                 let transport = AsyncSmtpTransport::<Tokio1Executor>::from_url(url)
                     .map_err(|e| format!("mail.smtp_url: {e}"))?
                     .timeout(Some(mail.smtp_timeout.std()))
@@ -61,7 +69,7 @@ impl Transport {
                             .idle_timeout(Duration::from_secs(60)),
                     )
                     .build();
-                Ok(Self::Smtp(transport, mail.smtp_timeout.std() * 3))
+                Ok(Self::Smtp(transport, limit))
             }
         }
     }
@@ -75,6 +83,10 @@ impl Transport {
         message_id: &str,
     ) -> Result<(), SendError> {
         match self {
+            Self::Pooled(pool, limit) => match tokio::time::timeout(*limit, pool.send(envelope, bytes)).await {
+                Ok(result) => result,
+                Err(_) => Err(SendError::Transient(format!("no answer from the relay within {limit:?}"))),
+            },
             Self::Smtp(smtp, limit) => {
                 match tokio::time::timeout(*limit, smtp.send_raw(envelope, bytes)).await {
                     Ok(result) => result.map(|_| ()).map_err(classify),
@@ -108,7 +120,7 @@ impl Transport {
     }
 }
 
-fn classify(e: lettre::transport::smtp::Error) -> SendError {
+pub(super) fn classify(e: lettre::transport::smtp::Error) -> SendError {
     if e.is_permanent() {
         SendError::Permanent(e.to_string())
     } else {
