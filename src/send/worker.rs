@@ -199,13 +199,33 @@ impl Sender {
                     .await
             })
             .collect();
-        let recorded: Vec<Result<(), crate::store::StoreError>> = stream::iter(sends)
+        let work = stream::iter(sends)
             .buffer_unordered(self.config.concurrency.max(1))
-            .collect()
-            .await;
+            .collect::<Vec<Result<(), crate::store::StoreError>>>();
+        // A batch can outlast the lease (a slow relay): renew it while we live, so that only a
+        // dead sender's rows are re-queued, never those a live one is still sending. The
+        // renewal runs alongside the sends (not between them): a paused send could be holding
+        // the very lock the renewal waits for.
+        let recorded = tokio::select! {
+            recorded = work => recorded,
+            never = self.keep_lease(owner) => match never {},
+        };
         let handled = recorded.len();
         recorded.into_iter().collect::<Result<Vec<()>, _>>()?;
         Ok(handled)
+    }
+
+    /// Renews `owner`'s lease every third of it, until dropped.
+    async fn keep_lease(&self, owner: &str) -> std::convert::Infallible {
+        loop {
+            tokio::time::sleep((self.config.lease / 3).max(Duration::from_millis(100))).await;
+            let until = self.clock.now()
+                + chrono::Duration::from_std(self.config.lease)
+                    .unwrap_or(chrono::Duration::minutes(5));
+            if let Err(e) = self.store.extend_lease(owner, to_millis(until)).await {
+                tracing::warn!(error = %e, "could not renew the lease; those deliveries may be sent twice");
+            }
+        }
     }
 
     async fn release_lost_claims(&self) -> Result<(), crate::store::StoreError> {

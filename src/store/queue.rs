@@ -469,6 +469,19 @@ impl Store {
         Ok(res.rows_affected())
     }
 
+    /// Moves the lease on everything `owner` still holds to `lease_until_ms`: a live sender
+    /// keeps its claim however long its batch takes.
+    pub async fn extend_lease(&self, owner: &str, lease_until_ms: i64) -> Result<u64> {
+        let res = sqlx::query(
+            "UPDATE deliveries SET lease_until = $1 WHERE lease_owner = $2 AND state = 'sending'",
+        )
+        .bind(lease_until_ms)
+        .bind(owner)
+        .execute(self.pool())
+        .await?;
+        Ok(res.rows_affected())
+    }
+
     /// Returns deliveries whose lease ran out (their sender died) to the queue.
     pub async fn requeue_expired(&self, now_ms: i64) -> Result<u64> {
         let res = sqlx::query(
