@@ -11,7 +11,7 @@ use std::{
 
 use futures_util::{StreamExt, stream};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
-use tokio::sync::Notify;
+use tokio::sync::{Notify, Semaphore, SemaphorePermit};
 use tokio_util::sync::CancellationToken;
 
 use super::backoff::{jitter, retry_delay};
@@ -51,6 +51,8 @@ pub struct Sender {
     wake: Arc<Notify>,
     limiter: Option<DefaultDirectRateLimiter>,
     turn: AtomicU64,
+    /// Messages between "handed to SMTP" and "outcome recorded": `concurrency` at most.
+    slots: Semaphore,
     /// Claims whose answer was lost (the database dropped the connection mid-claim): the
     /// rows may be marked ours but were never sent, so they are released as soon as the
     /// database answers again instead of waiting out the lease.
@@ -75,6 +77,7 @@ impl Sender {
                 .allow_burst(burst);
             RateLimiter::direct(quota)
         });
+        let slots = Semaphore::new(config.concurrency.max(1));
         Self {
             store,
             live,
@@ -84,6 +87,7 @@ impl Sender {
             wake,
             limiter,
             turn: AtomicU64::new(0),
+            slots,
             lost_claims: std::sync::Mutex::new(Vec::new()),
         }
     }
@@ -194,13 +198,16 @@ impl Sender {
         let sends: Vec<_> = batch
             .iter()
             .map(|c| async move {
-                let outcome = self.deliver(composer, c, shutdown).await;
-                self.record_with_retry(owner, std::slice::from_ref(&outcome), shutdown)
-                    .await
+                let mut slot = None;
+                let outcome = self.deliver(composer, c, shutdown, &mut slot).await;
+                let recorded = self.record_with_retry(owner, std::slice::from_ref(&outcome), shutdown).await;
+                drop(slot);
+                recorded
             })
             .collect();
+        // Twice as many futures as slots: the extra ones compose while the slots send.
         let work = stream::iter(sends)
-            .buffer_unordered(self.config.concurrency.max(1))
+            .buffer_unordered(self.config.concurrency.max(1) * 2)
             .collect::<Vec<Result<(), crate::store::StoreError>>>();
         // A batch can outlast the lease (a slow relay): renew it while we live, so that only a
         // dead sender's rows are re-queued, never those a live one is still sending. The
@@ -268,11 +275,12 @@ impl Sender {
         }
     }
 
-    async fn deliver(
-        &self,
+    async fn deliver<'s>(
+        &'s self,
         composer: &Composer,
         c: &Claimed,
         shutdown: &CancellationToken,
+        slot: &mut Option<SemaphorePermit<'s>>,
     ) -> Outcome {
         let list_mail = is_list_mail(&c.kind);
         if let Some(reason) = self.skip_reason(c) {
@@ -307,6 +315,15 @@ impl Sender {
                 };
             }
         };
+        // Composing (CPU) happens before taking a slot, so the next messages are rendered
+        // while the slots' messages are on the wire.
+        // The slot is held until the caller has recorded the outcome: at most `concurrency`
+        // messages are ever accepted by the relay but not yet recorded, which bounds what a
+        // crash can repeat.
+        match self.slots.acquire().await {
+            Ok(permit) => *slot = Some(permit),
+            Err(_) => return Outcome::Released { delivery_id: c.delivery_id },
+        }
         if let Some(limiter) = &self.limiter {
             tokio::select! {
                 _ = limiter.until_ready() => {}
