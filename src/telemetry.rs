@@ -14,7 +14,8 @@ use crate::config::{LogFormat, LogSettings};
 
 /// Installs the global subscriber. Safe to call more than once (later calls do nothing).
 pub fn init(log: &LogSettings) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(directives(&log.level)));
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new(directives(&log.level)));
     let registry = tracing_subscriber::registry().with(filter);
     let _ = match log.format {
         LogFormat::Json => registry

@@ -56,8 +56,14 @@ async fn a_postgresql_restart_mid_mailing_loses_nothing() {
     for i in 0..N {
         seed(&app.store, &key, &format!("r{i}@example.org"), "active").await;
     }
-    assert!(Utc::now() < send_at, "seeding took too long for this test's timing");
-    eventually(30, "the mailing to be under way", || async { (app.sink.count() >= 40).then_some(()) }).await;
+    assert!(
+        Utc::now() < send_at,
+        "seeding took too long for this test's timing"
+    );
+    eventually(30, "the mailing to be under way", || async {
+        (app.sink.count() >= 40).then_some(())
+    })
+    .await;
     pg_ctl("stop");
     let during = app.sink.count();
     tokio::time::sleep(Duration::from_secs(3)).await;
@@ -77,13 +83,25 @@ async fn a_postgresql_restart_mid_mailing_loses_nothing() {
     let msgs = app.sink.messages();
     let mut per: HashMap<String, Vec<String>> = HashMap::new();
     for m in &msgs {
-        per.entry(m.to[0].clone()).or_default().push(parse(&m.bytes).message_id().unwrap_or_default().to_owned());
+        per.entry(m.to[0].clone())
+            .or_default()
+            .push(parse(&m.bytes).message_id().unwrap_or_default().to_owned());
     }
     let duplicates: usize = per.values().map(|ids| ids.len() - 1).sum();
-    eprintln!("delivered {} messages to {} subscribers, {duplicates} duplicates", msgs.len(), per.len());
+    eprintln!(
+        "delivered {} messages to {} subscribers, {duplicates} duplicates",
+        msgs.len(),
+        per.len()
+    );
     assert_eq!(per.len(), N, "nobody lost");
-    assert!(duplicates <= app.settings.mail.pool_size as usize, "{duplicates} duplicates");
-    assert!(per.values().all(|ids| ids.iter().all(|id| id == &ids[0])), "a repeat carries the same Message-ID");
+    assert!(
+        duplicates <= app.settings.mail.pool_size as usize,
+        "{duplicates} duplicates"
+    );
+    assert!(
+        per.values().all(|ids| ids.iter().all(|id| id == &ids[0])),
+        "a repeat carries the same Message-ID"
+    );
     let unsent: i64 = eventually(30, "every delivery recorded", || async {
         let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM deliveries WHERE state <> 'sent'")
             .fetch_one(app.store.pool())

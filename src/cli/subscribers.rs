@@ -14,9 +14,10 @@
 //! import file are referred to by line number.
 
 use std::{
-    collections::HashSet,
+    cell::{Cell, RefCell},
+    collections::{HashSet, VecDeque},
     fs::File,
-    io::{self, BufWriter, IsTerminal, Write},
+    io::{self, BufWriter, IsTerminal, Read, Write},
     path::{Path, PathBuf},
     process::ExitCode,
 };
@@ -261,6 +262,9 @@ struct Columns {
     count: usize,
 }
 
+/// Good rows for one transaction, and how far into the file the reader was after them.
+type Batch = (Vec<ImportCandidate>, u64);
+
 /// What the reading side found; the database side keeps its own [`ImportCounts`].
 #[derive(Debug, Default)]
 struct ParseReport {
@@ -283,8 +287,9 @@ async fn import(settings: &Settings, file: &Path) -> anyhow::Result<ExitCode> {
     let store = connect(settings).await?;
 
     let progress = progress_bar(size);
-    // Two batches in flight: the reader prepares the next while this task writes one.
-    let (batches, mut incoming) = tokio::sync::mpsc::channel::<Vec<ImportCandidate>>(2);
+    // The reader prepares the next batch while this task writes one; a single slot keeps
+    // the bar (moved here, as batches are written) close to what the reader has read.
+    let (batches, mut incoming) = tokio::sync::mpsc::channel::<Batch>(1);
     let reader_progress = progress.clone();
     let parser = tokio::task::spawn_blocking(move || {
         read_rows(reader, columns, &key, &reader_progress, &batches)
@@ -292,9 +297,13 @@ async fn import(settings: &Settings, file: &Path) -> anyhow::Result<ExitCode> {
 
     let mut counts = ImportCounts::default();
     let mut failure = None;
-    while let Some(batch) = incoming.recv().await {
+    while let Some((batch, read_to)) = incoming.recv().await {
         match store.import_batch(&batch, now_ms()).await {
-            Ok(done) => counts += done,
+            Ok(done) => {
+                counts += done;
+                progress.set_message(format!("{} imported", counts.added));
+                progress.set_position(read_to);
+            }
             Err(e) => {
                 failure = Some(e);
                 break;
@@ -326,14 +335,14 @@ async fn import(settings: &Settings, file: &Path) -> anyhow::Result<ExitCode> {
 }
 
 /// Opens the file and finds the columns; the error is a sentence for staff.
-fn open_import(path: &Path) -> Result<(csv::Reader<File>, Columns, u64), String> {
+fn open_import(path: &Path) -> Result<(ImportReader, Columns, u64), String> {
     let file = File::open(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
     let size = file.metadata().map(|m| m.len()).unwrap_or(0);
     let mut reader = csv::ReaderBuilder::new()
         // Spreadsheet exports often have ragged rows; a short row is reported on its own.
         .flexible(true)
         .buffer_capacity(1 << 16)
-        .from_reader(file);
+        .from_reader(LineTracker::new(file));
     let headers = reader
         .byte_headers()
         .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
@@ -388,29 +397,96 @@ fn progress_bar(size: u64) -> ProgressBar {
         return ProgressBar::hidden();
     }
     let bar = ProgressBar::new(size);
-    if let Ok(style) = ProgressStyle::with_template(
-        "importing [{bar:30}] {percent:>3}%  {msg}  {binary_bytes}/{binary_total_bytes}, {eta} left",
-    ) {
+    if let Ok(style) =
+        ProgressStyle::with_template("importing [{bar:25}] {percent:>3}%  {msg} ({eta} left)")
+    {
         bar.set_style(style.progress_chars("=> "));
     }
     bar
 }
 
+type ImportReader = csv::Reader<LineTracker<File>>;
+
+/// Numbers lines the way an editor does, for "line N:" messages.
+///
+/// The CSV parser positions a record where the previous one ended, so after a CRLF line
+/// end (the `\n` is still unread) or blank lines its own line count is too low. This
+/// wrapper notes every CR and LF as the parser reads them, and [`LineTracker::line_of`]
+/// skips the line ends a record's start offset points at. Only line ends not yet passed
+/// are kept, so memory stays at about one read buffer.
+struct LineTracker<R> {
+    inner: R,
+    offset: u64,
+    /// Offsets of CR/LF bytes read and not yet passed, and whether each is an LF.
+    breaks: RefCell<VecDeque<(u64, bool)>>,
+    /// LFs already passed.
+    passed: Cell<u64>,
+}
+
+impl<R> LineTracker<R> {
+    fn new(inner: R) -> Self {
+        Self {
+            inner,
+            offset: 0,
+            breaks: RefCell::new(VecDeque::new()),
+            passed: Cell::new(0),
+        }
+    }
+
+    /// The 1-based line on which the record that the parser placed at byte `start` really
+    /// begins. Calls must come in order of `start`.
+    fn line_of(&self, start: u64) -> u64 {
+        let mut breaks = self.breaks.borrow_mut();
+        let mut passed = self.passed.get();
+        while let Some(&(at, lf)) = breaks.front() {
+            if at >= start {
+                break;
+            }
+            passed += u64::from(lf);
+            breaks.pop_front();
+        }
+        self.passed.set(passed);
+        // Line ends right at `start` are the ones the parser skipped before the record.
+        let mut leading = 0;
+        for (expected, &(at, lf)) in (start..).zip(breaks.iter()) {
+            if at != expected {
+                break;
+            }
+            leading += u64::from(lf);
+        }
+        1 + passed + leading
+    }
+}
+
+impl<R: Read> Read for LineTracker<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        let breaks = self.breaks.get_mut();
+        for (i, &b) in buf[..n].iter().enumerate() {
+            if b == b'\n' || b == b'\r' {
+                breaks.push_back((self.offset + i as u64, b == b'\n'));
+            }
+        }
+        self.offset += n as u64;
+        Ok(n)
+    }
+}
+
 /// The blocking half of an import: reads every row, reports bad ones on stderr, and sends
 /// good ones in batches. Stops early if the receiving side has gone away.
 fn read_rows(
-    mut reader: csv::Reader<File>,
+    mut reader: ImportReader,
     columns: Columns,
     key: &TokenKey,
+    // Only to print bad rows without tearing the bar; the writing side moves it.
     progress: &ProgressBar,
-    batches: &tokio::sync::mpsc::Sender<Vec<ImportCandidate>>,
+    batches: &tokio::sync::mpsc::Sender<Batch>,
 ) -> ParseReport {
     let mut report = ParseReport::default();
     // Keys seen in this file, so a repeat counts once whichever way it is capitalised.
     let mut seen: HashSet<String> = HashSet::new();
     let mut batch = Vec::with_capacity(IMPORT_BATCH);
     let mut record = csv::ByteRecord::new();
-    let mut rows = 0u64;
     let bad = |report: &mut ParseReport, line: u64, reason: &str| {
         report.bad_rows += 1;
         progress.suspend(|| eprintln!("line {line}: {reason}"));
@@ -424,14 +500,17 @@ fn read_rows(
                     report.read_error = Some(format!("reading stopped: {io}"));
                     break;
                 }
-                let line = e.position().map_or(0, |p| p.line());
+                let line = e
+                    .position()
+                    .map_or(0, |p| reader.get_ref().line_of(p.byte()));
                 bad(&mut report, line, &e.to_string());
                 continue;
             }
         }
-        rows += 1;
-        // The line the row starts on, as an editor numbers it (header = line 1).
-        let line = record.position().map_or(0, |p| p.line());
+        // Asked for every row, good or bad, so the tracker forgets what it has passed.
+        let line = record
+            .position()
+            .map_or(0, |p| reader.get_ref().line_of(p.byte()));
         let (email, name) = match check_row(&record, columns) {
             Ok(parsed) => parsed,
             Err(reason) => {
@@ -446,27 +525,26 @@ fn read_rows(
         seen.insert(email_key.clone());
         let unsub_nonce = new_nonce();
         let unsub_hash = key.derive(TokenPurpose::Unsubscribe, &unsub_nonce).hash();
-        batch.push(ImportCandidate {
-            email: email.as_str().to_owned(),
+        batch.push(ImportCandidate::new(
+            email.as_str().to_owned(),
             email_key,
-            name: name.map(|n| n.as_str().to_owned()),
+            name.map(|n| n.as_str().to_owned()),
             unsub_nonce,
             unsub_hash,
-        });
+        ));
         if batch.len() == IMPORT_BATCH {
             let full = std::mem::replace(&mut batch, Vec::with_capacity(IMPORT_BATCH));
-            if batches.blocking_send(full).is_err() {
+            if batches
+                .blocking_send((full, reader.position().byte()))
+                .is_err()
+            {
                 return report;
             }
-            progress.set_position(reader.position().byte());
-            progress.set_message(format!("{rows} rows"));
         }
     }
-    if !batch.is_empty() {
-        // If the receiver is gone, it already knows why.
-        let _ = batches.blocking_send(batch);
-    }
-    progress.set_position(reader.position().byte());
+    // Sent even if empty, so the progress bar reaches the end. If the receiver is gone, it
+    // already knows why.
+    let _ = batches.blocking_send((batch, reader.position().byte()));
     report
 }
 

@@ -92,7 +92,10 @@ impl AnnouncementSettings {
         if let SendAt::Local(local) = &self.send_at
             && tz.from_local_datetime(local).earliest().is_none()
         {
-            out.push(("send_at", format!("{local} does not exist in {tz} (the clocks skip it)")));
+            out.push((
+                "send_at",
+                format!("{local} does not exist in {tz} (the clocks skip it)"),
+            ));
         }
         out
     }

@@ -41,7 +41,10 @@ pub fn to_text(source: &str) -> String {
                     out.push('\n');
                 }
             }
-            Event::Start(Tag::Heading { level: HeadingLevel::H1, .. }) => out.push_str("## "),
+            Event::Start(Tag::Heading {
+                level: HeadingLevel::H1,
+                ..
+            }) => out.push_str("## "),
             Event::Start(Tag::List(start)) => lists.push(start),
             Event::End(TagEnd::List(_)) => {
                 lists.pop();

@@ -53,24 +53,44 @@ impl Relay {
         match parsed.scheme() {
             "smtp" => {}
             "smtps" => return Ok(None),
-            other => return Err(format!("unsupported scheme {other:?}; use smtp:// or smtps://")),
+            other => {
+                return Err(format!(
+                    "unsupported scheme {other:?}; use smtp:// or smtps://"
+                ));
+            }
         }
         let host = parsed.host_str().ok_or("the URL has no host")?.to_owned();
-        let starttls = match parsed.query_pairs().find(|(k, _)| k == "tls").map(|(_, v)| v.into_owned()) {
+        let starttls = match parsed
+            .query_pairs()
+            .find(|(k, _)| k == "tls")
+            .map(|(_, v)| v.into_owned())
+        {
             None => Starttls::Never,
             Some(v) if v == "required" => Starttls::Required,
             Some(v) if v == "opportunistic" => Starttls::Opportunistic,
             Some(v) => return Err(format!("tls={v:?}: use tls=required or tls=opportunistic")),
         };
         let decode = |s: &str| percent_decode(s);
-        let credentials = (!parsed.username().is_empty())
-            .then(|| (decode(parsed.username()), decode(parsed.password().unwrap_or(""))));
-        Ok(Some(Self { host, port: parsed.port().unwrap_or(25), starttls, credentials }))
+        let credentials = (!parsed.username().is_empty()).then(|| {
+            (
+                decode(parsed.username()),
+                decode(parsed.password().unwrap_or("")),
+            )
+        });
+        Ok(Some(Self {
+            host,
+            port: parsed.port().unwrap_or(25),
+            starttls,
+            credentials,
+        }))
     }
 }
 
 fn percent_decode(s: &str) -> String {
-    url::form_urlencoded::parse(format!("x={s}").as_bytes()).next().map(|(_, v)| v.into_owned()).unwrap_or_default()
+    url::form_urlencoded::parse(format!("x={s}").as_bytes())
+        .next()
+        .map(|(_, v)| v.into_owned())
+        .unwrap_or_default()
 }
 
 pub struct Pool {
@@ -84,18 +104,30 @@ const IDLE_FOR: Duration = Duration::from_secs(60);
 
 impl Pool {
     pub fn new(relay: Relay, size: u32, timeout: Duration) -> Self {
-        Self { relay, timeout, idle: Mutex::new(Vec::new()), slots: Semaphore::new(size.max(1) as usize) }
+        Self {
+            relay,
+            timeout,
+            idle: Mutex::new(Vec::new()),
+            slots: Semaphore::new(size.max(1) as usize),
+        }
     }
 
     pub async fn send(&self, envelope: &Envelope, bytes: &[u8]) -> Result<(), SendError> {
-        let _slot = self.slots.acquire().await.map_err(|_| SendError::Transient("pool closed".into()))?;
+        let _slot = self
+            .slots
+            .acquire()
+            .await
+            .map_err(|_| SendError::Transient("pool closed".into()))?;
         let mut conn = match self.take_idle() {
             Some(conn) => conn,
             None => self.connect().await?,
         };
         match conn.send(envelope, bytes).await {
             Ok(_) => {
-                self.idle.lock().unwrap_or_else(|p| p.into_inner()).push((conn, Instant::now()));
+                self.idle
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push((conn, Instant::now()));
                 Ok(())
             }
             // lettre has already aborted (QUIT and close) the connection on any error.
@@ -116,12 +148,17 @@ impl Pool {
 
     async fn connect(&self) -> Result<AsyncSmtpConnection, SendError> {
         let r = &self.relay;
-        let transient = |what: &str, e: &dyn std::fmt::Display| SendError::Transient(format!("{what} {}:{}: {e}", r.host, r.port));
-        let stream = tokio::time::timeout(self.timeout, TcpStream::connect((r.host.as_str(), r.port)))
-            .await
-            .map_err(|_| transient("timed out connecting to", &"no answer"))?
-            .map_err(|e| transient("cannot connect to", &e))?;
-        stream.set_nodelay(true).map_err(|e| transient("cannot configure the connection to", &e))?;
+        let transient = |what: &str, e: &dyn std::fmt::Display| {
+            SendError::Transient(format!("{what} {}:{}: {e}", r.host, r.port))
+        };
+        let stream =
+            tokio::time::timeout(self.timeout, TcpStream::connect((r.host.as_str(), r.port)))
+                .await
+                .map_err(|_| transient("timed out connecting to", &"no answer"))?
+                .map_err(|e| transient("cannot connect to", &e))?;
+        stream
+            .set_nodelay(true)
+            .map_err(|e| transient("cannot configure the connection to", &e))?;
         let hello = ClientId::default();
         let mut conn = AsyncSmtpConnection::connect_with_transport(Box::new(stream), &hello)
             .await
@@ -132,13 +169,19 @@ impl Pool {
             Starttls::Required => true,
         };
         if wants_tls {
-            let params = TlsParameters::new(r.host.clone()).map_err(|e| SendError::Permanent(format!("TLS setup: {e}")))?;
-            conn.starttls(params, &hello).await.map_err(super::transport::classify)?;
-        }
-        if let Some((user, pass)) = &r.credentials {
-            conn.auth(&[Mechanism::Plain, Mechanism::Login], &Credentials::new(user.clone(), pass.clone()))
+            let params = TlsParameters::new(r.host.clone())
+                .map_err(|e| SendError::Permanent(format!("TLS setup: {e}")))?;
+            conn.starttls(params, &hello)
                 .await
                 .map_err(super::transport::classify)?;
+        }
+        if let Some((user, pass)) = &r.credentials {
+            conn.auth(
+                &[Mechanism::Plain, Mechanism::Login],
+                &Credentials::new(user.clone(), pass.clone()),
+            )
+            .await
+            .map_err(super::transport::classify)?;
         }
         Ok(conn)
     }
@@ -152,7 +195,12 @@ mod tests {
     fn parses_lettre_style_urls() {
         assert_eq!(
             Relay::parse("smtp://127.0.0.1:2525"),
-            Ok(Some(Relay { host: "127.0.0.1".into(), port: 2525, starttls: Starttls::Never, credentials: None }))
+            Ok(Some(Relay {
+                host: "127.0.0.1".into(),
+                port: 2525,
+                starttls: Starttls::Never,
+                credentials: None
+            }))
         );
         assert_eq!(
             Relay::parse("smtp://us%40r:p%3Ass@relay.example.org:587?tls=required"),

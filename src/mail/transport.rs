@@ -58,7 +58,10 @@ impl Transport {
                 let url = mail.smtp_url.as_deref().unwrap_or_default();
                 let limit = mail.smtp_timeout.std() * 3;
                 if let Some(relay) = Relay::parse(url).map_err(|e| format!("mail.smtp_url: {e}"))? {
-                    return Ok(Self::Pooled(Arc::new(Pool::new(relay, mail.pool_size, mail.smtp_timeout.std())), limit));
+                    return Ok(Self::Pooled(
+                        Arc::new(Pool::new(relay, mail.pool_size, mail.smtp_timeout.std())),
+                        limit,
+                    ));
                 }
                 let transport = AsyncSmtpTransport::<Tokio1Executor>::from_url(url)
                     .map_err(|e| format!("mail.smtp_url: {e}"))?
@@ -83,10 +86,14 @@ impl Transport {
         message_id: &str,
     ) -> Result<(), SendError> {
         match self {
-            Self::Pooled(pool, limit) => match tokio::time::timeout(*limit, pool.send(envelope, bytes)).await {
-                Ok(result) => result,
-                Err(_) => Err(SendError::Transient(format!("no answer from the relay within {limit:?}"))),
-            },
+            Self::Pooled(pool, limit) => {
+                match tokio::time::timeout(*limit, pool.send(envelope, bytes)).await {
+                    Ok(result) => result,
+                    Err(_) => Err(SendError::Transient(format!(
+                        "no answer from the relay within {limit:?}"
+                    ))),
+                }
+            }
             Self::Smtp(smtp, limit) => {
                 match tokio::time::timeout(*limit, smtp.send_raw(envelope, bytes)).await {
                     Ok(result) => result.map(|_| ()).map_err(classify),

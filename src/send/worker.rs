@@ -175,12 +175,20 @@ impl Sender {
         self.release_lost_claims().await?;
         let batch = match self
             .store
-            .claim(&owner, to_millis(now), to_millis(lease_until), self.config.batch)
+            .claim(
+                &owner,
+                to_millis(now),
+                to_millis(lease_until),
+                self.config.batch,
+            )
             .await
         {
             Ok(batch) => batch,
             Err(e) => {
-                self.lost_claims.lock().unwrap_or_else(|p| p.into_inner()).push(owner);
+                self.lost_claims
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push(owner);
                 return Err(e);
             }
         };
@@ -200,7 +208,9 @@ impl Sender {
             .map(|c| async move {
                 let mut slot = None;
                 let outcome = self.deliver(composer, c, shutdown, &mut slot).await;
-                let recorded = self.record_with_retry(owner, std::slice::from_ref(&outcome), shutdown).await;
+                let recorded = self
+                    .record_with_retry(owner, std::slice::from_ref(&outcome), shutdown)
+                    .await;
                 drop(slot);
                 recorded
             })
@@ -236,13 +246,23 @@ impl Sender {
     }
 
     async fn release_lost_claims(&self) -> Result<(), crate::store::StoreError> {
-        let owners: Vec<String> = self.lost_claims.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let owners: Vec<String> = self
+            .lost_claims
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
         for owner in owners {
             let released = self.store.release_claim(&owner).await?;
             if released > 0 {
-                tracing::info!(count = released, "released deliveries from a claim whose answer was lost");
+                tracing::info!(
+                    count = released,
+                    "released deliveries from a claim whose answer was lost"
+                );
             }
-            self.lost_claims.lock().unwrap_or_else(|p| p.into_inner()).retain(|o| o != &owner);
+            self.lost_claims
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .retain(|o| o != &owner);
         }
         Ok(())
     }
@@ -322,7 +342,11 @@ impl Sender {
         // crash can repeat.
         match self.slots.acquire().await {
             Ok(permit) => *slot = Some(permit),
-            Err(_) => return Outcome::Released { delivery_id: c.delivery_id },
+            Err(_) => {
+                return Outcome::Released {
+                    delivery_id: c.delivery_id,
+                };
+            }
         }
         if let Some(limiter) = &self.limiter {
             tokio::select! {

@@ -19,7 +19,10 @@ fn harborlist() -> Command {
     cmd
 }
 
-both_backends!(subscribers_list_prints_json_with_email_and_status, status_shows_upcoming_and_recent_mailings_with_counts);
+both_backends!(
+    subscribers_list_prints_json_with_email_and_status,
+    status_shows_upcoming_and_recent_mailings_with_counts
+);
 
 #[test]
 fn help_teaches() {
@@ -203,7 +206,6 @@ async fn subscribers_list_prints_json_with_email_and_status(backend: Backend) {
     );
 }
 
-
 #[test]
 fn check_names_a_bad_announcement() {
     let dir = tempfile::tempdir().unwrap();
@@ -213,35 +215,82 @@ fn check_names_a_bad_announcement() {
         "[[announcements]]\nid = \"may\"\nsend_at = \"2027-05-01T09:00\"\nsubject = \"May\"\nmarkdown = \"Hi\"\ntraining = \"2027-05-20\"\n",
     )
     .unwrap();
-    let out = harborlist().arg("--config").arg(&file).arg("check").output().unwrap();
+    let out = harborlist()
+        .arg("--config")
+        .arg(&file)
+        .arg("check")
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("announcements[0].training") && stderr.contains("2027-05-20"), "{stderr}");
+    assert!(
+        stderr.contains("announcements[0].training") && stderr.contains("2027-05-20"),
+        "{stderr}"
+    );
 
     std::fs::write(
         &file,
         "[[announcements]]\nid = \"may\"\nsend_at = \"2027-05-01T09:00\"\nsubject = \"May\"\nmarkdown = \"Hi **all**\"\ntraining = \"2027-05-19\"\n",
     )
     .unwrap();
-    let out = harborlist().arg("--config").arg(&file).arg("check").output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert!(String::from_utf8_lossy(&out.stdout).contains("ok   announcement may (sends Sat May 1 2027, 9:00 AM CDT)"));
+    let out = harborlist()
+        .arg("--config")
+        .arg(&file)
+        .arg("check")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stdout)
+            .contains("ok   announcement may (sends Sat May 1 2027, 9:00 AM CDT)")
+    );
 
     let eml = dir.path().join("may.eml");
     let out = harborlist()
         .arg("--config")
         .arg(&file)
-        .args(["preview", "--announcement", "may", "--to", "staff@example.org", "--out"])
+        .args([
+            "preview",
+            "--announcement",
+            "may",
+            "--to",
+            "staff@example.org",
+            "--out",
+        ])
         .arg(&eml)
-        .env("HARBORLIST__SECURITY__TOKEN_KEY", harborlist::domain::TokenKey::generate_text())
+        .env(
+            "HARBORLIST__SECURITY__TOKEN_KEY",
+            harborlist::domain::TokenKey::generate_text(),
+        )
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let bytes = std::fs::read(&eml).unwrap();
     assert_eq!(parse(&bytes).subject(), Some("May"));
     assert!(crate::helpers::html_of(&bytes).contains("<strong>all</strong>"));
     assert!(crate::helpers::calendar_part(&bytes).is_some());
-    let out = harborlist().arg("--config").arg(&file).args(["preview", "--announcement", "june", "--to", "a@example.org", "--out", "/dev/null"]).output().unwrap();
+    let out = harborlist()
+        .arg("--config")
+        .arg(&file)
+        .args([
+            "preview",
+            "--announcement",
+            "june",
+            "--to",
+            "a@example.org",
+            "--out",
+            "/dev/null",
+        ])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("no announcement \"june\""));
 }
@@ -265,12 +314,27 @@ fn send_test_sends_one_real_message_outside_the_ledger() {
     let out = harborlist()
         .arg("--config")
         .arg(&file)
-        .args(["send-test", "--announcement", "june", "--to", "staff@example.org"])
-        .env("HARBORLIST__SECURITY__TOKEN_KEY", harborlist::domain::TokenKey::generate_text())
+        .args([
+            "send-test",
+            "--announcement",
+            "june",
+            "--to",
+            "staff@example.org",
+        ])
+        .env(
+            "HARBORLIST__SECURITY__TOKEN_KEY",
+            harborlist::domain::TokenKey::generate_text(),
+        )
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert!(String::from_utf8_lossy(&out.stdout).contains("sent a test message to staff@example.org"));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("sent a test message to staff@example.org")
+    );
     let msgs = sink.messages();
     assert_eq!(msgs.len(), 1);
     assert_eq!(msgs[0].to, vec!["staff@example.org".to_owned()]);
@@ -281,9 +345,21 @@ fn send_test_sends_one_real_message_outside_the_ledger() {
     let out = harborlist()
         .arg("--config")
         .arg(&file)
-        .args(["send-test", "--template", "welcome", "--to", "staff@example.org"])
-        .env("HARBORLIST__MAIL__SMTP_URL", format!("smtp://127.0.0.1:{dead}"))
-        .env("HARBORLIST__SECURITY__TOKEN_KEY", harborlist::domain::TokenKey::generate_text())
+        .args([
+            "send-test",
+            "--template",
+            "welcome",
+            "--to",
+            "staff@example.org",
+        ])
+        .env(
+            "HARBORLIST__MAIL__SMTP_URL",
+            format!("smtp://127.0.0.1:{dead}"),
+        )
+        .env(
+            "HARBORLIST__SECURITY__TOKEN_KEY",
+            harborlist::domain::TokenKey::generate_text(),
+        )
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1), "a dead relay is an error");
@@ -293,31 +369,75 @@ fn send_test_sends_one_real_message_outside_the_ledger() {
 async fn status_shows_upcoming_and_recent_mailings_with_counts(backend: Backend) {
     let send_at = chrono::Utc::now() + chrono::Duration::seconds(1);
     let app = crate::helpers::app(backend)
-        .with(move |s| s.announcements.push(crate::announcements::announcement("status-test", send_at, "Status test")))
+        .with(move |s| {
+            s.announcements.push(crate::announcements::announcement(
+                "status-test",
+                send_at,
+                "Status test",
+            ))
+        })
         .spawn()
         .await;
-    let key = harborlist::domain::TokenKey::parse(app.settings.security.token_key.as_deref().unwrap()).unwrap();
+    let key =
+        harborlist::domain::TokenKey::parse(app.settings.security.token_key.as_deref().unwrap())
+            .unwrap();
     crate::helpers::seed(&app.store, &key, "a@example.org", "active").await;
     crate::helpers::seed(&app.store, &key, "b@example.org", "active").await;
     app.sink.wait_for(2, 20).await;
     crate::helpers::eventually(10, "both recorded as sent", || async {
         let recent = app.store.recent_mailings(5).await.ok()?;
-        recent.iter().any(|m| m.key == "announcement:status-test" && m.sent == 2).then_some(())
+        recent
+            .iter()
+            .any(|m| m.key == "announcement:status-test" && m.sent == 2)
+            .then_some(())
     })
     .await;
-    let out = harborlist().args(["status", "--json"]).env("HARBORLIST__DATABASE__URL", &app.db.url).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = harborlist()
+        .args(["status", "--json"])
+        .env("HARBORLIST__DATABASE__URL", &app.db.url)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let recent = doc["recent"].as_array().unwrap();
-    let m = recent.iter().find(|m| m["key"] == "announcement:status-test").expect("the announcement is listed");
-    assert_eq!((m["sent"].as_i64(), m["failed"].as_i64(), m["pending"].as_i64()), (Some(2), Some(0), Some(0)));
+    let m = recent
+        .iter()
+        .find(|m| m["key"] == "announcement:status-test")
+        .expect("the announcement is listed");
+    assert_eq!(
+        (
+            m["sent"].as_i64(),
+            m["failed"].as_i64(),
+            m["pending"].as_i64()
+        ),
+        (Some(2), Some(0), Some(0))
+    );
     assert_eq!(doc["subscribers"]["active"], 2);
     let upcoming = doc["upcoming"].as_array().unwrap();
-    assert!(upcoming.iter().any(|m| m["key"].as_str().unwrap().starts_with("reminder:training-20270120")), "{upcoming:?}");
+    assert!(
+        upcoming.iter().any(|m| m["key"]
+            .as_str()
+            .unwrap()
+            .starts_with("reminder:training-20270120")),
+        "{upcoming:?}"
+    );
     assert!(upcoming.iter().all(|m| m["audience"] == 2));
     assert_eq!(doc["trainings"].as_array().unwrap().len(), 3);
 
-    let out = harborlist().arg("status").env("HARBORLIST__DATABASE__URL", &app.db.url).output().unwrap();
+    let out = harborlist()
+        .arg("status")
+        .env("HARBORLIST__DATABASE__URL", &app.db.url)
+        .output()
+        .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains("Next trainings") && text.contains("announcement:status-test") && text.contains("2 active"), "{text}");
+    assert!(
+        text.contains("Next trainings")
+            && text.contains("announcement:status-test")
+            && text.contains("2 active"),
+        "{text}"
+    );
 }

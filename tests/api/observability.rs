@@ -5,14 +5,22 @@ use crate::{
     helpers::{Backend, DaemonSetup, MailSink, TestDb, eventually, spawn_app},
 };
 
-both_backends!(metrics_report_sends_queue_latency_and_lag, json_logs_never_print_a_whole_address);
+both_backends!(
+    metrics_report_sends_queue_latency_and_lag,
+    json_logs_never_print_a_whole_address
+);
 
 async fn metrics_report_sends_queue_latency_and_lag(backend: Backend) {
     let app = spawn_app(backend).await;
     app.subscribe_and_confirm("metrics@example.org").await;
     let res = app.get(&app.url("/metrics")).await;
     assert_eq!(res.status(), 200);
-    assert!(res.headers()["content-type"].to_str().unwrap().starts_with("text/plain"));
+    assert!(
+        res.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/plain")
+    );
     let body = res.text().await.unwrap();
     for series in [
         "harborlist_messages_sent_total{kind=\"confirm\"}",
@@ -33,25 +41,45 @@ async fn json_logs_never_print_a_whole_address(backend: Backend) {
     let db = TestDb::new(backend).await;
     let port = MailSink::reserve_port();
     // The relay is down, so the address is at risk of appearing in retry logs too.
-    let daemon = DaemonSetup::new(&db.url, &format!("smtp://127.0.0.1:{port}"), "[log]\nformat = \"json\"\nlevel = \"debug\"\n")
-        .launch()
-        .await;
+    let daemon = DaemonSetup::new(
+        &db.url,
+        &format!("smtp://127.0.0.1:{port}"),
+        "[log]\nformat = \"json\"\nlevel = \"debug\"\n",
+    )
+    .launch()
+    .await;
     let http = reqwest::Client::new();
     let res = http
         .post(format!("{}/subscribe", daemon.address))
-        .form(&[("email", "private.person@example.org"), ("name", "Private Person")])
+        .form(&[
+            ("email", "private.person@example.org"),
+            ("name", "Private Person"),
+        ])
         .send()
         .await
         .unwrap();
     assert_eq!(res.status(), 200);
-    eventually(20, "a retry to be logged", || async { daemon.log().contains("will retry").then_some(()) }).await;
+    eventually(20, "a retry to be logged", || async {
+        daemon.log().contains("will retry").then_some(())
+    })
+    .await;
     let log = daemon.log();
-    assert!(!log.contains("private.person@example.org"), "a whole address reached the log:\n{log}");
+    assert!(
+        !log.contains("private.person@example.org"),
+        "a whole address reached the log:\n{log}"
+    );
     assert!(!log.contains("Private Person"));
-    assert!(log.contains("p…@e…org"), "the redacted form identifies the delivery");
+    assert!(
+        log.contains("p…@e…org"),
+        "the redacted form identifies the delivery"
+    );
     // No link tokens either: paths are logged by their first segment only.
     for line in log.lines().filter(|l| !l.trim().is_empty()) {
-        let v: serde_json::Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
-        assert!(v.get("level").is_some() && v.get("fields").is_some(), "{line}");
+        let v: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+        assert!(
+            v.get("level").is_some() && v.get("fields").is_some(),
+            "{line}"
+        );
     }
 }
