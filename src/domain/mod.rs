@@ -12,4 +12,4 @@ mod token;
 pub use duration::HumanDuration;
 pub use email::{EmailError, SubscriberEmail, redact};
 pub use name::{NameError, SubscriberName};
-pub use token::{Token, TokenKey, TokenKeyError, TokenPurpose, new_nonce};
+pub use token::{Token, TokenKey, TokenKeyError, TokenPurpose, hex, new_nonce};

@@ -83,12 +83,20 @@ impl TokenKey {
     }
 }
 
+/// Lower-case hex, without an allocation per byte (this runs for every imported row).
+pub fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        out.push(DIGITS[usize::from(b >> 4)] as char);
+        out.push(DIGITS[usize::from(b & 0x0f)] as char);
+    }
+    out
+}
+
 /// A new nonce: 128 random bits as 32 hex digits.
 pub fn new_nonce() -> String {
-    random_bytes::<16>()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    hex(&random_bytes::<16>())
 }
 
 fn random_bytes<const N: usize>() -> [u8; N] {
@@ -125,10 +133,7 @@ impl Token {
 
     /// What the database stores and looks up: hex SHA-256 of the token text.
     pub fn hash(&self) -> String {
-        Sha256::digest(self.0.as_bytes())
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect()
+        hex(&Sha256::digest(self.0.as_bytes()))
     }
 }
 

@@ -141,7 +141,7 @@ impl Composer {
     /// so receivers and people can recognise it as the same message.
     pub fn message_id(&self, mailing_key: &str, subscriber_id: i64) -> String {
         let digest = Sha256::digest(mailing_key.as_bytes());
-        let short: String = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
+        let short = crate::domain::hex(&digest[..8]);
         format!("hl.{short}.{subscriber_id}@{}", self.identity.list_id)
     }
 

@@ -89,9 +89,12 @@ impl Store {
                         // NORMAL is durable under WAL except for the last transactions on an
                         // OS crash; the queue tolerates a replay, not a loss, and WAL never
                         // loses a committed transaction to a process crash.
-                        sqlx::raw_sql("PRAGMA synchronous = NORMAL; PRAGMA busy_timeout = 10000;")
-                            .execute(&mut *conn)
-                            .await?;
+                        sqlx::raw_sql(
+                            "PRAGMA synchronous = NORMAL; PRAGMA busy_timeout = 10000; \
+                             PRAGMA temp_store = MEMORY; PRAGMA cache_size = -16000;",
+                        )
+                        .execute(&mut *conn)
+                        .await?;
                     }
                     Ok(())
                 })

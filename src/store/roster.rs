@@ -242,20 +242,7 @@ impl Store {
                     .map(rfc3339),
             });
         }
-        // The same two writes as `set_unsubscribed`, which the web flow keeps private.
-        sqlx::query(
-            "UPDATE subscribers SET status = 'unsubscribed', unsubscribed_at = $1, updated_at = $1 WHERE id = $2",
-        )
-        .bind(now_ms)
-        .bind(id)
-        .execute(&mut *tx)
-        .await?;
-        // A pending confirmation link must not re-subscribe someone staff just removed.
-        sqlx::query("UPDATE tokens SET used_at = $1 WHERE subscriber_id = $2 AND used_at IS NULL")
-            .bind(now_ms)
-            .bind(id)
-            .execute(&mut *tx)
-            .await?;
+        self.set_unsubscribed(&mut tx, id, now_ms).await?;
         tx.commit().await?;
         Ok(RemoveOutcome::Removed { was: status })
     }

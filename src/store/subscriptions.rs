@@ -344,7 +344,8 @@ impl Store {
         Ok(UnsubscribeOutcome::Done { email, changed })
     }
 
-    async fn set_unsubscribed(
+    /// Unsubscribes in the caller's transaction; shared by the web flow and `subscribers remove`.
+    pub(super) async fn set_unsubscribed(
         &self,
         tx: &mut sqlx::Transaction<'static, sqlx::Any>,
         id: i64,
@@ -428,10 +429,9 @@ pub struct ImportRow<'a> {
 /// itself a list of addresses.
 pub fn suppression_hash(email_key: &str) -> String {
     use sha2::{Digest, Sha256};
-    Sha256::digest(format!("harborlist-suppression:{email_key}").as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    crate::domain::hex(&Sha256::digest(
+        format!("harborlist-suppression:{email_key}").as_bytes(),
+    ))
 }
 
 impl Store {
