@@ -30,7 +30,8 @@ Examples:
   harborlist preview --template reminder --to you@example.org --out /tmp/r.eml
   harborlist preview --announcement may-topics --to you@example.org --out /tmp/a.eml
   harborlist send-test --announcement may-topics --to you@example.org
-  harborlist subscribers list --json        everyone on the list, as JSON";
+  harborlist subscribers list --json        everyone on the list, as JSON
+  harborlist subscribers import old-list.csv  move an existing list over (columns: email, name)";
 
 #[derive(Debug, Parser)]
 #[command(
@@ -68,7 +69,7 @@ pub enum Command {
     Preview(preview::PreviewArgs),
     /// Send one real message now to one address (not recorded, not sent to the list).
     SendTest(preview::SendTestArgs),
-    /// Look at the subscriber list.
+    /// Look at and manage the subscriber list: list, export, import, remove, forget.
     #[command(subcommand)]
     Subscribers(subscribers::Command),
 }
