@@ -1,30 +1,20 @@
-//! `harborlist subscribers …`: the list, for staff.
+//! `harborlist subscribers import`: moving an existing list over.
 //!
-//! Each subcommand reads what staff typed, validates it at the edge (addresses and names
-//! through [`crate::domain`]), calls one [`Store`] operation and prints a one-line result:
-//!
-//! * `list` and `export` read the list (`export` streams it, so memory stays flat);
-//! * `import` reads a CSV file on a blocking thread — parse, validate, drop repeats,
-//!   derive unsubscribe links — and hands batches of [`IMPORT_BATCH`] rows through a
-//!   small channel to this task, which writes each batch in one transaction while the
-//!   next is being prepared;
-//! * `remove` unsubscribes one address, `forget` erases and suppresses it.
-//!
-//! Addresses appear in full only where staff typed them on the command line; rows of an
-//! import file are referred to by line number.
+//! A blocking thread reads the CSV (counting true line numbers through CRLF and blank
+//! lines), checks each row and derives its unsubscribe link, and hands batches through a
+//! small channel to the async side, which writes each batch in one transaction and moves
+//! the progress bar.
 
 use std::{
     cell::{Cell, RefCell},
     collections::{HashSet, VecDeque},
     fs::File,
-    io::{self, BufWriter, IsTerminal, Read, Write},
-    path::{Path, PathBuf},
+    io::{self, IsTerminal, Read},
+    path::Path,
     process::ExitCode,
 };
 
 use anyhow::Context;
-use clap::{Subcommand, ValueEnum};
-use futures_util::StreamExt;
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::{
@@ -33,226 +23,10 @@ use crate::{
         EmailError, SubscriberEmail, SubscriberName, TokenKey, TokenPurpose, new_nonce, redact,
     },
     startup::Runtime,
-    store::{
-        Store,
-        roster::{ExportRow, IMPORT_BATCH, ImportCandidate, ImportCounts, RemoveOutcome},
-    },
+    store::roster::{IMPORT_BATCH, ImportCandidate, ImportCounts},
 };
 
-#[derive(Debug, Subcommand)]
-pub enum Command {
-    /// Everyone who ever asked to join, with their status (pending, active, unsubscribed, bouncing).
-    List {
-        /// Print a JSON array of {email, name, status, source, created_at, confirmed_at}.
-        #[arg(long)]
-        json: bool,
-    },
-    /// Save the whole list (everyone, in every state) as CSV or JSON.
-    ///
-    /// Each subscriber's email, name, status, source (web or import) and when they joined,
-    /// confirmed and unsubscribed (UTC times). Without --output the data goes to the
-    /// screen (standard output), so you can redirect it; the count goes to standard error.
-    /// The file holds personal data: keep it safe and delete it when you are done.
-    Export {
-        /// csv (with a header row, opens in a spreadsheet) or json (an array of objects).
-        #[arg(long, value_enum, default_value_t = Format::Csv)]
-        format: Format,
-        /// Write to this file instead of standard output (created readable by you only).
-        #[arg(long, short, value_name = "FILE")]
-        output: Option<PathBuf>,
-    },
-    /// Add people from another mailing list's CSV export; they start as active subscribers.
-    ///
-    /// Only import people who agreed to get these emails on the old list. The first line of
-    /// the file must name the columns: "email" is required, "name" is optional (any
-    /// capitalisation); other columns are ignored. Save the file as UTF-8 ("CSV UTF-8").
-    ///
-    /// Nobody already on the list is changed, whatever their status: in particular, people
-    /// who unsubscribed stay unsubscribed. People erased with `forget` are not added back.
-    /// An address that appears twice in the file counts once. Rows with a problem are
-    /// skipped and listed as "line N: reason"; the rest are imported. Importing the same
-    /// file again is safe.
-    ///
-    /// Ends with: imported N, already on the list N, suppressed N, bad rows N. Exits 1 only
-    /// if the file cannot be read or has no email column.
-    Import {
-        /// The CSV file to read.
-        #[arg(value_name = "FILE.csv")]
-        file: PathBuf,
-    },
-    /// Unsubscribe one address, as if they had clicked their unsubscribe link.
-    ///
-    /// They get no more mail from the list, and any confirmation link they still hold
-    /// stops working. Their record stays (use `forget` to erase it). Running it twice is
-    /// harmless. Prints "removed" or "not on the list"; exits 1 only if ADDRESS is not a
-    /// valid email address.
-    Remove {
-        /// The email address (capitalisation does not matter).
-        #[arg(value_name = "ADDRESS")]
-        address: String,
-    },
-    /// Erase everything stored about one address, for a person who asks to be forgotten.
-    ///
-    /// Deletes their subscriber record with their links and the messages addressed to them,
-    /// and keeps only a one-way hash of the address so that a later import cannot add them
-    /// back. If they were not on the list, the address is still suppressed. This cannot be
-    /// undone; to come back they subscribe again on the website.
-    Forget {
-        /// The email address (capitalisation does not matter).
-        #[arg(value_name = "ADDRESS")]
-        address: String,
-    },
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum Format {
-    Csv,
-    Json,
-}
-
-pub async fn run(settings: &Settings, cmd: Command) -> anyhow::Result<ExitCode> {
-    match cmd {
-        Command::List { json } => list(settings, json).await,
-        Command::Export { format, output } => export(settings, format, output.as_deref()).await,
-        Command::Import { file } => import(settings, &file).await,
-        Command::Remove { address } => remove(settings, &address).await,
-        Command::Forget { address } => forget(settings, &address).await,
-    }
-}
-
-async fn connect(settings: &Settings) -> anyhow::Result<Store> {
-    Ok(Store::connect(&settings.database.url, 2).await?)
-}
-
-fn now_ms() -> i64 {
-    crate::clock::to_millis(chrono::Utc::now())
-}
-
-async fn list(settings: &Settings, json: bool) -> anyhow::Result<ExitCode> {
-    let store = connect(settings).await?;
-    let rows = store.list_subscribers().await?;
-    store.close().await;
-    let mut out = io::stdout().lock();
-    if json {
-        serde_json::to_writer_pretty(&mut out, &rows)?;
-        writeln!(out)?;
-    } else {
-        let mut tw = tabwriter::TabWriter::new(&mut out);
-        writeln!(tw, "EMAIL\tNAME\tSTATUS\tSOURCE\tJOINED")?;
-        for r in &rows {
-            writeln!(
-                tw,
-                "{}\t{}\t{}\t{}\t{}",
-                r.email,
-                r.name.as_deref().unwrap_or("-"),
-                r.status.as_str(),
-                r.source,
-                r.confirmed_at.as_deref().unwrap_or("-")
-            )?;
-        }
-        tw.flush()?;
-        writeln!(out, "{} subscriber(s)", rows.len())?;
-    }
-    Ok(ExitCode::SUCCESS)
-}
-
-// ---------------------------------------------------------------------------------------
-// export
-
-const EXPORT_HEADER: [&str; 7] = [
-    "email",
-    "name",
-    "status",
-    "source",
-    "created_at",
-    "confirmed_at",
-    "unsubscribed_at",
-];
-
-async fn export(
-    settings: &Settings,
-    format: Format,
-    output: Option<&Path>,
-) -> anyhow::Result<ExitCode> {
-    let store = connect(settings).await?;
-    let sink: Box<dyn Write + Send> = match output {
-        Some(path) => Box::new(
-            create_private(path).with_context(|| format!("cannot create {}", path.display()))?,
-        ),
-        None => Box::new(io::stdout()),
-    };
-    let written = write_export(&store, format, BufWriter::with_capacity(1 << 16, sink)).await;
-    store.close().await;
-    match (written, output) {
-        (Ok(n), Some(path)) => println!("exported {n} subscriber(s) to {}", path.display()),
-        // The data is on standard output; the result line must not end up in it.
-        (Ok(n), None) => eprintln!("exported {n} subscriber(s)"),
-        (Err(e), Some(path)) => {
-            // A half-written export looks complete to whoever opens it next.
-            let _ = std::fs::remove_file(path);
-            return Err(e.context(format!("export to {} failed; removed it", path.display())));
-        }
-        (Err(e), None) => return Err(e.context("export failed")),
-    }
-    Ok(ExitCode::SUCCESS)
-}
-
-/// Writes rows as they arrive from the database cursor; returns how many.
-async fn write_export<W: Write + Send>(
-    store: &Store,
-    format: Format,
-    mut out: W,
-) -> anyhow::Result<u64> {
-    let mut rows = store.export_subscribers();
-    let mut n = 0u64;
-    match format {
-        Format::Csv => {
-            let mut csv = csv::Writer::from_writer(out);
-            csv.write_record(EXPORT_HEADER)?;
-            while let Some(row) = rows.next().await {
-                let r: ExportRow = row?;
-                csv.write_record([
-                    r.email.as_str(),
-                    r.name.as_deref().unwrap_or(""),
-                    r.status.as_str(),
-                    r.source.as_str(),
-                    r.created_at.as_str(),
-                    r.confirmed_at.as_deref().unwrap_or(""),
-                    r.unsubscribed_at.as_deref().unwrap_or(""),
-                ])?;
-                n += 1;
-            }
-            csv.flush()?;
-        }
-        Format::Json => {
-            // A JSON array written element by element, so no whole-list value is built.
-            out.write_all(b"[")?;
-            while let Some(row) = rows.next().await {
-                out.write_all(if n == 0 { b"\n  " } else { b",\n  " })?;
-                serde_json::to_writer(&mut out, &row?)?;
-                n += 1;
-            }
-            out.write_all(if n == 0 { b"]\n" } else { b"\n]\n" })?;
-            out.flush()?;
-        }
-    }
-    Ok(n)
-}
-
-/// A new file only its owner can read: exports hold personal data.
-fn create_private(path: &Path) -> io::Result<File> {
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        options.mode(0o600);
-    }
-    options.open(path)
-}
-
-// ---------------------------------------------------------------------------------------
-// import
+use super::{connect, now_ms};
 
 /// Where the columns are, from the header row.
 #[derive(Debug, Clone, Copy)]
@@ -273,7 +47,7 @@ struct ParseReport {
     read_error: Option<String>,
 }
 
-async fn import(settings: &Settings, file: &Path) -> anyhow::Result<ExitCode> {
+pub(super) async fn run(settings: &Settings, file: &Path) -> anyhow::Result<ExitCode> {
     // Check the file before touching anything else: a wrong file fails fast, changes nothing.
     let (reader, columns, size) = match open_import(file) {
         Ok(opened) => opened,
@@ -577,61 +351,4 @@ fn check_row(
 
 fn not_utf8(column: &str) -> String {
     format!("the {column} cell is not UTF-8 text (save the file as \"CSV UTF-8\")")
-}
-
-// ---------------------------------------------------------------------------------------
-// remove and forget
-
-/// Parses an address typed on the command line; `Err` is the exit code after the message.
-fn address_arg(address: &str) -> Result<SubscriberEmail, ExitCode> {
-    SubscriberEmail::parse(address).map_err(|e| {
-        eprintln!("error: {address:?} is not a valid email address: {e}");
-        ExitCode::FAILURE
-    })
-}
-
-async fn remove(settings: &Settings, address: &str) -> anyhow::Result<ExitCode> {
-    let email = match address_arg(address) {
-        Ok(email) => email,
-        Err(code) => return Ok(code),
-    };
-    let store = connect(settings).await?;
-    let outcome = store.remove_subscriber(&email.key(), now_ms()).await?;
-    store.close().await;
-    match outcome {
-        RemoveOutcome::Removed { was } => {
-            println!("removed {email} (was {}; now unsubscribed)", was.as_str());
-        }
-        RemoveOutcome::AlreadyUnsubscribed { since } => println!(
-            "removed {email} (already unsubscribed{})",
-            since.map(|s| format!(" since {s}")).unwrap_or_default()
-        ),
-        RemoveOutcome::NotOnList => println!("not on the list: {email}"),
-    }
-    Ok(ExitCode::SUCCESS)
-}
-
-async fn forget(settings: &Settings, address: &str) -> anyhow::Result<ExitCode> {
-    let email = match address_arg(address) {
-        Ok(email) => email,
-        Err(code) => return Ok(code),
-    };
-    let store = connect(settings).await?;
-    let outcome = store.forget_subscriber(&email.key(), now_ms()).await?;
-    store.close().await;
-    let suppressed = if outcome.was_suppressed {
-        "it was already suppressed"
-    } else {
-        "it is now suppressed"
-    };
-    match outcome.erased {
-        Some(status) => println!(
-            "forgot {email}: erased their {} record, links and messages; {suppressed}, so an import cannot add it back",
-            status.as_str()
-        ),
-        None => println!(
-            "{email} was not on the list, nothing to erase; {suppressed}, so an import cannot add it"
-        ),
-    }
-    Ok(ExitCode::SUCCESS)
 }
