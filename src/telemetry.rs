@@ -79,6 +79,14 @@ fn describe() {
         "harborlist_send_seconds",
         "Time to hand one message to the relay."
     );
+    metrics::describe_histogram!(
+        "harborlist_record_seconds",
+        "Time to store one group of delivery outcomes (one statement or transaction)."
+    );
+    metrics::describe_histogram!(
+        "harborlist_record_group_size",
+        "Outcomes stored together by one group commit."
+    );
     metrics::describe_gauge!("harborlist_queue_depth", "Deliveries queued or in flight.");
     metrics::describe_gauge!(
         "harborlist_scheduler_lag_seconds",

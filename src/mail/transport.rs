@@ -6,6 +6,8 @@
 
 use std::{path::PathBuf, sync::Arc, time::Duration};
 
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
 use lettre::{
     AsyncSmtpTransport, AsyncTransport, Tokio1Executor, address::Envelope,
     transport::smtp::PoolConfig,
@@ -85,9 +87,29 @@ impl Transport {
         bytes: &[u8],
         message_id: &str,
     ) -> Result<(), SendError> {
-        match self {
+        let gate = Arc::new(Semaphore::new(1));
+        self.send_gated(envelope, bytes, message_id, &gate).await.0
+    }
+
+    /// Delivers one message, taking a permit from `gate` before the relay can accept it,
+    /// and hands the permit back: the caller holds it until the outcome is stored, so
+    /// `gate`'s size bounds the messages a crash could repeat. With the pipelining pool the
+    /// permit is taken after the relay has accepted the envelope and before the message
+    /// itself goes, so a connection sets up its next message while the previous outcome is
+    /// being stored; other transports take it first.
+    pub async fn send_gated(
+        &self,
+        envelope: &Envelope,
+        bytes: &[u8],
+        message_id: &str,
+        gate: &Arc<Semaphore>,
+    ) -> (Result<(), SendError>, Option<OwnedSemaphorePermit>) {
+        let mut permit = None;
+        let result = match self {
             Self::Pooled(pool, limit) => {
-                match tokio::time::timeout(*limit, pool.send(envelope, bytes)).await {
+                match tokio::time::timeout(*limit, pool.send(envelope, bytes, gate, &mut permit))
+                    .await
+                {
                     Ok(result) => result,
                     Err(_) => Err(SendError::Transient(format!(
                         "no answer from the relay within {limit:?}"
@@ -95,6 +117,7 @@ impl Transport {
                 }
             }
             Self::Smtp(smtp, limit) => {
+                permit = gate.clone().acquire_owned().await.ok();
                 match tokio::time::timeout(*limit, smtp.send_raw(envelope, bytes)).await {
                     Ok(result) => result.map(|_| ()).map_err(classify),
                     Err(_) => Err(SendError::Transient(format!(
@@ -103,6 +126,7 @@ impl Transport {
                 }
             }
             Self::File(dir) => {
+                permit = gate.clone().acquire_owned().await.ok();
                 let safe: String = message_id
                     .chars()
                     .map(|c| {
@@ -123,7 +147,8 @@ impl Transport {
                 .await
                 .map_err(|e| SendError::Transient(format!("writing {}: {e}", path.display())))
             }
-        }
+        };
+        (result, permit)
     }
 }
 

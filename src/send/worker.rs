@@ -11,7 +11,7 @@ use std::{
 
 use futures_util::{StreamExt, stream};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
-use tokio::sync::{Notify, Semaphore, SemaphorePermit};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use super::backoff::{jitter, retry_delay};
@@ -28,6 +28,11 @@ use crate::{
         queue::{Claimed, Outcome},
     },
 };
+
+/// The most outcomes one transaction records. Groups are as large as what finished while
+/// the previous commit ran, so with a handful of connections they stay small; the cap only
+/// bounds a statement's parameter count after a stall.
+const GROUP_COMMIT_MAX: usize = 256;
 
 #[derive(Debug, Clone)]
 pub struct SenderConfig {
@@ -51,8 +56,12 @@ pub struct Sender {
     wake: Arc<Notify>,
     limiter: Option<DefaultDirectRateLimiter>,
     turn: AtomicU64,
-    /// Messages between "handed to SMTP" and "outcome recorded": `concurrency` at most.
-    slots: Semaphore,
+    /// Messages being handed to the relay: `concurrency` at most.
+    sending: Semaphore,
+    /// Messages the relay may have accepted whose outcome is not yet stored: `concurrency`
+    /// at most. A permit outlives the SMTP session's part in a message, so a connection can
+    /// start the next message while the last one is being recorded.
+    unrecorded: Arc<Semaphore>,
     /// Claims whose answer was lost (the database dropped the connection mid-claim): the
     /// rows may be marked ours but were never sent, so they are released as soon as the
     /// database answers again instead of waiting out the lease.
@@ -77,7 +86,8 @@ impl Sender {
                 .allow_burst(burst);
             RateLimiter::direct(quota)
         });
-        let slots = Semaphore::new(config.concurrency.max(1));
+        let sending = Semaphore::new(config.concurrency.max(1));
+        let unrecorded = Arc::new(Semaphore::new(config.concurrency.max(1)));
         Self {
             store,
             live,
@@ -87,13 +97,19 @@ impl Sender {
             wake,
             limiter,
             turn: AtomicU64::new(0),
-            slots,
+            sending,
+            unrecorded,
             lost_claims: std::sync::Mutex::new(Vec::new()),
         }
     }
 
     /// Runs until `shutdown` is cancelled, then finishes what is in flight.
     pub async fn run(self, shutdown: CancellationToken) {
+        let this = Arc::new(self);
+        this.run_loop(shutdown).await;
+    }
+
+    async fn run_loop(self: &Arc<Self>, shutdown: CancellationToken) {
         let mut last_requeue = Instant::now() - Duration::from_secs(3600);
         let mut last_gauge = Instant::now() - Duration::from_secs(3600);
         let mut db_backoff = Duration::from_millis(200);
@@ -161,7 +177,7 @@ impl Sender {
 
     /// One claim → send → record cycle. Returns how many deliveries it handled.
     pub async fn turn(
-        &self,
+        self: &Arc<Self>,
         shutdown: &CancellationToken,
     ) -> Result<usize, crate::store::StoreError> {
         let owner = format!(
@@ -196,40 +212,95 @@ impl Sender {
             return Ok(0);
         }
         let composer = self.live.composer();
-        // Each outcome is recorded as soon as its send finishes, within the same slot of the
-        // concurrency limit. A message the relay accepted but not yet recorded is then one of
-        // at most `concurrency` in flight, which bounds the repeats after a crash (recording
-        // the batch at its end would repeat everything the batch had sent). Futures are built
-        // up front (not in a stream closure) so the spawned task's future stays Send without
-        // higher-ranked lifetime trouble.
-        let (composer, owner) = (&composer, owner.as_str());
-        let sends: Vec<_> = batch
-            .iter()
-            .map(|c| async move {
-                let mut slot = None;
-                let outcome = self.deliver(composer, c, shutdown, &mut slot).await;
-                let recorded = self
-                    .record_with_retry(owner, std::slice::from_ref(&outcome), shutdown)
-                    .await;
-                drop(slot);
-                recorded
+        // Each message is its own task, so that composing and the SMTP dialogues of a batch
+        // spread over the runtime's threads rather than queueing behind one. Each outcome is
+        // recorded before its `unrecorded` permit is released: a message the relay accepted
+        // but not yet recorded is then one of at most `concurrency`, which bounds the
+        // repeats after a crash (recording the batch at its end would repeat everything the
+        // batch had sent). The outcomes go to one recorder, which
+        // commits whatever arrived while its last commit ran in a single transaction (group
+        // commit): one writer instead of `concurrency` writers queueing for SQLite's lock,
+        // and one commit for several messages.
+        let owner: Arc<str> = owner.into();
+        let (to_record, outcomes) = mpsc::unbounded_channel::<(Outcome, oneshot::Sender<bool>)>();
+        let sends = batch
+            .into_iter()
+            .map(|c| {
+                let (this, composer, to_record, shutdown) = (
+                    Arc::clone(self),
+                    composer.clone(),
+                    to_record.clone(),
+                    shutdown.clone(),
+                );
+                // A task that panicked recorded nothing; its row returns when the lease ends.
+                async move {
+                    tokio::spawn(async move {
+                        let mut slot = None;
+                        let outcome = this.deliver(&composer, &c, &shutdown, &mut slot).await;
+                        let (done, recorded) = oneshot::channel();
+                        let recorded = to_record.send((outcome, done)).is_ok()
+                            && recorded.await.unwrap_or(false);
+                        drop(slot);
+                        recorded
+                    })
+                    .await
+                    .unwrap_or(false)
+                }
             })
-            .collect();
-        // Twice as many futures as slots: the extra ones compose while the slots send.
+            .collect::<Vec<_>>();
+        // The recorder stops when the last send has handed in its outcome.
+        drop(to_record);
+        // Twice as many tasks as connections: the extra ones compose while the others send.
         let work = stream::iter(sends)
             .buffer_unordered(self.config.concurrency.max(1) * 2)
-            .collect::<Vec<Result<(), crate::store::StoreError>>>();
+            .collect::<Vec<bool>>();
+        let owner = &*owner;
         // A batch can outlast the lease (a slow relay): renew it while we live, so that only a
         // dead sender's rows are re-queued, never those a live one is still sending. The
         // renewal runs alongside the sends (not between them): a paused send could be holding
         // the very lock the renewal waits for.
-        let recorded = tokio::select! {
-            recorded = work => recorded,
+        let (handled, failure) = tokio::select! {
+            (handled, failure) = futures_util::future::join(
+                work,
+                self.record_outcomes(owner, outcomes, shutdown),
+            ) => (handled.len(), failure),
             never = self.keep_lease(owner) => match never {},
         };
-        let handled = recorded.len();
-        recorded.into_iter().collect::<Result<Vec<()>, _>>()?;
-        Ok(handled)
+        match failure {
+            Some(e) => Err(e),
+            None => Ok(handled),
+        }
+    }
+
+    /// Records outcomes as they arrive, each group in one transaction, and answers each
+    /// sender whether its outcome is stored. Returns the first failure, if any.
+    async fn record_outcomes(
+        &self,
+        owner: &str,
+        mut incoming: mpsc::UnboundedReceiver<(Outcome, oneshot::Sender<bool>)>,
+        shutdown: &CancellationToken,
+    ) -> Option<crate::store::StoreError> {
+        let mut failure = None;
+        let mut group = Vec::with_capacity(GROUP_COMMIT_MAX);
+        while incoming.recv_many(&mut group, GROUP_COMMIT_MAX).await > 0 {
+            let (outcomes, answers): (Vec<Outcome>, Vec<oneshot::Sender<bool>>) =
+                group.drain(..).unzip();
+            let started = Instant::now();
+            let stored = match self.record_with_retry(owner, &outcomes, shutdown).await {
+                Ok(()) => true,
+                Err(e) => {
+                    failure.get_or_insert(e);
+                    false
+                }
+            };
+            metrics::histogram!("harborlist_record_seconds")
+                .record(started.elapsed().as_secs_f64());
+            metrics::histogram!("harborlist_record_group_size").record(outcomes.len() as f64);
+            for answer in answers {
+                let _ = answer.send(stored);
+            }
+        }
+        failure
     }
 
     /// Renews `owner`'s lease every third of it, until dropped.
@@ -295,27 +366,26 @@ impl Sender {
         }
     }
 
-    async fn deliver<'s>(
-        &'s self,
+    async fn deliver(
+        &self,
         composer: &Composer,
         c: &Claimed,
         shutdown: &CancellationToken,
-        slot: &mut Option<SemaphorePermit<'s>>,
+        slot: &mut Option<OwnedSemaphorePermit>,
     ) -> Outcome {
-        let list_mail = is_list_mail(&c.kind);
+        let list_mail = is_list_mail(&c.mailing.kind);
         if let Some(reason) = self.skip_reason(c) {
             return Outcome::Skipped {
                 delivery_id: c.delivery_id,
                 reason,
             };
         }
-        let data: serde_json::Value =
-            serde_json::from_str(&c.data).unwrap_or(serde_json::Value::Null);
+        let mailing = &*c.mailing;
         let letter = Letter {
-            mailing_key: &c.mailing_key,
-            template: &c.template,
+            mailing_key: &mailing.key,
+            template: &mailing.template,
             list_mail,
-            data: &data,
+            data: &mailing.data,
         };
         let recipient = Recipient {
             subscriber_id: c.subscriber_id,
@@ -326,7 +396,7 @@ impl Sender {
         let composed = match composer.compose(&letter, &recipient, self.clock.now()) {
             Ok(m) => m,
             Err(e) => {
-                tracing::error!(mailing = %c.mailing_key, error = %e, "could not compose message");
+                tracing::error!(mailing = %c.mailing.key, error = %e, "could not compose message");
                 return Outcome::Failed {
                     delivery_id: c.delivery_id,
                     subscriber_id: c.subscriber_id,
@@ -335,19 +405,16 @@ impl Sender {
                 };
             }
         };
-        // Composing (CPU) happens before taking a slot, so the next messages are rendered
-        // while the slots' messages are on the wire.
-        // The slot is held until the caller has recorded the outcome: at most `concurrency`
-        // messages are ever accepted by the relay but not yet recorded, which bounds what a
-        // crash can repeat.
-        match self.slots.acquire().await {
-            Ok(permit) => *slot = Some(permit),
+        // Composing (CPU) happens before taking a sending turn, so the next messages are
+        // rendered while the current ones are on the wire.
+        let _sending = match self.sending.acquire().await {
+            Ok(turn) => turn,
             Err(_) => {
                 return Outcome::Released {
                     delivery_id: c.delivery_id,
                 };
             }
-        }
+        };
         if let Some(limiter) = &self.limiter {
             tokio::select! {
                 _ = limiter.until_ready() => {}
@@ -360,27 +427,36 @@ impl Sender {
             };
         }
         let started = Instant::now();
-        let result = self
+        // The transport takes an `unrecorded` permit before the relay can accept the message
+        // and the caller holds it until the outcome is stored: at most `concurrency` messages
+        // are ever accepted but not yet recorded, which bounds what a crash can repeat.
+        let (result, permit) = self
             .transport
-            .send(&composed.envelope, &composed.bytes, &composed.message_id)
+            .send_gated(
+                &composed.envelope,
+                &composed.bytes,
+                &composed.message_id,
+                &self.unrecorded,
+            )
             .await;
+        *slot = permit;
         metrics::histogram!("harborlist_send_seconds").record(started.elapsed().as_secs_f64());
         let to = redact(&c.email);
         match result {
             Ok(()) => {
-                metrics::counter!("harborlist_messages_sent_total", "kind" => c.kind.clone())
+                metrics::counter!("harborlist_messages_sent_total", "kind" => c.mailing.kind.clone())
                     .increment(1);
-                tracing::debug!(mailing = %c.mailing_key, %to, "sent");
+                tracing::debug!(mailing = %c.mailing.key, %to, "sent");
                 Outcome::Sent {
                     delivery_id: c.delivery_id,
                     subscriber_id: c.subscriber_id,
-                    list: list_mail,
+                    clears_bounces: list_mail && c.bounce_streak != 0,
                 }
             }
             Err(SendError::Permanent(error)) => {
                 metrics::counter!("harborlist_messages_failed_total", "reason" => "permanent")
                     .increment(1);
-                tracing::warn!(mailing = %c.mailing_key, %to, %error, "permanent failure; not retrying");
+                tracing::warn!(mailing = %c.mailing.key, %to, %error, "permanent failure; not retrying");
                 Outcome::Failed {
                     delivery_id: c.delivery_id,
                     subscriber_id: c.subscriber_id,
@@ -392,7 +468,7 @@ impl Sender {
                 let attempts = u32::try_from(c.attempts).unwrap_or(u32::MAX);
                 if attempts >= self.config.max_attempts {
                     metrics::counter!("harborlist_messages_failed_total", "reason" => "retries_exhausted").increment(1);
-                    tracing::warn!(mailing = %c.mailing_key, %to, %error, attempts, "giving up after repeated temporary failures");
+                    tracing::warn!(mailing = %c.mailing.key, %to, %error, attempts, "giving up after repeated temporary failures");
                     return Outcome::Failed {
                         delivery_id: c.delivery_id,
                         subscriber_id: c.subscriber_id,
@@ -407,7 +483,7 @@ impl Sender {
                     jitter(),
                 );
                 metrics::counter!("harborlist_messages_retried_total").increment(1);
-                tracing::info!(mailing = %c.mailing_key, %to, %error, attempts, retry_in = ?delay, "temporary failure; will retry");
+                tracing::info!(mailing = %c.mailing.key, %to, %error, attempts, retry_in = ?delay, "temporary failure; will retry");
                 let at = self.clock.now()
                     + chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::seconds(30));
                 Outcome::Retry {
@@ -421,12 +497,12 @@ impl Sender {
 
     /// Reasons not to send a claimed delivery at all.
     fn skip_reason(&self, c: &Claimed) -> Option<String> {
-        if let Some(deadline) = c.not_after_ms
+        if let Some(deadline) = c.mailing.not_after_ms
             && to_millis(self.clock.now()) >= deadline
         {
             return Some("too late: the training has begun".into());
         }
-        let wanted: &[&str] = match c.kind.as_str() {
+        let wanted: &[&str] = match c.mailing.kind.as_str() {
             // A confirmation goes to whoever asked, unless they are already in.
             "confirm" => &["pending", "unsubscribed", "bouncing"],
             "goodbye" => &["unsubscribed"],

@@ -83,6 +83,10 @@ impl Store {
         let pool = AnyPoolOptions::new()
             .max_connections(max_connections.max(2))
             .acquire_timeout(Duration::from_secs(30))
+            // A SQLite connection is a local file handle with nothing to go stale; pinging
+            // it before every use was a round trip to sqlx's SQLite thread per statement. A
+            // PostgreSQL connection can die with the server, so it is still checked.
+            .test_before_acquire(backend == Backend::Postgres)
             .after_connect(move |conn, _| {
                 Box::pin(async move {
                     if backend == Backend::Sqlite {
@@ -172,6 +176,17 @@ fn sqlite_url(url: &str) -> Result<String> {
     } else {
         format!("{url}?mode=rwc")
     })
+}
+
+/// `$first, $first+1, …` for `n` values: the inside of an `IN (…)` list whose values are all
+/// bound. Only placeholders are ever spliced into SQL this way.
+pub(crate) fn placeholders(first: usize, n: usize) -> String {
+    use std::fmt::Write;
+    let mut list = String::with_capacity(n * 6);
+    for i in first..first + n {
+        let _ = write!(list, "{}${i}", if i == first { "" } else { ", " });
+    }
+    list
 }
 
 /// Whether an error is a unique-constraint race that the caller may simply retry.

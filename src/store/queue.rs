@@ -14,9 +14,11 @@
 //! the queue when their lease runs out. So a message can be repeated (if the process died
 //! after SMTP accepted it but before the record), but it is never lost.
 
-use sqlx::{Any, Row, Transaction};
+use std::{collections::HashMap, sync::Arc};
 
-use super::{Backend, Result, Store};
+use sqlx::{Any, AssertSqlSafe, Row, Transaction};
+
+use super::{Backend, Result, Store, placeholders};
 
 /// Transactional mail (a person is waiting for it) goes before list mail.
 pub const PRIORITY_PERSONAL: i64 = 0;
@@ -96,18 +98,29 @@ pub struct MailingRow {
 pub struct Claimed {
     pub delivery_id: i64,
     pub attempts: i64,
-    pub mailing_id: i64,
-    pub mailing_key: String,
-    pub kind: String,
-    pub template: String,
-    pub data: String,
-    pub audience: String,
-    pub not_after_ms: Option<i64>,
+    /// Shared by every delivery of the mailing in the claim: its data is read and parsed
+    /// once per claim, not once per recipient.
+    pub mailing: Arc<ClaimedMailing>,
     pub subscriber_id: i64,
     pub email: String,
     pub name: Option<String>,
     pub status: String,
     pub unsub_nonce: String,
+    /// Permanent failures in a row when claimed. Only a non-zero run needs a write when
+    /// the message is delivered, so the common record is one statement.
+    pub bounce_streak: i64,
+}
+
+/// The mailing a claimed delivery belongs to.
+#[derive(Debug, Clone)]
+pub struct ClaimedMailing {
+    pub id: i64,
+    pub key: String,
+    pub kind: String,
+    pub template: String,
+    /// The stored template data, parsed.
+    pub data: serde_json::Value,
+    pub not_after_ms: Option<i64>,
 }
 
 /// What happened to one claimed delivery.
@@ -116,7 +129,8 @@ pub enum Outcome {
     Sent {
         delivery_id: i64,
         subscriber_id: i64,
-        list: bool,
+        /// A list message reached an address with a run of bounces: the run ends.
+        clears_bounces: bool,
     },
     Retry {
         delivery_id: i64,
@@ -140,6 +154,10 @@ pub enum Outcome {
         delivery_id: i64,
     },
 }
+
+/// Deliveries per statement when recording: well under SQLite's 32,766 parameters, and
+/// few distinct statement texts for the prepared-statement cache.
+const RECORD_CHUNK: usize = 256;
 
 /// How many permanent failures in a row, across mailings, make an address "bouncing".
 pub const BOUNCE_LIMIT: i64 = 3;
@@ -318,10 +336,9 @@ impl Store {
             return Ok(Vec::new());
         }
         let rows = sqlx::query(
-            "SELECT d.id AS delivery_id, d.attempts, m.id AS mailing_id, m.key, m.kind, m.template, m.data,
-                    m.audience, m.not_after, s.id AS subscriber_id, s.email, s.name, s.status, s.unsub_nonce
+            "SELECT d.id AS delivery_id, d.attempts, d.mailing_id, s.id AS subscriber_id, s.email,
+                    s.name, s.status, s.unsub_nonce, s.bounce_streak
              FROM deliveries d
-             JOIN mailings m ON m.id = d.mailing_id
              JOIN subscribers s ON s.id = d.subscriber_id
              WHERE d.lease_owner = $1 AND d.state = 'sending'
              ORDER BY d.priority, d.id",
@@ -329,58 +346,121 @@ impl Store {
         .bind(owner)
         .fetch_all(self.pool())
         .await?;
+        let mut mailing_ids: Vec<i64> = rows
+            .iter()
+            .map(|r| r.try_get("mailing_id"))
+            .collect::<std::result::Result<_, _>>()?;
+        mailing_ids.sort_unstable();
+        mailing_ids.dedup();
+        let mailings = self.claimed_mailings(&mailing_ids).await?;
         rows.iter()
             .map(|r| {
+                let mailing_id: i64 = r.try_get("mailing_id")?;
+                let mailing = mailings.get(&mailing_id).cloned().ok_or_else(|| {
+                    super::StoreError::Corrupt(format!(
+                        "delivery for mailing {mailing_id}, which does not exist"
+                    ))
+                })?;
                 Ok(Claimed {
                     delivery_id: r.try_get("delivery_id")?,
                     attempts: r.try_get("attempts")?,
-                    mailing_id: r.try_get("mailing_id")?,
-                    mailing_key: r.try_get("key")?,
-                    kind: r.try_get("kind")?,
-                    template: r.try_get("template")?,
-                    data: r.try_get("data")?,
-                    audience: r.try_get("audience")?,
-                    not_after_ms: r.try_get("not_after")?,
+                    mailing,
                     subscriber_id: r.try_get("subscriber_id")?,
                     email: r.try_get("email")?,
                     name: r.try_get("name")?,
                     status: r.try_get("status")?,
                     unsub_nonce: r.try_get("unsub_nonce")?,
+                    bounce_streak: r.try_get("bounce_streak")?,
                 })
             })
             .collect()
     }
 
-    /// Writes a batch of outcomes in one transaction. Rows whose lease passed to another
-    /// owner in the meantime are left alone (that owner records them).
+    /// The mailings of a claim, by id, each with its data parsed once.
+    async fn claimed_mailings(&self, ids: &[i64]) -> Result<HashMap<i64, Arc<ClaimedMailing>>> {
+        let mut mailings = HashMap::with_capacity(ids.len());
+        for chunk in ids.chunks(RECORD_CHUNK) {
+            let sql = format!(
+                "SELECT id, key, kind, template, data, not_after FROM mailings WHERE id IN ({})",
+                placeholders(1, chunk.len())
+            );
+            let mut query = sqlx::query(AssertSqlSafe(sql));
+            for id in chunk {
+                query = query.bind(*id);
+            }
+            for r in query.fetch_all(self.pool()).await? {
+                let id: i64 = r.try_get("id")?;
+                let key: String = r.try_get("key")?;
+                let data: String = r.try_get("data")?;
+                // Unreadable data must not stop the queue: the message then fails to
+                // render and is recorded as failed, with the reason, like any bad template.
+                let data = serde_json::from_str(&data).unwrap_or_else(|e| {
+                    tracing::error!(mailing = %key, error = %e, "mailing data is unreadable");
+                    serde_json::Value::Null
+                });
+                let mailing = ClaimedMailing {
+                    id,
+                    key,
+                    kind: r.try_get("kind")?,
+                    template: r.try_get("template")?,
+                    data,
+                    not_after_ms: r.try_get("not_after")?,
+                };
+                mailings.insert(id, Arc::new(mailing));
+            }
+        }
+        Ok(mailings)
+    }
+
+    /// Writes a batch of outcomes atomically. Rows whose lease passed to another owner in
+    /// the meantime are left alone (that owner records them).
+    ///
+    /// This is the sender's hot path. Nearly every batch is only messages sent to addresses
+    /// without bounces, and that is one `UPDATE`, atomic on its own, without `BEGIN`/`COMMIT`
+    /// round trips. Anything else goes in one transaction, the rare outcomes one statement
+    /// each.
     pub async fn record(&self, owner: &str, outcomes: &[Outcome], now_ms: i64) -> Result<()> {
-        if outcomes.is_empty() {
+        let mut sent = Vec::new();
+        let mut clear_bounces = Vec::new();
+        for outcome in outcomes {
+            if let Outcome::Sent {
+                delivery_id,
+                subscriber_id,
+                clears_bounces,
+            } = outcome
+            {
+                sent.push(*delivery_id);
+                if *clears_bounces {
+                    clear_bounces.push(*subscriber_id);
+                }
+            }
+        }
+        let only_sent =
+            sent.len() == outcomes.len() && clear_bounces.is_empty() && sent.len() <= RECORD_CHUNK;
+        if only_sent {
+            if !sent.is_empty() {
+                record_sent(self.pool(), owner, &sent, now_ms).await?;
+            }
             return Ok(());
         }
         let mut tx = self.begin().await?;
+        for ids in sent.chunks(RECORD_CHUNK) {
+            record_sent(&mut *tx, owner, ids, now_ms).await?;
+        }
+        for ids in clear_bounces.chunks(RECORD_CHUNK) {
+            let sql = format!(
+                "UPDATE subscribers SET bounce_streak = 0 WHERE id IN ({})",
+                placeholders(1, ids.len())
+            );
+            let mut query = sqlx::query(AssertSqlSafe(sql));
+            for id in ids {
+                query = query.bind(*id);
+            }
+            query.execute(&mut *tx).await?;
+        }
         for outcome in outcomes {
             match outcome {
-                Outcome::Sent {
-                    delivery_id,
-                    subscriber_id,
-                    list,
-                } => {
-                    sqlx::query(
-                        "UPDATE deliveries SET state = 'sent', sent_at = $1, lease_owner = NULL, lease_until = NULL, last_error = NULL
-                         WHERE id = $2 AND lease_owner = $3",
-                    )
-                    .bind(now_ms)
-                    .bind(delivery_id)
-                    .bind(owner)
-                    .execute(&mut *tx)
-                    .await?;
-                    if *list {
-                        sqlx::query("UPDATE subscribers SET bounce_streak = 0 WHERE id = $1 AND bounce_streak <> 0")
-                            .bind(subscriber_id)
-                            .execute(&mut *tx)
-                            .await?;
-                    }
-                }
+                Outcome::Sent { .. } => {}
                 Outcome::Retry {
                     delivery_id,
                     at_ms,
@@ -517,6 +597,24 @@ impl Store {
             .try_get("due")?,
         )
     }
+}
+
+/// Marks `ids` sent, where `owner` still holds them.
+async fn record_sent<'e, E>(executor: E, owner: &str, ids: &[i64], now_ms: i64) -> Result<()>
+where
+    E: sqlx::Executor<'e, Database = Any>,
+{
+    let sql = format!(
+        "UPDATE deliveries SET state = 'sent', sent_at = $1, lease_owner = NULL, lease_until = NULL, last_error = NULL
+         WHERE lease_owner = $2 AND id IN ({})",
+        placeholders(3, ids.len())
+    );
+    let mut query = sqlx::query(AssertSqlSafe(sql)).bind(now_ms).bind(owner);
+    for id in ids {
+        query = query.bind(*id);
+    }
+    query.execute(executor).await?;
+    Ok(())
 }
 
 fn mailing_row(r: &sqlx::any::AnyRow) -> Result<MailingRow> {

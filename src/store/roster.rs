@@ -23,7 +23,7 @@ use serde::Serialize;
 use sqlx::{Any, AssertSqlSafe, Row, Transaction};
 
 use super::{
-    Backend, Result, Store,
+    Backend, Result, Store, placeholders,
     subscriptions::{Status, suppression_hash},
 };
 
@@ -298,11 +298,10 @@ async fn suppressed_among(
     tx: &mut Transaction<'static, Any>,
     rows: &[ImportCandidate],
 ) -> Result<HashSet<String>> {
-    let mut sql = String::from("SELECT hash FROM suppressions WHERE hash IN (");
-    for i in 1..=rows.len() {
-        let _ = write!(sql, "{}${i}", if i == 1 { "" } else { ", " });
-    }
-    sql.push(')');
+    let sql = format!(
+        "SELECT hash FROM suppressions WHERE hash IN ({})",
+        placeholders(1, rows.len())
+    );
     // Only placeholders are spliced in; every value is bound.
     let mut query = sqlx::query(AssertSqlSafe(sql));
     for row in rows {
