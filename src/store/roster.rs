@@ -7,23 +7,23 @@
 //! * [`Store::export_subscribers`] streams every subscriber row by row, so exporting a
 //!   large list takes constant memory;
 //! * [`Store::import_batch`] writes a batch (the CLI sends [`IMPORT_BATCH`] rows) in one
-//!   transaction: `IN (…)` queries check them against `suppressions`, multi-row
-//!   `INSERT … ON CONFLICT (email_key) DO NOTHING` statements add the rest, and the
-//!   affected-row counts tell added from already known;
+//!   transaction of two statements, each given the whole batch as one JSON parameter: one
+//!   finds the suppressed addresses, one `INSERT … SELECT … ON CONFLICT (email_key) DO
+//!   NOTHING` adds the rest, and its affected-row count tells added from already known;
 //! * [`Store::remove_subscriber`] unsubscribes, with the same effects as an unsubscribe
 //!   link (see `set_unsubscribed` in `subscriptions`);
 //! * [`Store::forget_subscriber`] deletes the person's row (their tokens, own mailings
 //!   and deliveries go with it by `ON DELETE CASCADE`) and suppresses the address, so no
 //!   later import brings it back.
 
-use std::{collections::HashSet, fmt::Write, sync::Arc};
+use std::collections::HashSet;
 
 use futures_util::{Stream, StreamExt};
 use serde::Serialize;
 use sqlx::{Any, AssertSqlSafe, Row, Transaction};
 
 use super::{
-    Backend, Result, Store, placeholders,
+    Backend, Result, Store,
     subscriptions::{Status, suppression_hash},
 };
 
@@ -34,31 +34,28 @@ use super::{
 /// write lock is then held for a few hundred milliseconds at a time; a daemon running
 /// alongside waits that long (its busy timeout is 10 s) rather than failing.
 pub const IMPORT_BATCH: usize = 10_000;
-const PARAMS_PER_ROW: usize = 5;
 
-/// How a batch is cut into statements: rows per suppression query, rows per `INSERT`.
+/// The rows of a JSON array parameter (`$n`), as a table with one column, `value`.
 ///
-/// SQLite: sqlx's driver binds each `$N` by asking SQLite for the parameter's name, a
-/// linear search, so binding is quadratic in a statement's parameter count; at 1,000 rows
-/// per `INSERT` binding took longer than inserting. 25 rows (126 parameters) and 250
-/// hashes make it negligible, and SQLite statements are in-process calls, so many small
-/// ones are cheap.
-///
-/// PostgreSQL: every statement is a round trip, and sqlx 0.9.0 does not set TCP_NODELAY,
-/// so a message spanning several TCP segments waits ~40 ms for a delayed ACK. One
-/// suppression query and one `INSERT` per batch keep that to a few waits per 10,000 rows.
-fn statement_rows(backend: Backend) -> (usize, usize) {
+/// A batch goes to the database as one JSON text rather than as `$N` parameters: sqlx's
+/// SQLite driver looks each `$N` up by name, a linear search, so binding is quadratic in a
+/// statement's parameter count, and many small statements each cost a round trip to its
+/// SQLite thread. Parsing JSON is the databases' own C code and costs a few percent.
+fn json_rows(backend: Backend, param: usize) -> String {
     match backend {
-        Backend::Sqlite => (SQLITE_ROWS_PER_CHECK, SQLITE_ROWS_PER_INSERT),
-        Backend::Postgres => (IMPORT_BATCH, IMPORT_BATCH),
+        // Elements as SQL values: text for strings, JSON text for arrays.
+        Backend::Sqlite => format!("json_each(${param})"),
+        Backend::Postgres => format!("jsonb_array_elements(${param}::jsonb)"),
     }
 }
-const SQLITE_ROWS_PER_CHECK: usize = 250;
-const SQLITE_ROWS_PER_INSERT: usize = 25;
-// Parameter limits per statement: SQLite's default 32,766, PostgreSQL's 65,535.
-const _: () = assert!(SQLITE_ROWS_PER_CHECK <= 32_766);
-const _: () = assert!(SQLITE_ROWS_PER_INSERT * PARAMS_PER_ROW < 32_766);
-const _: () = assert!(IMPORT_BATCH * PARAMS_PER_ROW < 65_535);
+
+/// Like [`json_rows`] for an array of strings, each `value` being the string as text.
+fn json_strings(backend: Backend, param: usize) -> String {
+    match backend {
+        Backend::Sqlite => format!("json_each(${param})"),
+        Backend::Postgres => format!("jsonb_array_elements_text(${param}::jsonb)"),
+    }
+}
 
 /// One address to import, already validated, with its unsubscribe link derived.
 #[derive(Debug, Clone)]
@@ -183,37 +180,50 @@ impl Store {
         if rows.is_empty() {
             return Ok(counts);
         }
-        let (per_check, per_insert) = statement_rows(self.backend());
-        // Every full statement has the same text, so it is built once and prepared once.
-        let full_insert: Arc<str> = insert_sql(per_insert).into();
+        let backend = self.backend();
         let mut tx = self.begin().await?;
-        for batch in rows.chunks(per_check) {
-            let suppressed = suppressed_among(&mut tx, batch).await?;
-            let keep: Vec<&ImportCandidate> = batch
-                .iter()
-                .filter(|row| !suppressed.contains(&row.suppression))
-                .collect();
-            counts.suppressed += (batch.len() - keep.len()) as u64;
-            for chunk in keep.chunks(per_insert) {
-                let sql = if chunk.len() == per_insert {
-                    full_insert.clone()
-                } else {
-                    insert_sql(chunk.len()).into()
-                };
-                let mut query = sqlx::query(AssertSqlSafe(sql)).bind(now_ms);
-                for row in chunk {
-                    query = query
-                        .bind(row.email.as_str())
-                        .bind(row.email_key.as_str())
-                        .bind(row.name.as_deref())
-                        .bind(row.unsub_nonce.as_str())
-                        .bind(row.unsub_hash.as_str());
-                }
-                // DO NOTHING skips known addresses: the affected rows are exactly the new ones.
-                let added = query.execute(&mut *tx).await?.rows_affected();
-                counts.added += added;
-                counts.existing += chunk.len() as u64 - added;
-            }
+        let suppressed = suppressed_among(&mut tx, backend, rows).await?;
+        let keep: Vec<&ImportCandidate> = rows
+            .iter()
+            .filter(|row| !suppressed.contains(&row.suppression))
+            .collect();
+        counts.suppressed = (rows.len() - keep.len()) as u64;
+        if !keep.is_empty() {
+            // Each row as [email, email_key, name, unsub_nonce, unsub_hash].
+            let batch = serde_json::to_string(
+                &keep
+                    .iter()
+                    .map(|row| {
+                        (
+                            &row.email,
+                            &row.email_key,
+                            &row.name,
+                            &row.unsub_nonce,
+                            &row.unsub_hash,
+                        )
+                    })
+                    .collect::<Vec<_>>(),
+            )
+            .map_err(|e| super::StoreError::Corrupt(format!("import batch: {e}")))?;
+            // Consent was given on the old list; confirmed_at records when it arrived here,
+            // as `import_subscriber` does. `WHERE true` lets SQLite parse the upsert after a
+            // SELECT.
+            let sql = format!(
+                "INSERT INTO subscribers (email, email_key, name, status, source, unsub_nonce, unsub_hash, created_at, updated_at, confirmed_at)
+                 SELECT r.value ->> 0, r.value ->> 1, r.value ->> 2, 'active', 'import', r.value ->> 3, r.value ->> 4, $1, $1, $1
+                 FROM {} AS r WHERE true
+                 ON CONFLICT (email_key) DO NOTHING",
+                json_rows(backend, 2)
+            );
+            // DO NOTHING skips known addresses: the affected rows are exactly the new ones.
+            let added = sqlx::query(AssertSqlSafe(sql))
+                .bind(now_ms)
+                .bind(batch)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+            counts.added = added;
+            counts.existing = keep.len() as u64 - added;
         }
         tx.commit().await?;
         Ok(counts)
@@ -296,48 +306,27 @@ impl Store {
 /// The suppression hashes among `rows` that are on the suppression list, in one query.
 async fn suppressed_among(
     tx: &mut Transaction<'static, Any>,
+    backend: Backend,
     rows: &[ImportCandidate],
 ) -> Result<HashSet<String>> {
+    let hashes = serde_json::to_string(
+        &rows
+            .iter()
+            .map(|row| row.suppression.as_str())
+            .collect::<Vec<_>>(),
+    )
+    .map_err(|e| super::StoreError::Corrupt(format!("import batch: {e}")))?;
     let sql = format!(
-        "SELECT hash FROM suppressions WHERE hash IN ({})",
-        placeholders(1, rows.len())
+        "SELECT hash FROM suppressions WHERE hash IN (SELECT h.value FROM {} AS h)",
+        json_strings(backend, 1)
     );
-    // Only placeholders are spliced in; every value is bound.
-    let mut query = sqlx::query(AssertSqlSafe(sql));
-    for row in rows {
-        query = query.bind(row.suppression.as_str());
-    }
-    Ok(query
+    Ok(sqlx::query(AssertSqlSafe(sql))
+        .bind(hashes)
         .fetch_all(&mut **tx)
         .await?
         .iter()
         .map(|row| row.try_get::<String, _>("hash"))
         .collect::<std::result::Result<_, _>>()?)
-}
-
-/// `INSERT … VALUES (…), … ON CONFLICT (email_key) DO NOTHING` for `rows` rows: `$1` is the
-/// shared timestamp, then five parameters per row.
-fn insert_sql(rows: usize) -> String {
-    let mut sql = String::with_capacity(200 + rows * 64);
-    sql.push_str(
-        "INSERT INTO subscribers (email, email_key, name, status, source, unsub_nonce, unsub_hash, created_at, updated_at, confirmed_at) VALUES ",
-    );
-    for i in 0..rows {
-        let p = 2 + i * PARAMS_PER_ROW;
-        // Consent was given on the old list; confirmed_at records when it arrived here, as
-        // `import_subscriber` does.
-        let _ = write!(
-            sql,
-            "{}(${p}, ${}, ${}, 'active', 'import', ${}, ${}, $1, $1, $1)",
-            if i == 0 { "" } else { ", " },
-            p + 1,
-            p + 2,
-            p + 3,
-            p + 4
-        );
-    }
-    sql.push_str(" ON CONFLICT (email_key) DO NOTHING");
-    sql
 }
 
 fn rfc3339(ms: i64) -> String {
