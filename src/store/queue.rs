@@ -8,7 +8,8 @@
 //! 1. [`Store::claim`]s due rows under a lease (`UPDATE … RETURNING`; on PostgreSQL with
 //!    `FOR UPDATE SKIP LOCKED`, so several instances never claim the same row),
 //! 2. sends them, and
-//! 3. [`Store::record`]s the outcomes in one transaction per batch.
+//! 3. [`Store::record`]s their outcomes, a group at a time (one `UPDATE` for a group of
+//!    messages sent, one transaction otherwise).
 //!
 //! A sender that dies leaves rows in `sending`; [`Store::requeue_expired`] returns them to
 //! the queue when their lease runs out. So a message can be repeated (if the process died
