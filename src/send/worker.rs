@@ -25,7 +25,7 @@ use crate::{
     startup::Live,
     store::{
         Store,
-        queue::{Claimed, Outcome},
+        delivery::{Claimed, Outcome},
     },
 };
 

@@ -6,9 +6,11 @@
 //! on [`Backend`] in one place. Each submodule owns one concern:
 //!
 //! * [`subscriptions`]: subscribers and confirm tokens — the web flow's writes;
-//! * [`queue`]: mailings and deliveries — fan-out, claim, record, lease expiry;
+//! * [`queue`]: mailings — planning and fan-out into deliveries;
+//! * [`delivery`]: deliveries — claim, record, lease expiry;
 //! * [`trainings`]: what was last announced about each training.
 
+pub mod delivery;
 pub mod queue;
 pub mod report;
 pub mod roster;

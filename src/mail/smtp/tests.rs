@@ -1,0 +1,257 @@
+//! The pool against a scripted relay that offers PIPELINING, and the URL parser.
+
+use super::*;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+
+/// What the scripted relay saw: every chunk read from the socket, and the messages
+/// after undoing dot-stuffing.
+#[derive(Default)]
+struct Seen {
+    chunks: Vec<String>,
+    messages: Vec<String>,
+}
+
+/// A relay that offers PIPELINING, refuses MAIL from an address starting with "busy"
+/// (451) and RCPT to one starting with "gone" (550), and answers DATA with 554 when no
+/// recipient was accepted, as RFC 2920 requires.
+async fn scripted_relay() -> (u16, Arc<Mutex<Seen>>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let seen = Arc::new(Mutex::new(Seen::default()));
+    let log = seen.clone();
+    tokio::spawn(async move {
+        while let Ok((socket, _)) = listener.accept().await {
+            let log = log.clone();
+            tokio::spawn(async move {
+                let (read, mut write) = socket.into_split();
+                let mut read = BufReader::new(read);
+                write.write_all(b"220 relay ready\r\n").await.unwrap();
+                let (mut accepted, mut in_data, mut message) = (0, false, String::new());
+                let mut mail_ok = false;
+                loop {
+                    let mut chunk = vec![0u8; 8192];
+                    let n = if read.buffer().is_empty() {
+                        match read.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => n,
+                        }
+                    } else {
+                        let buffered = read.buffer().len().min(chunk.len());
+                        chunk[..buffered].copy_from_slice(&read.buffer()[..buffered]);
+                        read.consume(buffered);
+                        buffered
+                    };
+                    let text = String::from_utf8_lossy(&chunk[..n]).into_owned();
+                    log.lock().unwrap().chunks.push(text.clone());
+                    let mut replies = String::new();
+                    for line in text.split_inclusive("\r\n") {
+                        if in_data {
+                            if line == ".\r\n" {
+                                in_data = false;
+                                let done = std::mem::take(&mut message);
+                                log.lock().unwrap().messages.push(done);
+                                replies.push_str("250 queued\r\n");
+                            } else {
+                                message.push_str(line.strip_prefix('.').unwrap_or(line));
+                            }
+                            continue;
+                        }
+                        let upper = line.to_ascii_uppercase();
+                        let reply = if upper.starts_with("EHLO") {
+                            "250-relay\r\n250-PIPELINING\r\n250 8BITMIME\r\n"
+                        } else if upper.starts_with("MAIL FROM:<BUSY") {
+                            (mail_ok, accepted) = (false, 0);
+                            "451 try later\r\n"
+                        } else if upper.starts_with("MAIL") {
+                            (mail_ok, accepted) = (true, 0);
+                            "250 ok\r\n"
+                        } else if upper.starts_with("RCPT") && !mail_ok {
+                            "503 need MAIL first\r\n"
+                        } else if upper.starts_with("RCPT TO:<GONE") {
+                            "550 no such user\r\n"
+                        } else if upper.starts_with("RCPT") {
+                            accepted += 1;
+                            "250 ok\r\n"
+                        } else if upper.starts_with("DATA") && accepted > 0 {
+                            in_data = true;
+                            "354 go on\r\n"
+                        } else if upper.starts_with("DATA") {
+                            "554 no valid recipients\r\n"
+                        } else if upper.starts_with("QUIT") {
+                            let _ = write.write_all(b"221 bye\r\n").await;
+                            return;
+                        } else {
+                            "502 what\r\n"
+                        };
+                        replies.push_str(reply);
+                    }
+                    if !replies.is_empty() && write.write_all(replies.as_bytes()).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (port, seen)
+}
+
+fn envelope(from: &str, to: &str) -> Envelope {
+    Envelope::new(Some(from.parse().unwrap()), vec![to.parse().unwrap()]).unwrap()
+}
+
+/// Sends `body` from `from` to `to`, leaving the permit, if one was taken, in `permit`.
+async fn send(
+    pool: &Pool,
+    gate: &Arc<Semaphore>,
+    permit: &mut Option<OwnedSemaphorePermit>,
+    (from, to): (&str, &str),
+    body: &str,
+) -> Result<(), SendError> {
+    pool.send(&envelope(from, to), body.as_bytes(), gate, permit)
+        .await
+}
+
+fn pool(port: u16) -> Pool {
+    let relay = Relay::parse(&format!("smtp://127.0.0.1:{port}"))
+        .unwrap()
+        .unwrap();
+    Pool::new(relay, 2, Duration::from_secs(5))
+}
+
+#[tokio::test]
+async fn pipelines_the_envelope_and_dot_stuffs_the_message() {
+    let (port, seen) = scripted_relay().await;
+    let pool = pool(port);
+    let gate = Arc::new(Semaphore::new(1));
+    let body = "Subject: hi\r\n\r\n.starts with a dot\r\n..two\r\nend\r\n";
+    let mut permit = None;
+    send(
+        &pool,
+        &gate,
+        &mut permit,
+        ("list@example.org", "a@example.org"),
+        body,
+    )
+    .await
+    .expect("sent");
+    assert!(
+        permit.is_some(),
+        "the caller holds the permit until it records"
+    );
+    assert_eq!(gate.available_permits(), 0);
+    drop(permit);
+    // The connection is reused for a second message.
+    let mut permit = None;
+    send(
+        &pool,
+        &gate,
+        &mut permit,
+        ("list@example.org", "b@example.org"),
+        body,
+    )
+    .await
+    .expect("sent again");
+    let seen = seen.lock().unwrap();
+    assert_eq!(seen.messages, vec![body.to_owned(), body.to_owned()]);
+    let pipelined = seen
+        .chunks
+        .iter()
+        .filter(|c| {
+            c.starts_with("MAIL FROM:<list@example.org>\r\nRCPT TO:<") && c.ends_with("DATA\r\n")
+        })
+        .count();
+    assert_eq!(
+        pipelined, 2,
+        "MAIL, RCPT and DATA go in one write: {:?}",
+        seen.chunks
+    );
+    assert!(
+        seen.chunks
+            .iter()
+            .any(|c| c.contains("\r\n..starts with a dot\r\n...two\r\n")),
+        "leading dots are doubled on the wire"
+    );
+}
+
+#[tokio::test]
+async fn a_refused_recipient_is_permanent_and_a_refused_sender_transient() {
+    let (port, seen) = scripted_relay().await;
+    let pool = pool(port);
+    let gate = Arc::new(Semaphore::new(1));
+    let mut permit = None;
+    let gone = send(
+        &pool,
+        &gate,
+        &mut permit,
+        ("list@example.org", "gone@example.org"),
+        "Subject: x\r\n\r\nx\r\n",
+    )
+    .await;
+    // The 550 is reported, not the 554 that DATA got after it.
+    match gone {
+        Err(SendError::Permanent(e)) => assert!(e.contains("no such user"), "{e}"),
+        other => panic!("expected a permanent failure, got {other:?}"),
+    }
+    assert!(
+        permit.is_none(),
+        "nothing was handed over, so nothing to record under a permit"
+    );
+    let busy = send(
+        &pool,
+        &gate,
+        &mut permit,
+        ("busy@example.org", "a@example.org"),
+        "Subject: x\r\n\r\nx\r\n",
+    )
+    .await;
+    match busy {
+        Err(SendError::Transient(e)) => assert!(e.contains("try later"), "{e}"),
+        other => panic!("expected a temporary failure, got {other:?}"),
+    }
+    // Both sessions were closed after the refusal and a fresh one still works.
+    send(
+        &pool,
+        &gate,
+        &mut permit,
+        ("list@example.org", "a@example.org"),
+        "Subject: x\r\n\r\nx\r\n",
+    )
+    .await
+    .expect("a good message after refusals");
+    assert_eq!(seen.lock().unwrap().messages.len(), 1);
+}
+
+#[test]
+fn dot_stuffing_doubles_leading_dots_and_terminates() {
+    assert_eq!(
+        dot_stuffed("a\r\n.b\r\n..c\r\n"),
+        "a\r\n..b\r\n...c\r\n.\r\n"
+    );
+    assert_eq!(dot_stuffed(".x"), "..x\r\n.\r\n");
+    assert_eq!(dot_stuffed("no dots\r\n"), "no dots\r\n.\r\n");
+    assert_eq!(dot_stuffed("a.\r\nb. c\r\n"), "a.\r\nb. c\r\n.\r\n");
+}
+
+#[test]
+fn parses_lettre_style_urls() {
+    assert_eq!(
+        Relay::parse("smtp://127.0.0.1:2525"),
+        Ok(Some(Relay {
+            host: "127.0.0.1".into(),
+            port: 2525,
+            starttls: Starttls::Never,
+            credentials: None
+        }))
+    );
+    assert_eq!(
+        Relay::parse("smtp://us%40r:p%3Ass@relay.example.org:587?tls=required"),
+        Ok(Some(Relay {
+            host: "relay.example.org".into(),
+            port: 587,
+            starttls: Starttls::Required,
+            credentials: Some(("us@r".into(), "p:ss".into()))
+        }))
+    );
+    assert_eq!(Relay::parse("smtps://u:p@relay.example.org"), Ok(None));
+    assert!(Relay::parse("smtp://relay?tls=maybe").is_err());
+}
