@@ -65,6 +65,10 @@ impl Backend {
 #[derive(Clone, Debug)]
 pub struct Store {
     pool: AnyPool,
+    /// Where the sender records outcomes. On PostgreSQL its own small pool whose sessions
+    /// commit without waiting for the WAL flush (see [`Store::connect`]); on SQLite the
+    /// main pool.
+    records: AnyPool,
     backend: Backend,
 }
 
@@ -82,6 +86,32 @@ impl Store {
             Backend::Postgres => url.to_owned(),
         };
         let options = AnyConnectOptions::from_str(&url)?;
+        let records = match backend {
+            Backend::Sqlite => None,
+            // A delivery's outcome is the one write whose latency the sender waits on for
+            // every message, and on PostgreSQL most of it was the WAL flush. These sessions
+            // commit as soon as the server has the change (`synchronous_commit = off`). The
+            // death of harborlist loses nothing: the server has the commit. A crash of the
+            // server or its machine can lose the last few hundred milliseconds of records
+            // (three times `wal_writer_delay` at most), and those messages are then sent again
+            // when their lease runs out: a repeat, never a loss, the same bargain as SQLite's
+            // `synchronous = NORMAL`. Everything else (subscriptions, unsubscribes, claims)
+            // still commits durably. Lazy, so CLI commands open no connection here.
+            Backend::Postgres => Some(
+                AnyPoolOptions::new()
+                    .max_connections(2)
+                    .acquire_timeout(Duration::from_secs(30))
+                    .after_connect(|conn, _| {
+                        Box::pin(async move {
+                            sqlx::raw_sql("SET synchronous_commit = off")
+                                .execute(&mut *conn)
+                                .await?;
+                            Ok(())
+                        })
+                    })
+                    .connect_lazy_with(options.clone()),
+            ),
+        };
         let pool = AnyPoolOptions::new()
             .max_connections(max_connections.max(2))
             .acquire_timeout(Duration::from_secs(30))
@@ -112,7 +142,12 @@ impl Store {
                 .execute(&pool)
                 .await?;
         }
-        let store = Self { pool, backend };
+        let records = records.unwrap_or_else(|| pool.clone());
+        let store = Self {
+            pool,
+            records,
+            backend,
+        };
         store.migrate().await?;
         Ok(store)
     }
@@ -137,13 +172,18 @@ impl Store {
     /// a deferred transaction that reads and then writes can fail with SQLITE_BUSY instead
     /// of waiting its turn.
     pub async fn begin(&self) -> Result<Transaction<'static, Any>> {
+        self.begin_in(&self.pool).await
+    }
+
+    async fn begin_in(&self, pool: &AnyPool) -> Result<Transaction<'static, Any>> {
         Ok(match self.backend {
-            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
-            Backend::Postgres => self.pool.begin().await?,
+            Backend::Sqlite => pool.begin_with("BEGIN IMMEDIATE").await?,
+            Backend::Postgres => pool.begin().await?,
         })
     }
 
     pub async fn close(&self) {
+        self.records.close().await;
         self.pool.close().await;
     }
 
