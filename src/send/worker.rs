@@ -25,7 +25,7 @@ use crate::{
     startup::Live,
     store::{
         Store,
-        delivery::{Claimed, Outcome},
+        delivery::{Claimed, Outcome, Recorder},
     },
 };
 
@@ -56,7 +56,9 @@ pub struct Sender {
     wake: Arc<Notify>,
     limiter: Option<DefaultDirectRateLimiter>,
     turn: AtomicU64,
-    /// Messages being handed to the relay: `concurrency` at most.
+    /// Messages being handed to the relay: twice `concurrency` at most, so that each
+    /// connection has the next message waiting and can pipeline its envelope behind the
+    /// current one (see `mail::smtp`).
     sending: Semaphore,
     /// Messages the relay may have accepted whose outcome is not yet stored: `concurrency`
     /// at most. A permit outlives the SMTP session's part in a message, so a connection can
@@ -86,7 +88,7 @@ impl Sender {
                 .allow_burst(burst);
             RateLimiter::direct(quota)
         });
-        let sending = Semaphore::new(config.concurrency.max(1));
+        let sending = Semaphore::new(config.concurrency.max(1) * 2);
         let unrecorded = Arc::new(Semaphore::new(config.concurrency.max(1)));
         Self {
             store,
@@ -250,9 +252,10 @@ impl Sender {
             .collect::<Vec<_>>();
         // The recorder stops when the last send has handed in its outcome.
         drop(to_record);
-        // Twice as many tasks as connections: the extra ones compose while the others send.
+        // Three tasks per connection: one on the wire, one queued behind it (see `sending`),
+        // one composing.
         let work = stream::iter(sends)
-            .buffer_unordered(self.config.concurrency.max(1) * 2)
+            .buffer_unordered(self.config.concurrency.max(1) * 3)
             .collect::<Vec<bool>>();
         let owner = &*owner;
         // A batch can outlast the lease (a slow relay): renew it while we live, so that only a
@@ -272,8 +275,12 @@ impl Sender {
         }
     }
 
-    /// Records outcomes as they arrive, each group in one transaction, and answers each
-    /// sender whether its outcome is stored. Returns the first failure, if any.
+    /// Records outcomes as they arrive, each group in one write, and answers each sender
+    /// whether its outcome is stored. Returns the first failure, if any.
+    ///
+    /// A group is whatever arrived while the writers were busy. On SQLite there is one
+    /// writer (the database has one anyway); on PostgreSQL a few, each with its own session,
+    /// so that an outcome waits for its own write and not also for the one before it.
     async fn record_outcomes(
         &self,
         owner: &str,
@@ -281,23 +288,43 @@ impl Sender {
         shutdown: &CancellationToken,
     ) -> Option<crate::store::StoreError> {
         let mut failure = None;
+        // Free writers, each with the session it opened (or none yet).
+        let mut free: Vec<Option<Recorder>> =
+            (0..self.store.record_writers()).map(|_| None).collect();
+        let mut writing = futures_util::stream::FuturesUnordered::new();
+        let mut open = true;
         let mut group = Vec::with_capacity(GROUP_COMMIT_MAX);
-        while incoming.recv_many(&mut group, GROUP_COMMIT_MAX).await > 0 {
-            let (outcomes, answers): (Vec<Outcome>, Vec<oneshot::Sender<bool>>) =
-                group.drain(..).unzip();
-            let started = Instant::now();
-            let stored = match self.record_with_retry(owner, &outcomes, shutdown).await {
-                Ok(()) => true,
-                Err(e) => {
-                    failure.get_or_insert(e);
-                    false
+        while open || !writing.is_empty() {
+            tokio::select! {
+                n = incoming.recv_many(&mut group, GROUP_COMMIT_MAX), if open && !free.is_empty() => {
+                    if n == 0 {
+                        open = false;
+                        continue;
+                    }
+                    let (outcomes, answers): (Vec<Outcome>, Vec<oneshot::Sender<bool>>) =
+                        group.drain(..).unzip();
+                    let mut recorder = free.pop().flatten();
+                    writing.push(async move {
+                        let started = Instant::now();
+                        let written = self
+                            .record_with_retry(&mut recorder, owner, &outcomes, shutdown)
+                            .await;
+                        metrics::histogram!("harborlist_record_seconds")
+                            .record(started.elapsed().as_secs_f64());
+                        metrics::histogram!("harborlist_record_group_size")
+                            .record(outcomes.len() as f64);
+                        for answer in answers {
+                            let _ = answer.send(written.is_ok());
+                        }
+                        (recorder, written.err())
+                    });
                 }
-            };
-            metrics::histogram!("harborlist_record_seconds")
-                .record(started.elapsed().as_secs_f64());
-            metrics::histogram!("harborlist_record_group_size").record(outcomes.len() as f64);
-            for answer in answers {
-                let _ = answer.send(stored);
+                Some((recorder, error)) = writing.next(), if !writing.is_empty() => {
+                    free.push(recorder);
+                    if let Some(e) = error {
+                        failure.get_or_insert(e);
+                    }
+                }
             }
         }
         failure
@@ -340,8 +367,11 @@ impl Sender {
 
     /// Outcomes must not be dropped because the database blinked: keep trying for a while.
     /// If it never comes back, the leases expire and the rows are sent again (never lost).
+    /// `recorder` is the turn's database session, opened on first use and dropped after a
+    /// failure, so that a retry gets a fresh one.
     async fn record_with_retry(
         &self,
+        recorder: &mut Option<Recorder>,
         owner: &str,
         outcomes: &[Outcome],
         shutdown: &CancellationToken,
@@ -349,11 +379,18 @@ impl Sender {
         let mut wait = Duration::from_millis(100);
         let mut tries = 0;
         loop {
-            match self
-                .store
-                .record(owner, outcomes, to_millis(self.clock.now()))
-                .await
-            {
+            let now = to_millis(self.clock.now());
+            let written = match recorder {
+                Some(r) => r.record(owner, outcomes, now).await,
+                None => match self.store.recorder().await {
+                    Ok(r) => recorder.insert(r).record(owner, outcomes, now).await,
+                    Err(e) => Err(e),
+                },
+            };
+            if written.is_err() {
+                *recorder = None;
+            }
+            match written {
                 Ok(()) => return Ok(()),
                 Err(e) if tries < 60 && !(shutdown.is_cancelled() && tries >= 5) => {
                     tracing::warn!(error = %e, "recording delivery outcomes failed; retrying");

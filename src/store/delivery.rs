@@ -14,7 +14,9 @@
 
 use std::{collections::HashMap, sync::Arc};
 
-use sqlx::{Any, AssertSqlSafe, Row, any::AnyArguments, query::Query};
+use sqlx::{
+    Any, AssertSqlSafe, Connection, Row, any::AnyArguments, pool::PoolConnection, query::Query,
+};
 
 use super::{Backend, Result, Store, placeholders};
 
@@ -83,6 +85,9 @@ pub enum Outcome {
 /// Deliveries per statement when recording: well under SQLite's 32,766 parameters, and
 /// few distinct statement texts for the prepared-statement cache.
 const RECORD_CHUNK: usize = 256;
+
+/// PostgreSQL sessions that record outcomes, per process.
+pub(super) const RECORD_SESSIONS: u32 = 3;
 
 /// How many permanent failures in a row, across mailings, make an address "bouncing".
 pub const BOUNCE_LIMIT: i64 = 3;
@@ -192,6 +197,97 @@ impl Store {
         Ok(mailings)
     }
 
+    /// How many recorders may write at once: one on SQLite, which has one writer at a time
+    /// anyway; on PostgreSQL, as many as the recording pool has sessions.
+    pub fn record_writers(&self) -> usize {
+        match self.backend() {
+            Backend::Sqlite => 1,
+            Backend::Postgres => RECORD_SESSIONS as usize,
+        }
+    }
+
+    /// A session for recording a claim's outcomes (see [`Recorder`]).
+    pub async fn recorder(&self) -> Result<Recorder> {
+        Ok(Recorder {
+            conn: self.records.acquire().await?,
+            backend: self.backend(),
+        })
+    }
+
+    /// Puts back everything still claimed by `owner` without counting an attempt: for a
+    /// claim that the sender never saw succeed, so never sent.
+    pub async fn release_claim(&self, owner: &str) -> Result<u64> {
+        let res = sqlx::query(
+            "UPDATE deliveries SET state = 'queued', attempts = attempts - 1, lease_owner = NULL, lease_until = NULL
+             WHERE lease_owner = $1 AND state = 'sending'",
+        )
+        .bind(owner)
+        .execute(self.pool())
+        .await?;
+        Ok(res.rows_affected())
+    }
+
+    /// Moves the lease on everything `owner` still holds to `lease_until_ms`: a live sender
+    /// keeps its claim however long its batch takes.
+    pub async fn extend_lease(&self, owner: &str, lease_until_ms: i64) -> Result<u64> {
+        let res = sqlx::query(
+            "UPDATE deliveries SET lease_until = $1 WHERE lease_owner = $2 AND state = 'sending'",
+        )
+        .bind(lease_until_ms)
+        .bind(owner)
+        .execute(self.pool())
+        .await?;
+        Ok(res.rows_affected())
+    }
+
+    /// Returns deliveries whose lease ran out (their sender died) to the queue.
+    pub async fn requeue_expired(&self, now_ms: i64) -> Result<u64> {
+        let res = sqlx::query(
+            "UPDATE deliveries SET state = 'queued', lease_owner = NULL, lease_until = NULL, next_attempt_at = $1
+             WHERE state = 'sending' AND lease_until < $1",
+        )
+        .bind(now_ms)
+        .execute(self.pool())
+        .await?;
+        Ok(res.rows_affected())
+    }
+
+    /// Deliveries waiting to be sent now or later (queued or in flight).
+    pub async fn queue_depth(&self) -> Result<i64> {
+        Ok(sqlx::query(
+            // Two counts, not `state IN (…)`: each is answered from its partial index.
+            "SELECT (SELECT COUNT(*) FROM deliveries WHERE state = 'queued')
+                      + (SELECT COUNT(*) FROM deliveries WHERE state = 'sending') AS n",
+        )
+        .fetch_one(self.pool())
+        .await?
+        .try_get("n")?)
+    }
+
+    /// The earliest `next_attempt_at` among queued deliveries, so the sender can sleep.
+    pub async fn next_delivery_due(&self) -> Result<Option<i64>> {
+        Ok(
+            sqlx::query(
+                "SELECT MIN(next_attempt_at) AS due FROM deliveries WHERE state = 'queued'",
+            )
+            .fetch_one(self.pool())
+            .await?
+            .try_get("due")?,
+        )
+    }
+}
+
+/// Marks `ids` sent, where `owner` still holds them.
+/// One database session that records outcomes, kept for a whole claim. Taking a pooled
+/// connection for each write cost a round trip more than the write: sqlx checks a
+/// connection as it goes back to the pool. A recorder whose write failed should be
+/// dropped; the next one gets a fresh session.
+pub struct Recorder {
+    conn: PoolConnection<Any>,
+    backend: Backend,
+}
+
+impl Recorder {
     /// Writes a batch of outcomes atomically. Rows whose lease passed to another owner in
     /// the meantime are left alone (that owner records them).
     ///
@@ -199,7 +295,7 @@ impl Store {
     /// without bounces, and that is one `UPDATE`, atomic on its own, without `BEGIN`/`COMMIT`
     /// round trips. Anything else goes in one transaction, the rare outcomes one statement
     /// each.
-    pub async fn record(&self, owner: &str, outcomes: &[Outcome], now_ms: i64) -> Result<()> {
+    pub async fn record(&mut self, owner: &str, outcomes: &[Outcome], now_ms: i64) -> Result<()> {
         let mut sent = Vec::new();
         let mut clear_bounces = Vec::new();
         for outcome in outcomes {
@@ -219,11 +315,15 @@ impl Store {
             sent.len() == outcomes.len() && clear_bounces.is_empty() && sent.len() <= RECORD_CHUNK;
         if only_sent {
             if !sent.is_empty() {
-                record_sent(&self.records, owner, &sent, now_ms).await?;
+                record_sent(&mut *self.conn, owner, &sent, now_ms).await?;
             }
             return Ok(());
         }
-        let mut tx = self.begin_in(&self.records).await?;
+        // On SQLite the write lock is taken up front, as in `Store::begin`.
+        let mut tx = match self.backend {
+            Backend::Sqlite => self.conn.begin_with("BEGIN IMMEDIATE").await?,
+            Backend::Postgres => self.conn.begin().await?,
+        };
         for ids in sent.chunks(RECORD_CHUNK) {
             record_sent(&mut *tx, owner, ids, now_ms).await?;
         }
@@ -313,71 +413,8 @@ impl Store {
         tx.commit().await?;
         Ok(())
     }
-
-    /// Puts back everything still claimed by `owner` without counting an attempt: for a
-    /// claim that the sender never saw succeed, so never sent.
-    pub async fn release_claim(&self, owner: &str) -> Result<u64> {
-        let res = sqlx::query(
-            "UPDATE deliveries SET state = 'queued', attempts = attempts - 1, lease_owner = NULL, lease_until = NULL
-             WHERE lease_owner = $1 AND state = 'sending'",
-        )
-        .bind(owner)
-        .execute(self.pool())
-        .await?;
-        Ok(res.rows_affected())
-    }
-
-    /// Moves the lease on everything `owner` still holds to `lease_until_ms`: a live sender
-    /// keeps its claim however long its batch takes.
-    pub async fn extend_lease(&self, owner: &str, lease_until_ms: i64) -> Result<u64> {
-        let res = sqlx::query(
-            "UPDATE deliveries SET lease_until = $1 WHERE lease_owner = $2 AND state = 'sending'",
-        )
-        .bind(lease_until_ms)
-        .bind(owner)
-        .execute(self.pool())
-        .await?;
-        Ok(res.rows_affected())
-    }
-
-    /// Returns deliveries whose lease ran out (their sender died) to the queue.
-    pub async fn requeue_expired(&self, now_ms: i64) -> Result<u64> {
-        let res = sqlx::query(
-            "UPDATE deliveries SET state = 'queued', lease_owner = NULL, lease_until = NULL, next_attempt_at = $1
-             WHERE state = 'sending' AND lease_until < $1",
-        )
-        .bind(now_ms)
-        .execute(self.pool())
-        .await?;
-        Ok(res.rows_affected())
-    }
-
-    /// Deliveries waiting to be sent now or later (queued or in flight).
-    pub async fn queue_depth(&self) -> Result<i64> {
-        Ok(sqlx::query(
-            // Two counts, not `state IN (…)`: each is answered from its partial index.
-            "SELECT (SELECT COUNT(*) FROM deliveries WHERE state = 'queued')
-                      + (SELECT COUNT(*) FROM deliveries WHERE state = 'sending') AS n",
-        )
-        .fetch_one(self.pool())
-        .await?
-        .try_get("n")?)
-    }
-
-    /// The earliest `next_attempt_at` among queued deliveries, so the sender can sleep.
-    pub async fn next_delivery_due(&self) -> Result<Option<i64>> {
-        Ok(
-            sqlx::query(
-                "SELECT MIN(next_attempt_at) AS due FROM deliveries WHERE state = 'queued'",
-            )
-            .fetch_one(self.pool())
-            .await?
-            .try_get("due")?,
-        )
-    }
 }
 
-/// Marks `ids` sent, where `owner` still holds them.
 async fn record_sent<'e, E>(executor: E, owner: &str, ids: &[i64], now_ms: i64) -> Result<()>
 where
     E: sqlx::Executor<'e, Database = Any>,

@@ -99,8 +99,12 @@ impl Store {
             // still commits durably. Lazy, so CLI commands open no connection here.
             Backend::Postgres => Some(
                 AnyPoolOptions::new()
-                    .max_connections(2)
+                    .max_connections(delivery::RECORD_SESSIONS)
                     .acquire_timeout(Duration::from_secs(30))
+                    // No ping before each record, which would double its round trips. A
+                    // session lost with the server fails its record, the recorder retries,
+                    // and the retry gets a new session.
+                    .test_before_acquire(false)
                     .after_connect(|conn, _| {
                         Box::pin(async move {
                             sqlx::raw_sql("SET synchronous_commit = off")
@@ -172,13 +176,9 @@ impl Store {
     /// a deferred transaction that reads and then writes can fail with SQLITE_BUSY instead
     /// of waiting its turn.
     pub async fn begin(&self) -> Result<Transaction<'static, Any>> {
-        self.begin_in(&self.pool).await
-    }
-
-    async fn begin_in(&self, pool: &AnyPool) -> Result<Transaction<'static, Any>> {
         Ok(match self.backend {
-            Backend::Sqlite => pool.begin_with("BEGIN IMMEDIATE").await?,
-            Backend::Postgres => pool.begin().await?,
+            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
+            Backend::Postgres => self.pool.begin().await?,
         })
     }
 

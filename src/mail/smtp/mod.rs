@@ -7,20 +7,20 @@
 //! ourselves with NODELAY and hand it to lettre's `AsyncSmtpConnection`, which still does
 //! EHLO, STARTTLS, AUTH and the SMTP dialogue.
 //!
-//! Where the relay offers PIPELINING (RFC 2920), a message takes two round trips instead of
-//! four: `MAIL`, `RCPT` and `DATA` go in one write and their replies are read together,
-//! then the dot-stuffed body and its terminator go in one write. The sender's permit to
-//! have one more message accepted but not yet recorded is taken between the two, so a
-//! connection sets up its next message while the last one's outcome is being stored. lettre's client has no
-//! pipelining, so those writes go through its `command` (which writes any `Display`) and
-//! `read_response`. Messages with non-ASCII content or addresses, which need SMTPUTF8 or
-//! 8BITMIME parameters, take lettre's own `send`.
-//!
-//! The pool: at most `size` connections, idle ones kept for reuse for up to a minute. A
-//! connection that saw any error is dropped, after QUIT.
+//! How a message flows: [`Pool::send`] puts a job on one queue and waits for its answer.
+//! `size` workers take jobs from the queue, each over its own session. Where the relay
+//! offers PIPELINING (RFC 2920), a worker writes `MAIL`, `RCPT` and `DATA` at once and reads
+//! their replies together, takes the sender's permit to have one more message accepted but
+//! not yet recorded, then writes the dot-stuffed message, and behind its terminating dot
+//! the envelope of the next job if one is already queued. A busy session so spends one
+//! round trip per message. lettre's client has no pipelining, so those writes go through
+//! its `command` (which writes any `Display`) and `read_response`. Messages with non-ASCII
+//! content or addresses, which need SMTPUTF8 or 8BITMIME parameters, and relays without
+//! PIPELINING take lettre's own `send`.
 
 use std::{
-    sync::{Arc, Mutex},
+    future::Future,
+    sync::Arc,
     time::{Duration, Instant},
 };
 
@@ -35,7 +35,7 @@ use lettre::{
 };
 use tokio::{
     net::TcpStream,
-    sync::{OwnedSemaphorePermit, Semaphore},
+    sync::{OwnedSemaphorePermit, Semaphore, oneshot},
 };
 
 use super::transport::SendError;
@@ -106,17 +106,47 @@ fn percent_decode(s: &str) -> String {
         .unwrap_or_default()
 }
 
+/// The pool: `size` workers, each owning at most one SMTP session, all taking jobs from
+/// one queue. A session is dropped after any error or a minute unused.
 pub struct Pool {
+    shared: Arc<Shared>,
+    size: usize,
+    jobs: flume::Sender<Job>,
+    queue: flume::Receiver<Job>,
+    workers: std::sync::Once,
+}
+
+/// What every worker needs to open a session.
+struct Shared {
     relay: Relay,
     timeout: Duration,
-    idle: Mutex<Vec<(Connection, Instant)>>,
-    slots: Semaphore,
 }
+
+/// One message for a worker, and where to answer.
+struct Job {
+    envelope: Envelope,
+    bytes: Vec<u8>,
+    gate: Arc<Semaphore>,
+    done: oneshot::Sender<Finished>,
+}
+
+/// A job's result, with the `gate` permit if one was taken.
+type Finished = (Result<(), SendError>, Option<OwnedSemaphorePermit>);
 
 /// An open SMTP session and whether the relay pipelines.
 struct Connection {
     smtp: AsyncSmtpConnection,
     pipelining: bool,
+    used: Instant,
+}
+
+/// A job a worker carries over to its next turn.
+enum Carried {
+    /// Its envelope was written behind the last message and accepted: the session is
+    /// inside DATA and only this job's message may follow.
+    Staged(Job),
+    /// It never reached the relay as a message (its session failed): start it over.
+    Fresh(Job),
 }
 
 /// Text written as it is: several pipelined commands, or a dot-stuffed body.
@@ -132,11 +162,13 @@ const IDLE_FOR: Duration = Duration::from_secs(60);
 
 impl Pool {
     pub fn new(relay: Relay, size: u32, timeout: Duration) -> Self {
+        let (jobs, queue) = flume::unbounded();
         Self {
-            relay,
-            timeout,
-            idle: Mutex::new(Vec::new()),
-            slots: Semaphore::new(size.max(1) as usize),
+            shared: Arc::new(Shared { relay, timeout }),
+            size: size.max(1) as usize,
+            jobs,
+            queue,
+            workers: std::sync::Once::new(),
         }
     }
 
@@ -148,42 +180,33 @@ impl Pool {
         gate: &Arc<Semaphore>,
         permit: &mut Option<OwnedSemaphorePermit>,
     ) -> Result<(), SendError> {
-        let _slot = self
-            .slots
-            .acquire()
-            .await
-            .map_err(|_| SendError::Transient("pool closed".into()))?;
-        let mut conn = match self.take_idle() {
-            Some(conn) => conn,
-            None => self.connect().await?,
+        // Workers start with the first message, inside the runtime that sends it, and end
+        // when the pool is dropped and their queue closes.
+        self.workers.call_once(|| {
+            for _ in 0..self.size {
+                tokio::spawn(work(Arc::clone(&self.shared), self.queue.clone()));
+            }
+        });
+        let (done, finished) = oneshot::channel();
+        let job = Job {
+            envelope: envelope.clone(),
+            bytes: bytes.to_vec(),
+            gate: Arc::clone(gate),
+            done,
         };
-        match transmit(&mut conn, envelope, bytes, gate, permit).await {
-            Ok(()) => {
-                self.idle
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .push((conn, Instant::now()));
-                Ok(())
-            }
-            // Dropped without QUIT: after a pipelined refusal the session may be inside
-            // DATA, where QUIT would be read as message text and its answer never come. A
-            // relay that sees a session end inside DATA discards the message. (lettre's own
-            // `send` has already sent QUIT on its errors.)
-            Err(e) => Err(e),
-        }
+        self.jobs
+            .send(job)
+            .map_err(|_| SendError::Transient("the SMTP pool has stopped".into()))?;
+        let (result, taken) = finished.await.unwrap_or_else(|_| {
+            let stopped = SendError::Transient("the SMTP pool has stopped".into());
+            (Err(stopped), None)
+        });
+        *permit = taken;
+        result
     }
+}
 
-    fn take_idle(&self) -> Option<Connection> {
-        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
-        while let Some((conn, since)) = idle.pop() {
-            // A relay closes idle sessions after a while; don't bet a message on an old one.
-            if since.elapsed() < IDLE_FOR && !conn.smtp.has_broken() {
-                return Some(conn);
-            }
-        }
-        None
-    }
-
+impl Shared {
     async fn connect(&self) -> Result<Connection, SendError> {
         let r = &self.relay;
         let transient = |what: &str, e: &dyn std::fmt::Display| {
@@ -232,50 +255,219 @@ impl Pool {
         Ok(Connection {
             smtp: conn,
             pipelining,
+            used: Instant::now(),
         })
+    }
+
+    /// `exchange`, or a temporary failure if the relay stops answering: a worker must never
+    /// hang on a dead relay with messages queued behind it.
+    async fn timed<T>(
+        &self,
+        exchange: impl Future<Output = Result<T, SendError>>,
+    ) -> Result<T, SendError> {
+        tokio::time::timeout(self.timeout, exchange)
+            .await
+            .unwrap_or_else(|_| {
+                Err(SendError::Transient(format!(
+                    "no answer from the relay within {:?}",
+                    self.timeout
+                )))
+            })
     }
 }
 
-/// One message over an open session, taking a permit from `gate` just before the relay
-/// can accept it. On error the session is in an unknown state and the caller must abort it.
-async fn transmit(
-    conn: &mut Connection,
-    envelope: &Envelope,
-    bytes: &[u8],
-    gate: &Arc<Semaphore>,
-    permit: &mut Option<OwnedSemaphorePermit>,
-) -> Result<(), SendError> {
-    let classify = super::transport::classify;
-    let plain = std::str::from_utf8(bytes)
+/// A worker: takes jobs one at a time and sends each over its session.
+///
+/// Where the relay pipelines, a message takes two round trips: `MAIL`, `RCPT` and `DATA`
+/// in one write (their replies read together), then the message. And when another job is
+/// already waiting as a message goes, that job's envelope is written behind the message's
+/// terminating dot (RFC 2920 lets message content lead a group), so a busy session spends
+/// one round trip per message. The `gate` permit is taken after a job's envelope is
+/// accepted and before its message goes.
+///
+/// After any error the session is dropped without QUIT: after a pipelined refusal it may be
+/// inside DATA, where QUIT would be read as message text and its answer never come. A
+/// relay that sees a session end inside DATA discards that message.
+async fn work(shared: Arc<Shared>, queue: flume::Receiver<Job>) {
+    let mut conn: Option<Connection> = None;
+    let mut carried: Option<Carried> = None;
+    loop {
+        let job = match carried.take() {
+            Some(Carried::Staged(job)) => job,
+            other => {
+                let job = match other {
+                    Some(Carried::Fresh(job)) => job,
+                    _ => match queue.recv_async().await {
+                        Ok(job) => job,
+                        Err(_) => return,
+                    },
+                };
+                if job.done.is_closed() {
+                    // The sender gave up waiting (its time limit) and has recorded a retry.
+                    continue;
+                }
+                // A relay closes idle sessions after a while; don't bet a message on one.
+                if conn
+                    .as_ref()
+                    .is_some_and(|c| c.smtp.has_broken() || c.used.elapsed() >= IDLE_FOR)
+                {
+                    conn = None;
+                }
+                let c = match conn.as_mut() {
+                    Some(c) => c,
+                    None => match shared.connect().await {
+                        Ok(c) => conn.insert(c),
+                        Err(e) => {
+                            finish(job, Err(e), None);
+                            continue;
+                        }
+                    },
+                };
+                if plain(c, &job).is_none() {
+                    // Non-ASCII needs SMTPUTF8 or 8BITMIME parameters, and some relays
+                    // don't pipeline: lettre's own dialogue, one message at a time.
+                    let permit = match take(&job.gate).await {
+                        Ok(p) => p,
+                        Err(e) => {
+                            finish(job, Err(e), None);
+                            continue;
+                        }
+                    };
+                    let sent = shared
+                        .timed(async {
+                            c.smtp
+                                .send(&job.envelope, &job.bytes)
+                                .await
+                                .map(drop)
+                                .map_err(super::transport::classify)
+                        })
+                        .await;
+                    match sent {
+                        Ok(()) => c.used = Instant::now(),
+                        Err(_) => conn = None,
+                    }
+                    finish(job, sent, Some(permit));
+                    continue;
+                }
+                let commands = envelope_commands(&job.envelope);
+                let accepted = shared
+                    .timed(async {
+                        let first = c.smtp.command(Raw(&commands)).await.err();
+                        read_replies(c, job.envelope.to().len() + 1, first).await
+                    })
+                    .await;
+                if let Err(e) = accepted {
+                    conn = None;
+                    finish(job, Err(e), None);
+                    continue;
+                }
+                job
+            }
+        };
+        // The session is inside DATA for `job`.
+        if job.done.is_closed() {
+            // Nobody would record it: don't let the relay accept it. Inside DATA, the only
+            // way out is to drop the session.
+            conn = None;
+            continue;
+        }
+        let Some(c) = conn.as_mut() else {
+            finish(job, Err(SendError::Transient("session lost".into())), None);
+            continue;
+        };
+        let permit = match take(&job.gate).await {
+            Ok(p) => p,
+            Err(e) => {
+                conn = None;
+                finish(job, Err(e), None);
+                continue;
+            }
+        };
+        let Some(text) = plain(c, &job) else {
+            conn = None;
+            finish(job, Err(SendError::Transient("session lost".into())), None);
+            continue;
+        };
+        let mut out = dot_stuffed(text);
+        let next = queue.try_recv().ok();
+        let behind = next.as_ref().filter(|n| plain(c, n).is_some());
+        if let Some(n) = behind {
+            out.push_str(&envelope_commands(&n.envelope));
+        }
+        // Replies to read after the message's own: MAIL, each RCPT, DATA.
+        let behind = behind.map(|n| n.envelope.to().len() + 2);
+        let sent = shared
+            .timed(async {
+                c.smtp
+                    .command(Raw(&out))
+                    .await
+                    .map(drop)
+                    .map_err(super::transport::classify)
+            })
+            .await;
+        if sent.is_err() {
+            conn = None;
+            finish(job, sent, Some(permit));
+            // Its envelope may have gone, but never its message.
+            carried = next.map(Carried::Fresh);
+            continue;
+        }
+        c.used = Instant::now();
+        finish(job, sent, Some(permit));
+        let Some(next) = next else { continue };
+        let Some(replies) = behind else {
+            carried = Some(Carried::Fresh(next));
+            continue;
+        };
+        match shared.timed(read_replies(c, replies, None)).await {
+            Ok(()) => carried = Some(Carried::Staged(next)),
+            Err(e) => {
+                conn = None;
+                finish(next, Err(e), None);
+            }
+        }
+    }
+}
+
+fn finish(job: Job, result: Result<(), SendError>, permit: Option<OwnedSemaphorePermit>) {
+    // The sender may have given up waiting (its own time limit); the permit then goes.
+    let _ = job.done.send((result, permit));
+}
+
+/// The job's message as text, if it can go the pipelined way: the relay pipelines, and the
+/// message and addresses are ASCII.
+fn plain<'j>(c: &Connection, job: &'j Job) -> Option<&'j str> {
+    let ascii = job
+        .envelope
+        .from()
+        .into_iter()
+        .chain(job.envelope.to())
+        .all(|a| AsRef::<str>::as_ref(a).is_ascii());
+    std::str::from_utf8(&job.bytes)
         .ok()
-        .filter(|text| text.is_ascii())
-        .filter(|_| {
-            envelope
-                .from()
-                .into_iter()
-                .chain(envelope.to())
-                .all(|a| AsRef::<str>::as_ref(a).is_ascii())
-        });
-    let Some(text) = plain.filter(|_| conn.pipelining) else {
-        *permit = Some(take(gate).await?);
-        return conn
-            .smtp
-            .send(envelope, bytes)
-            .await
-            .map(drop)
-            .map_err(classify);
-    };
+        .filter(|text| c.pipelining && ascii && text.is_ascii())
+}
+
+/// `MAIL`, one `RCPT` per recipient and `DATA`, to go in one write.
+fn envelope_commands(envelope: &Envelope) -> String {
     let mut commands = Mail::new(envelope.from().cloned(), Vec::new()).to_string();
     for to in envelope.to() {
         commands.push_str(&Rcpt::new(to.clone(), Vec::new()).to_string());
     }
     commands.push_str(&Data.to_string());
-    // One reply per command, in order. All of them are read even after a refusal, so the
-    // first refusal is the one reported (what follows it is only "bad sequence").
-    let mut first_error = conn.smtp.command(Raw(&commands)).await.err();
-    for _ in 0..envelope.to().len() + 1 {
-        let reply = conn.smtp.read_response().await;
-        if let Err(e) = reply {
+    commands
+}
+
+/// Reads `count` replies to pipelined commands, in order. All of them are read even after
+/// a refusal, so the first refusal is the one reported (what follows it is only "bad
+/// sequence"); only a broken session stops the reading.
+async fn read_replies(
+    c: &mut Connection,
+    count: usize,
+    mut first_error: Option<lettre::transport::smtp::Error>,
+) -> Result<(), SendError> {
+    for _ in 0..count {
+        if let Err(e) = c.smtp.read_response().await {
             let broken = e.is_timeout() || !(e.is_transient() || e.is_permanent());
             first_error.get_or_insert(e);
             if broken {
@@ -283,16 +475,10 @@ async fn transmit(
             }
         }
     }
-    if let Some(e) = first_error {
-        return Err(classify(e));
+    match first_error {
+        Some(e) => Err(super::transport::classify(e)),
+        None => Ok(()),
     }
-    let body = dot_stuffed(text);
-    *permit = Some(take(gate).await?);
-    conn.smtp
-        .command(Raw(&body))
-        .await
-        .map(drop)
-        .map_err(classify)
 }
 
 async fn take(gate: &Arc<Semaphore>) -> Result<OwnedSemaphorePermit, SendError> {

@@ -1,5 +1,7 @@
 //! The pool against a scripted relay that offers PIPELINING, and the URL parser.
 
+use std::sync::Mutex;
+
 use super::*;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 
@@ -219,6 +221,67 @@ async fn a_refused_recipient_is_permanent_and_a_refused_sender_transient() {
     .await
     .expect("a good message after refusals");
     assert_eq!(seen.lock().unwrap().messages.len(), 1);
+}
+
+/// Messages queued behind one another share round trips: the next envelope follows the
+/// previous message's terminating dot in the same write. A refusal among them costs only
+/// that message.
+#[tokio::test]
+async fn queued_messages_ride_behind_the_previous_dot() {
+    let (port, seen) = scripted_relay().await;
+    let relay = Relay::parse(&format!("smtp://127.0.0.1:{port}"))
+        .unwrap()
+        .unwrap();
+    let pool = Arc::new(Pool::new(relay, 1, Duration::from_secs(5)));
+    let gate = Arc::new(Semaphore::new(8));
+    let body = |i: usize| format!("Subject: {i}\r\n\r\nmessage {i}\r\n");
+    let sends = (0..6).map(|i| {
+        let (pool, gate) = (pool.clone(), gate.clone());
+        async move {
+            let to = if i == 3 {
+                "gone@example.org".to_owned()
+            } else {
+                format!("p{i}@example.org")
+            };
+            let mut permit = None;
+            let result = pool
+                .send(
+                    &envelope("list@example.org", &to),
+                    body(i).as_bytes(),
+                    &gate,
+                    &mut permit,
+                )
+                .await;
+            (i, result, permit.is_some())
+        }
+    });
+    for (i, result, held) in futures_util::future::join_all(sends).await {
+        if i == 3 {
+            assert!(
+                matches!(&result, Err(SendError::Permanent(e)) if e.contains("no such user")),
+                "{result:?}"
+            );
+            assert!(!held, "a refused envelope takes no permit");
+        } else {
+            assert_eq!(result, Ok(()), "message {i}");
+            assert!(held, "message {i} is handed over under a permit");
+        }
+    }
+    let seen = seen.lock().unwrap();
+    let mut delivered = seen.messages.clone();
+    delivered.sort();
+    let expected: Vec<String> = [0, 1, 2, 4, 5].into_iter().map(body).collect();
+    assert_eq!(delivered, expected);
+    let riding = seen
+        .chunks
+        .iter()
+        .filter(|c| c.contains("\r\n.\r\nMAIL FROM:<list@example.org>\r\nRCPT TO:<"))
+        .count();
+    assert!(
+        riding >= 3,
+        "envelopes ride behind the previous dot: {:?}",
+        seen.chunks
+    );
 }
 
 #[test]
