@@ -29,6 +29,14 @@ use crate::{
     },
 };
 
+/// An outcome on its way to the recorder, with the permit its message was handed over
+/// under (released once the outcome is stored) and where to answer whether it was.
+struct ToRecord {
+    outcome: Outcome,
+    permit: Option<OwnedSemaphorePermit>,
+    stored: oneshot::Sender<bool>,
+}
+
 /// The most outcomes one transaction records. Groups are as large as what finished while
 /// the previous commit ran, so with a handful of connections they stay small; the cap only
 /// bounds a statement's parameter count after a stall.
@@ -224,7 +232,7 @@ impl Sender {
         // commit): one writer instead of `concurrency` writers queueing for SQLite's lock,
         // and one commit for several messages.
         let owner: Arc<str> = owner.into();
-        let (to_record, outcomes) = mpsc::unbounded_channel::<(Outcome, oneshot::Sender<bool>)>();
+        let (to_record, outcomes) = mpsc::unbounded_channel::<ToRecord>();
         let sends = batch
             .into_iter()
             .map(|c| {
@@ -237,13 +245,15 @@ impl Sender {
                 // A task that panicked recorded nothing; its row returns when the lease ends.
                 async move {
                     tokio::spawn(async move {
-                        let mut slot = None;
-                        let outcome = this.deliver(&composer, &c, &shutdown, &mut slot).await;
-                        let (done, recorded) = oneshot::channel();
-                        let recorded = to_record.send((outcome, done)).is_ok()
-                            && recorded.await.unwrap_or(false);
-                        drop(slot);
-                        recorded
+                        let mut permit = None;
+                        let outcome = this.deliver(&composer, &c, &shutdown, &mut permit).await;
+                        let (stored, answer) = oneshot::channel();
+                        let record = ToRecord {
+                            outcome,
+                            permit,
+                            stored,
+                        };
+                        to_record.send(record).is_ok() && answer.await.unwrap_or(false)
                     })
                     .await
                     .unwrap_or(false)
@@ -284,7 +294,7 @@ impl Sender {
     async fn record_outcomes(
         &self,
         owner: &str,
-        mut incoming: mpsc::UnboundedReceiver<(Outcome, oneshot::Sender<bool>)>,
+        mut incoming: mpsc::UnboundedReceiver<ToRecord>,
         shutdown: &CancellationToken,
     ) -> Option<crate::store::StoreError> {
         let mut failure = None;
@@ -301,8 +311,14 @@ impl Sender {
                         open = false;
                         continue;
                     }
-                    let (outcomes, answers): (Vec<Outcome>, Vec<oneshot::Sender<bool>>) =
-                        group.drain(..).unzip();
+                    let mut outcomes = Vec::with_capacity(n);
+                    let mut permits = Vec::with_capacity(n);
+                    let mut answers = Vec::with_capacity(n);
+                    for record in group.drain(..) {
+                        outcomes.push(record.outcome);
+                        permits.push(record.permit);
+                        answers.push(record.stored);
+                    }
                     let mut recorder = free.pop().flatten();
                     writing.push(async move {
                         let started = Instant::now();
@@ -313,6 +329,9 @@ impl Sender {
                             .record(started.elapsed().as_secs_f64());
                         metrics::histogram!("harborlist_record_group_size")
                             .record(outcomes.len() as f64);
+                        // The permits go first, straight from here: a connection waiting for
+                        // one sends its next message without waiting for the sender's task.
+                        drop(permits);
                         for answer in answers {
                             let _ = answer.send(written.is_ok());
                         }
