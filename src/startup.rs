@@ -248,7 +248,7 @@ impl Application {
             SenderConfig {
                 instance: instance_name(),
                 concurrency: settings.mail.pool_size as usize,
-                batch: i64::from(settings.mail.pool_size.max(1)) * 25,
+                batch: claim_batch(settings.mail.pool_size, settings.mail.max_per_second),
                 max_per_second: settings.mail.max_per_second,
                 max_attempts: settings.mail.max_attempts,
                 retry_base: settings.mail.retry_base.std(),
@@ -342,6 +342,21 @@ impl Application {
     }
 }
 
+/// Deliveries per claim. Between two claims the connections wait while the last outcomes
+/// are stored and the next rows claimed, so a bigger claim wastes less: 400 rows instead of
+/// 100 made SQLite delivery 7–27 % faster. But mail that a person is waiting for (a
+/// confirmation) can only start after the claim in flight, so under a send-rate limit,
+/// where that pause costs nothing anyway, a claim holds about two seconds of sending.
+fn claim_batch(pool_size: u32, max_per_second: f64) -> i64 {
+    let connections = i64::from(pool_size.max(1));
+    let unthrottled = connections * 100;
+    if max_per_second > 0.0 {
+        ((max_per_second * 2.0).ceil() as i64).clamp(connections, unthrottled)
+    } else {
+        unthrottled
+    }
+}
+
 /// Identifies this process in lease owners: host, pid and a random suffix.
 fn instance_name() -> String {
     let host = std::fs::read_to_string("/etc/hostname")
@@ -352,4 +367,18 @@ fn instance_name() -> String {
         std::process::id(),
         &crate::domain::new_nonce()[..6]
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::claim_batch;
+
+    #[test]
+    fn a_claim_is_large_unthrottled_and_about_two_seconds_under_a_rate_limit() {
+        assert_eq!(claim_batch(4, 0.0), 400);
+        assert_eq!(claim_batch(0, 0.0), 100, "at least one connection");
+        assert_eq!(claim_batch(4, 14.0), 28, "two seconds at 14 a second");
+        assert_eq!(claim_batch(4, 0.5), 4, "never fewer rows than connections");
+        assert_eq!(claim_batch(4, 10_000.0), 400, "never more than unthrottled");
+    }
 }

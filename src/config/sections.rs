@@ -79,7 +79,8 @@ pub struct MailSettings {
     /// Messages per second across the whole instance; 0 means no limit.
     #[serde(default)]
     pub max_per_second: f64,
-    /// SMTP connections kept open, and so messages in flight at once.
+    /// SMTP connections kept open; also the most messages the relay may hold accepted
+    /// before their outcome is stored, which bounds what a crash can repeat.
     #[serde(default = "default_pool_size")]
     pub pool_size: u32,
     /// Attempts before a transiently failing delivery is given up as failed.
