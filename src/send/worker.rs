@@ -233,37 +233,36 @@ impl Sender {
         // and one commit for several messages.
         let owner: Arc<str> = owner.into();
         let (to_record, outcomes) = mpsc::unbounded_channel::<ToRecord>();
-        let sends = batch
-            .into_iter()
-            .map(|c| {
-                let (this, composer, to_record, shutdown) = (
-                    Arc::clone(self),
-                    composer.clone(),
-                    to_record.clone(),
-                    shutdown.clone(),
-                );
-                // A task that panicked recorded nothing; its row returns when the lease ends.
-                async move {
-                    tokio::spawn(async move {
-                        let mut permit = None;
-                        let outcome = this.deliver(&composer, &c, &shutdown, &mut permit).await;
-                        let (stored, answer) = oneshot::channel();
-                        let record = ToRecord {
-                            outcome,
-                            permit,
-                            stored,
-                        };
-                        to_record.send(record).is_ok() && answer.await.unwrap_or(false)
-                    })
-                    .await
-                    .unwrap_or(false)
-                }
-            })
-            .collect::<Vec<_>>();
-        // The recorder stops when the last send has handed in its outcome.
-        drop(to_record);
+        // Lazily: a message's future is made only when `buffer_unordered` takes it. A
+        // future holds a whole send's state, and making all of a 400-row claim's up front
+        // cost 14 MB.
+        let sends = batch.into_iter().map(move |c| {
+            let (this, composer, to_record, shutdown) = (
+                Arc::clone(self),
+                composer.clone(),
+                to_record.clone(),
+                shutdown.clone(),
+            );
+            // A task that panicked recorded nothing; its row returns when the lease ends.
+            async move {
+                tokio::spawn(async move {
+                    let mut permit = None;
+                    let outcome = this.deliver(&composer, &c, &shutdown, &mut permit).await;
+                    let (stored, answer) = oneshot::channel();
+                    let record = ToRecord {
+                        outcome,
+                        permit,
+                        stored,
+                    };
+                    to_record.send(record).is_ok() && answer.await.unwrap_or(false)
+                })
+                .await
+                .unwrap_or(false)
+            }
+        });
         // Three tasks per connection: one on the wire, one queued behind it (see `sending`),
-        // one composing.
+        // one composing. The recorder stops when `sends` is used up and dropped with its
+        // `to_record`, after the last outcome is handed in.
         let work = stream::iter(sends)
             .buffer_unordered(self.config.concurrency.max(1) * 3)
             .collect::<Vec<bool>>();
