@@ -12,16 +12,40 @@ use crate::{
     tally,
 };
 
-both_backends!(kill_9_mid_send_loses_nothing_and_repeats_only_what_was_in_flight);
+both_backends!(
+    kill_9_mid_send_loses_nothing_and_repeats_only_what_was_in_flight,
+    kill_9_with_a_pipelining_relay_loses_nothing_and_repeats_only_what_was_in_flight,
+);
 
 const SUBJECT: &str = "Kill nine";
 const KEY: &str = "announcement:kill9";
 
 async fn kill_9_mid_send_loses_nothing_and_repeats_only_what_was_in_flight(backend: Backend) {
+    kill_9(backend, false).await;
+}
+
+/// The same against a relay that offers PIPELINING, where a session writes the next
+/// envelope behind each message and takes the permit only once that envelope is accepted.
+async fn kill_9_with_a_pipelining_relay_loses_nothing_and_repeats_only_what_was_in_flight(
+    backend: Backend,
+) {
+    kill_9(backend, true).await;
+}
+
+async fn kill_9(backend: Backend, pipelining: bool) {
     let (n, k) = (messages(), kills());
-    let mut rng = Rng::new(&format!("kill9 {backend:?}"));
+    let label = if pipelining {
+        format!("kill9 {backend:?} pipelining")
+    } else {
+        format!("kill9 {backend:?}")
+    };
+    let mut rng = Rng::new(&label);
     let db = TestDb::new(backend).await;
-    let sink = FaultSink::start();
+    let sink = if pipelining {
+        FaultSink::start_pipelining()
+    } else {
+        FaultSink::start()
+    };
     let setup = setup(&db.url, &sink);
     let store = Store::connect(&db.url, 4).await.expect("store");
     let emails: Vec<String> = (0..n).map(address).collect();
@@ -50,7 +74,7 @@ async fn kill_9_mid_send_loses_nothing_and_repeats_only_what_was_in_flight(backe
         }
         daemon.kill9();
         eprintln!(
-            "[kill9 {backend:?}] kill {}/{k} after {:?}: {} new message(s) in this run, {} recipient(s) reached",
+            "[{label}] kill {}/{k} after {:?}: {} new message(s) in this run, {} recipient(s) reached",
             round + 1,
             t.elapsed(),
             sink.count() - before,
@@ -76,12 +100,19 @@ async fn kill_9_mid_send_loses_nothing_and_repeats_only_what_was_in_flight(backe
 
     let t = tally(&sink, SUBJECT, &emails);
     eprintln!(
-        "[kill9 {backend:?}] messages {n}, kills {k}, lost {}, duplicates {} ({:.2} per kill, bound {}), seconds {seconds:.1}",
+        "[{label}] messages {n}, kills {k}, lost {}, duplicates {} ({:.2} per kill, bound {}), envelopes behind a dot {}, seconds {seconds:.1}",
         t.lost.len(),
         t.duplicates,
         t.duplicates as f64 / k.max(1) as f64,
-        k * POOL_SIZE
+        k * POOL_SIZE,
+        sink.riding()
     );
+    if pipelining {
+        assert!(
+            sink.riding() > 0,
+            "the pipelined path was not taken: no envelope rode behind a dot"
+        );
+    }
     assert!(
         t.lost.is_empty(),
         "lost {}: {:?}",

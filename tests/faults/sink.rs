@@ -11,10 +11,15 @@
 //! * 550 at RCPT for chosen addresses (a permanent failure),
 //!
 //! and it can be slow to answer the end of DATA.
+//!
+//! mailin never offers PIPELINING, so [`FaultSink::start_pipelining`] puts a proxy in front
+//! of it that does: the fault tests then also cover the pipelined path that real relays
+//! (Postfix among them) take.
 
 use std::{
     collections::{HashMap, HashSet},
-    net::{IpAddr, TcpListener},
+    io::{BufRead, BufReader, Read, Write},
+    net::{IpAddr, Shutdown, TcpListener, TcpStream},
     sync::{Arc, Mutex},
     time::Duration,
 };
@@ -52,6 +57,9 @@ struct Shared {
     datas: Mutex<usize>,
     /// 550s given at RCPT, per address.
     rejected: Mutex<HashMap<String, usize>>,
+    /// Reads, through the pipelining proxy, in which a message's terminating dot and the
+    /// next MAIL FROM came together.
+    riding: Mutex<usize>,
 }
 
 #[derive(Clone)]
@@ -151,7 +159,19 @@ pub struct FaultSink {
 
 impl FaultSink {
     pub fn start() -> Self {
+        Self::start_mailin(false)
+    }
+
+    fn start_mailin(nodelay: bool) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind sink");
+        if nodelay {
+            // Accepted sockets inherit it on Linux. mailin flushes each reply on its own, so
+            // the replies to pipelined commands would otherwise wait on Nagle's algorithm
+            // for the proxy's delayed ACK, 40 ms a message.
+            socket2::SockRef::from(&listener)
+                .set_tcp_nodelay(true)
+                .expect("TCP_NODELAY on the sink");
+        }
         let port = listener.local_addr().expect("addr").port();
         let shared = Arc::new(Shared::default());
         let handler = FaultHandler {
@@ -170,6 +190,30 @@ impl FaultSink {
             let _ = server.serve();
         });
         Self { port, shared }
+    }
+
+    /// Like [`FaultSink::start`], but the relay offers PIPELINING (RFC 2920). mailin reads
+    /// commands line by line from a buffered stream and answers each in order, which is all
+    /// that pipelining asks of a server; it only never says so. A proxy in front of it adds
+    /// the keyword to the EHLO reply and counts the writes in which the next envelope rides
+    /// behind a message's dot.
+    pub fn start_pipelining() -> Self {
+        let mut sink = Self::start_mailin(true);
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind proxy");
+        let (inner, shared) = (sink.port, sink.shared.clone());
+        sink.port = listener.local_addr().expect("addr").port();
+        std::thread::spawn(move || {
+            for client in listener.incoming().flatten() {
+                let shared = shared.clone();
+                std::thread::spawn(move || proxy(client, inner, shared));
+            }
+        });
+        sink
+    }
+
+    /// See [`FaultSink::start_pipelining`].
+    pub fn riding(&self) -> usize {
+        *self.shared.riding.lock().unwrap()
     }
 
     pub fn url(&self) -> String {
@@ -230,4 +274,56 @@ impl FaultSink {
             .copied()
             .unwrap_or(0)
     }
+}
+
+/// A message's end and the next envelope in one write.
+const RIDING: &[u8] = b"\r\n.\r\nMAIL FROM:";
+
+/// One client session through the pipelining proxy: bytes to mailin as they come, replies
+/// back line by line, with PIPELINING added to the EHLO reply. Either side closing closes
+/// the other, so a killed client or a dropped session looks the same as without the proxy.
+fn proxy(client: TcpStream, inner: u16, shared: Arc<Shared>) {
+    let Ok(server) = TcpStream::connect(("127.0.0.1", inner)) else {
+        return;
+    };
+    let _ = (client.set_nodelay(true), server.set_nodelay(true));
+    let (Ok(mut to_server), Ok(mut from_client)) = (server.try_clone(), client.try_clone()) else {
+        return;
+    };
+    let upstream = std::thread::spawn(move || {
+        let mut buf = vec![0u8; 64 * 1024];
+        while let Ok(n) = from_client.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            if buf[..n].windows(RIDING.len()).any(|w| w == RIDING) {
+                *shared.riding.lock().unwrap() += 1;
+            }
+            if to_server.write_all(&buf[..n]).is_err() {
+                break;
+            }
+        }
+        let _ = to_server.shutdown(Shutdown::Write);
+    });
+    let mut to_client = client;
+    let mut from_server = BufReader::new(server);
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        match from_server.read_until(b'\n', &mut line) {
+            Ok(0) | Err(_) => break,
+            Ok(_) => {}
+        }
+        // mailin's EHLO reply ends with its only extension.
+        let out: &[u8] = if line == b"250 8BITMIME\r\n" {
+            b"250-8BITMIME\r\n250 PIPELINING\r\n"
+        } else {
+            &line
+        };
+        if to_client.write_all(out).is_err() {
+            break;
+        }
+    }
+    let _ = to_client.shutdown(Shutdown::Both);
+    let _ = upstream.join();
 }
