@@ -3,8 +3,8 @@
 //! One loop per instance. Each turn it claims a batch under a lease owned by this turn
 //! (see [`crate::store::queue`]) and runs one task per message: compose, then send with at
 //! most `mail.pool_size` messages on the wire and at most `mail.max_per_second`. Outcomes go
-//! to the turn's recorder, which stores whatever has arrived while its last write ran in one
-//! write (group commit). On shutdown it stops starting new sends, lets the ones in flight
+//! to the turn's recorder (`record.rs`), which stores whatever has arrived while its last
+//! write ran in one write (group commit). On shutdown it stops starting new sends, lets the ones in flight
 //! finish, records them, and releases the rest of the batch back to the queue.
 //!
 //! Exactly-once is enforced by the unique (mailing, subscriber) rows; what remains is the
@@ -13,6 +13,7 @@
 //! a crash repeats at most that many, and those repeats carry the same Message-ID.
 
 mod backoff;
+mod record;
 mod worker;
 
 pub use backoff::retry_delay;

@@ -15,7 +15,8 @@
 use std::{collections::HashMap, sync::Arc};
 
 use sqlx::{
-    Any, AssertSqlSafe, Connection, Row, any::AnyArguments, pool::PoolConnection, query::Query,
+    Any, AssertSqlSafe, Connection, Row, Transaction, any::AnyArguments, pool::PoolConnection,
+    query::Query,
 };
 
 use super::{Backend, Result, Store, placeholders};
@@ -361,16 +362,8 @@ impl Recorder {
                     error,
                     bounce,
                 } => {
-                    let res = sqlx::query(
-                        "UPDATE deliveries SET state = 'failed', last_error = $1, lease_owner = NULL, lease_until = NULL
-                         WHERE id = $2 AND lease_owner = $3",
-                    )
-                    .bind(error)
-                    .bind(delivery_id)
-                    .bind(owner)
-                    .execute(&mut *tx)
-                    .await?;
-                    if *bounce && res.rows_affected() > 0 {
+                    let closed = close(&mut tx, "failed", error, *delivery_id, owner).await?;
+                    if *bounce && closed > 0 {
                         sqlx::query(
                             "UPDATE subscribers SET bounce_streak = bounce_streak + 1,
                                  status = CASE WHEN bounce_streak + 1 >= $1 AND status = 'active' THEN 'bouncing' ELSE status END,
@@ -388,15 +381,7 @@ impl Recorder {
                     delivery_id,
                     reason,
                 } => {
-                    sqlx::query(
-                        "UPDATE deliveries SET state = 'skipped', last_error = $1, lease_owner = NULL, lease_until = NULL
-                         WHERE id = $2 AND lease_owner = $3",
-                    )
-                    .bind(reason)
-                    .bind(delivery_id)
-                    .bind(owner)
-                    .execute(&mut *tx)
-                    .await?;
+                    close(&mut tx, "skipped", reason, *delivery_id, owner).await?;
                 }
                 Outcome::Released { delivery_id } => {
                     sqlx::query(
@@ -413,6 +398,28 @@ impl Recorder {
         tx.commit().await?;
         Ok(())
     }
+}
+
+/// Ends a claimed row in `state` (`failed` or `skipped`) with `note` as its last error, if
+/// `owner` still holds it. Returns the rows changed: 0 if the lease has passed on.
+async fn close(
+    tx: &mut Transaction<'_, Any>,
+    state: &'static str,
+    note: &str,
+    delivery_id: i64,
+    owner: &str,
+) -> Result<u64> {
+    let closed = sqlx::query(
+        "UPDATE deliveries SET state = $1, last_error = $2, lease_owner = NULL, lease_until = NULL
+         WHERE id = $3 AND lease_owner = $4",
+    )
+    .bind(state)
+    .bind(note)
+    .bind(delivery_id)
+    .bind(owner)
+    .execute(&mut **tx)
+    .await?;
+    Ok(closed.rows_affected())
 }
 
 async fn record_sent<'e, E>(executor: E, owner: &str, ids: &[i64], now_ms: i64) -> Result<()>
