@@ -219,10 +219,13 @@ impl Composer {
                 body: c.get("body")?.as_str()?.to_owned(),
             })
         });
+        let envelope = Envelope::new(Some(id.from.email.clone()), vec![address.clone()])
+            .map_err(|e| MailError::Build(format!("envelope: {e}")))?;
         let mut msg = message::build(Parts {
             from: &id.from,
             reply_to: id.reply_to.as_ref(),
-            to: Mailbox::new(to.name.map(str::to_owned), address.clone()),
+            to: Mailbox::new(to.name.map(str::to_owned), address),
+            envelope: envelope.clone(),
             message_id: &message_id,
             date: now.into(),
             rendered,
@@ -232,8 +235,6 @@ impl Composer {
         if let Some(dkim) = &self.dkim {
             msg.sign(dkim);
         }
-        let envelope = Envelope::new(Some(id.from.email.clone()), vec![address])
-            .map_err(|e| MailError::Build(format!("envelope: {e}")))?;
         Ok(Composed {
             envelope,
             bytes: msg.formatted(),

@@ -16,6 +16,7 @@ use std::time::SystemTime;
 
 use lettre::{
     Message,
+    address::Envelope,
     message::{
         Attachment, Mailbox, MultiPart, SinglePart,
         header::{ContentType, HeaderName, HeaderValue},
@@ -46,6 +47,9 @@ pub struct Parts<'a> {
     pub from: &'a Mailbox,
     pub reply_to: Option<&'a Mailbox>,
     pub to: Mailbox,
+    /// Given, so that lettre does not work it out again by parsing the From and To
+    /// headers it has just written.
+    pub envelope: Envelope,
     pub message_id: &'a str,
     pub date: SystemTime,
     pub rendered: RenderedEmail,
@@ -57,6 +61,7 @@ pub fn build(parts: Parts<'_>) -> Result<Message, MailError> {
     let mut builder = Message::builder()
         .from(parts.from.clone())
         .to(parts.to)
+        .envelope(parts.envelope)
         .subject(parts.rendered.subject)
         .date(parts.date)
         .message_id(Some(format!("<{}>", parts.message_id)));

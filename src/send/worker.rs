@@ -212,8 +212,8 @@ impl Sender {
             return Ok(0);
         }
         let composer = self.live.composer();
-        // Each message is its own task, so that composing and the SMTP dialogues of a batch
-        // spread over the runtime's threads rather than queueing behind one. Each outcome is
+        // Each message is its own task, so that one message is composed while others wait on
+        // the relay, and with `--threads` above 1 the work spreads over the threads. Each outcome is
         // recorded before its `unrecorded` permit is released: a message the relay accepted
         // but not yet recorded is then one of at most `concurrency`, which bounds the
         // repeats after a crash (recording the batch at its end would repeat everything the
