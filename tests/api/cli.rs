@@ -4,7 +4,7 @@ use std::process::Command;
 
 use crate::{
     both_backends,
-    helpers::{Backend, parse, spawn_app},
+    helpers::{Backend, DaemonSetup, MailSink, TestDb, parse, spawn_app},
 };
 
 fn harborlist() -> Command {
@@ -21,8 +21,57 @@ fn harborlist() -> Command {
 
 both_backends!(
     subscribers_list_prints_json_with_email_and_status,
-    status_shows_upcoming_and_recent_mailings_with_counts
+    status_shows_upcoming_and_recent_mailings_with_counts,
+    serve_on_two_threads_sends_and_stops_cleanly
 );
+
+#[test]
+fn threads_must_be_a_positive_number() {
+    let out = harborlist()
+        .args(["--threads", "0", "check"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("--threads"), "{stderr}");
+
+    let out = harborlist()
+        .arg("check")
+        .env("HARBORLIST_THREADS", "2")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Every other daemon test runs on the default single thread; this one on two.
+async fn serve_on_two_threads_sends_and_stops_cleanly(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let sink = MailSink::start();
+    let daemon = DaemonSetup::new(&db.url, &sink.url(), "")
+        .env("HARBORLIST_THREADS", "2")
+        .launch()
+        .await;
+    let res = reqwest::Client::new()
+        .post(format!("{}/subscribe", daemon.address))
+        .form(&[
+            ("email", "two.threads@example.org"),
+            ("name", "Two Threads"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let mail = sink.wait_for(1, 20).await;
+    assert_eq!(mail.len(), 1);
+    let message = parse(&mail[0].bytes);
+    let text = message.body_text(0).unwrap_or_default().into_owned();
+    assert!(text.contains("/confirm/"), "no confirmation link:\n{text}");
+    assert!(daemon.stop().await.success(), "a clean exit on SIGTERM");
+}
 
 #[test]
 fn help_teaches() {

@@ -24,6 +24,7 @@ pub struct DaemonSetup {
     db_url: String,
     smtp_url: String,
     extra: String,
+    env: Vec<(String, String)>,
     launched: Arc<AtomicUsize>,
 }
 
@@ -43,8 +44,15 @@ impl DaemonSetup {
             db_url: db_url.to_owned(),
             smtp_url: smtp_url.to_owned(),
             extra: extra.to_owned(),
+            env: Vec::new(),
             launched: Arc::new(AtomicUsize::new(0)),
         }
+    }
+
+    /// An environment variable for every daemon this setup launches.
+    pub fn env(mut self, key: &str, value: &str) -> Self {
+        self.env.push((key.to_owned(), value.to_owned()));
+        self
     }
 
     pub fn config_dir(&self) -> PathBuf {
@@ -85,6 +93,7 @@ impl DaemonSetup {
                 cmd.env_remove(k);
             }
         }
+        cmd.envs(self.env.iter().map(|(k, v)| (k, v)));
         let child = cmd
             .current_dir(self.dir.path())
             .args(["--config", &config, "serve"])
