@@ -4,7 +4,7 @@ use std::process::Command;
 
 use crate::{
     both_backends,
-    helpers::{Backend, DaemonSetup, MailSink, TestDb, parse, spawn_app},
+    helpers::{Backend, DaemonSetup, MailSink, TestDb, assert_success, parse, spawn_app},
 };
 
 fn harborlist() -> Command {
@@ -40,11 +40,7 @@ fn threads_must_be_a_positive_number() {
         .env("HARBORLIST_THREADS", "2")
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success(&out);
 }
 
 /// Every other daemon test runs on the default single thread; this one on two.
@@ -94,11 +90,7 @@ fn help_teaches() {
 #[test]
 fn check_passes_on_the_defaults_and_fails_with_the_key_named() {
     let out = harborlist().arg("check").output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success(&out);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         stdout.contains("ok   email template reminder") && stdout.contains("all good"),
@@ -176,11 +168,7 @@ fn preview_writes_the_exact_message() {
         )
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success(&out);
     let bytes = std::fs::read(&out_file).unwrap();
     crate::format::assert_wire_format(&bytes);
     let msg = parse(&bytes);
@@ -230,11 +218,7 @@ async fn subscribers_list_prints_json_with_email_and_status(backend: Backend) {
         .env("HARBORLIST__DATABASE__URL", &app.db.url)
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success(&out);
     let rows: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).expect("JSON array");
     let find = |e: &str| {
         rows.iter()
@@ -288,11 +272,7 @@ fn check_names_a_bad_announcement() {
         .arg("check")
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success(&out);
     assert!(
         String::from_utf8_lossy(&out.stdout)
             .contains("ok   announcement may (sends Sat May 1 2027, 9:00 AM CDT)")
@@ -317,11 +297,7 @@ fn check_names_a_bad_announcement() {
         )
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success(&out);
     let bytes = std::fs::read(&eml).unwrap();
     assert_eq!(parse(&bytes).subject(), Some("May"));
     assert!(crate::helpers::html_of(&bytes).contains("<strong>all</strong>"));
@@ -376,11 +352,7 @@ fn send_test_sends_one_real_message_outside_the_ledger() {
         )
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success(&out);
     assert!(
         String::from_utf8_lossy(&out.stdout).contains("sent a test message to staff@example.org")
     );
@@ -446,11 +418,7 @@ async fn status_shows_upcoming_and_recent_mailings_with_counts(backend: Backend)
         .env("HARBORLIST__DATABASE__URL", &app.db.url)
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success(&out);
     let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let recent = doc["recent"].as_array().unwrap();
     let m = recent

@@ -7,7 +7,7 @@ use harborlist::domain::TokenKey;
 
 use crate::{
     both_backends,
-    helpers::{Backend, app, seed, spawn_app},
+    helpers::{Backend, app, assert_success, seed, spawn_app},
 };
 
 both_backends!(
@@ -29,11 +29,7 @@ fn trainings_command_prints_sessions_with_offsets() {
         ])
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success(&out);
     let list: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
     let starts: Vec<&str> = list.iter().map(|s| s["start"].as_str().unwrap()).collect();
     assert_eq!(
