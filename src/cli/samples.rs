@@ -61,7 +61,17 @@ pub fn mailing_data(
                 &content::prodid(&settings.list.name),
                 notice,
             );
-            data["previous"] = content::training_json(session);
+            data["previous"] = match notice {
+                // A sample move, an hour later than it was, so that the preview of an
+                // update shows what one says: the old time next to the new.
+                Notice::Update => {
+                    let mut before = session.clone();
+                    before.start -= chrono::Duration::hours(1);
+                    before.end -= chrono::Duration::hours(1);
+                    content::training_json(&before)
+                }
+                _ => content::training_json(session),
+            };
             let reminder = settings
                 .reminders
                 .iter()

@@ -209,6 +209,42 @@ fn preview_writes_the_exact_message() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("--to"));
 }
 
+#[test]
+fn preview_of_an_update_shows_the_old_time_beside_the_new() {
+    let dir = tempfile::tempdir().unwrap();
+    let out_file = dir.path().join("update.eml");
+    let out = harborlist()
+        .args([
+            "preview",
+            "--template",
+            "update",
+            "--to",
+            "staff@example.org",
+            "--out",
+        ])
+        .arg(&out_file)
+        .env(
+            "HARBORLIST__SECURITY__TOKEN_KEY",
+            harborlist::domain::TokenKey::generate_text(),
+        )
+        .output()
+        .unwrap();
+    assert_success(&out);
+    let bytes = std::fs::read(&out_file).unwrap();
+    let text = parse(&bytes).body_text(0).unwrap().into_owned();
+    let line = |prefix: &str| {
+        text.lines()
+            .find_map(|l| l.trim().strip_prefix(prefix).map(|s| s.trim().to_owned()))
+            .unwrap_or_else(|| panic!("no {prefix:?} line in:\n{text}"))
+    };
+    let now = line("When:");
+    let was = line("It was:");
+    assert!(
+        !now.is_empty() && !was.starts_with(&now),
+        "the sample update moved nothing: now {now:?}, was {was:?}"
+    );
+}
+
 async fn subscribers_list_prints_json_with_email_and_status(backend: Backend) {
     let app = spawn_app(backend).await;
     app.subscribe_and_confirm("listed@example.org").await;
