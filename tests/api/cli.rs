@@ -148,15 +148,15 @@ fn check_passes_on_the_defaults_and_fails_with_the_key_named() {
     );
 }
 
-#[test]
-fn preview_writes_the_exact_message() {
+/// The bytes `harborlist preview --template <template>` writes.
+fn preview(template: &str) -> Vec<u8> {
     let dir = tempfile::tempdir().unwrap();
-    let out_file = dir.path().join("reminder.eml");
+    let out_file = dir.path().join(format!("{template}.eml"));
     let out = harborlist()
         .args([
             "preview",
             "--template",
-            "reminder",
+            template,
             "--to",
             "staff@example.org",
             "--out",
@@ -169,7 +169,12 @@ fn preview_writes_the_exact_message() {
         .output()
         .unwrap();
     assert_success(&out);
-    let bytes = std::fs::read(&out_file).unwrap();
+    std::fs::read(&out_file).unwrap()
+}
+
+#[test]
+fn preview_writes_the_exact_message() {
+    let bytes = preview("reminder");
     crate::format::assert_wire_format(&bytes);
     let msg = parse(&bytes);
     assert!(msg.subject().unwrap().starts_with("Reminder: "));
@@ -211,26 +216,7 @@ fn preview_writes_the_exact_message() {
 
 #[test]
 fn preview_of_an_update_shows_the_old_time_beside_the_new() {
-    let dir = tempfile::tempdir().unwrap();
-    let out_file = dir.path().join("update.eml");
-    let out = harborlist()
-        .args([
-            "preview",
-            "--template",
-            "update",
-            "--to",
-            "staff@example.org",
-            "--out",
-        ])
-        .arg(&out_file)
-        .env(
-            "HARBORLIST__SECURITY__TOKEN_KEY",
-            harborlist::domain::TokenKey::generate_text(),
-        )
-        .output()
-        .unwrap();
-    assert_success(&out);
-    let bytes = std::fs::read(&out_file).unwrap();
+    let bytes = preview("update");
     let text = parse(&bytes).body_text(0).unwrap().into_owned();
     let line = |prefix: &str| {
         text.lines()
