@@ -51,16 +51,12 @@ async fn serve_on_two_threads_sends_and_stops_cleanly(backend: Backend) {
         .env("HARBORLIST_THREADS", "2")
         .launch()
         .await;
-    let res = reqwest::Client::new()
-        .post(format!("{}/subscribe", daemon.address))
-        .form(&[
-            ("email", "two.threads@example.org"),
-            ("name", "Two Threads"),
-        ])
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 200);
+    assert_eq!(
+        daemon
+            .subscribe("two.threads@example.org", "Two Threads")
+            .await,
+        200
+    );
     let mail = sink.wait_for(1, 20).await;
     assert_eq!(mail.len(), 1);
     let message = parse(&mail[0].bytes);

@@ -48,17 +48,12 @@ async fn json_logs_never_print_a_whole_address(backend: Backend) {
     )
     .launch()
     .await;
-    let http = reqwest::Client::new();
-    let res = http
-        .post(format!("{}/subscribe", daemon.address))
-        .form(&[
-            ("email", "private.person@example.org"),
-            ("name", "Private Person"),
-        ])
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 200);
+    assert_eq!(
+        daemon
+            .subscribe("private.person@example.org", "Private Person")
+            .await,
+        200
+    );
     eventually(20, "a retry to be logged", || async {
         daemon.log().contains("will retry").then_some(())
     })

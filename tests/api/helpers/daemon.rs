@@ -128,6 +128,17 @@ pub struct Daemon {
 }
 
 impl Daemon {
+    /// Posts the subscribe form, as a browser would, and answers the HTTP status.
+    pub async fn subscribe(&self, email: &str, name: &str) -> reqwest::StatusCode {
+        reqwest::Client::new()
+            .post(format!("{}/subscribe", self.address))
+            .form(&[("email", email), ("name", name)])
+            .send()
+            .await
+            .expect("the daemon answers HTTP")
+            .status()
+    }
+
     /// One process on a fresh setup.
     pub async fn start(db_url: &str, sink: &MailSink, extra: &str) -> Self {
         DaemonSetup::new(db_url, &sink.url(), extra).launch().await
