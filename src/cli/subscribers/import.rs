@@ -2,8 +2,8 @@
 //!
 //! A blocking thread reads the CSV (counting true line numbers through CRLF and blank
 //! lines), checks each row and derives its unsubscribe link, and hands batches through a
-//! small channel to the async side, which writes each batch in one transaction and moves
-//! the progress bar.
+//! small channel to the async side, which writes each batch in one transaction (two at
+//! once on PostgreSQL) and moves the progress bar.
 
 use std::{
     cell::{Cell, RefCell},
@@ -15,6 +15,7 @@ use std::{
 };
 
 use anyhow::Context;
+use futures_util::{StreamExt, stream::FuturesOrdered};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::{
@@ -23,7 +24,10 @@ use crate::{
         EmailError, SubscriberEmail, SubscriberName, TokenKey, TokenPurpose, new_nonce, redact,
     },
     startup::Runtime,
-    store::roster::{IMPORT_BATCH, ImportCandidate, ImportCounts},
+    store::{
+        Backend,
+        roster::{IMPORT_BATCH, ImportCandidate, ImportCounts},
+    },
 };
 
 use super::{connect, now_ms};
@@ -69,18 +73,52 @@ pub(super) async fn run(settings: &Settings, file: &Path) -> anyhow::Result<Exit
         read_rows(reader, columns, &key, &reader_progress, &batches)
     });
 
+    // On PostgreSQL two batches are written at once, each by its own session: one
+    // statement keeps one server process busy, and measured alone that process was the
+    // bound, with the second core mostly idle. SQLite has one writer, so a second
+    // transaction would only wait for the lock. Batches hold different addresses (the
+    // reader drops repeats), so concurrent batches never wait on each other's rows.
+    let writers = match store.backend() {
+        Backend::Sqlite => 1,
+        Backend::Postgres => 2,
+    };
+    let write = |(batch, read_to): Batch| {
+        let store = &store;
+        async move { (store.import_batch(&batch, now_ms()).await, read_to) }
+    };
+    let mut writing = FuturesOrdered::new();
+    let mut reading = true;
     let mut counts = ImportCounts::default();
     let mut failure = None;
-    while let Some((batch, read_to)) = incoming.recv().await {
-        match store.import_batch(&batch, now_ms()).await {
-            Ok(done) => {
-                counts += done;
+    loop {
+        let done = if reading && failure.is_none() && writing.len() < writers {
+            tokio::select! {
+                biased;
+                Some(done) = writing.next() => done,
+                next = incoming.recv() => {
+                    match next {
+                        Some(batch) => writing.push_back(write(batch)),
+                        None => reading = false,
+                    }
+                    continue;
+                }
+            }
+        } else {
+            // After a failure, the batches already sent still finish and are counted, so
+            // the summary names every saved row.
+            match writing.next().await {
+                Some(done) => done,
+                None => break,
+            }
+        };
+        match done {
+            (Ok(added), read_to) => {
+                counts += added;
                 progress.set_message(format!("{} imported", counts.added));
                 progress.set_position(read_to);
             }
-            Err(e) => {
-                failure = Some(e);
-                break;
+            (Err(e), _) => {
+                failure.get_or_insert(e);
             }
         }
     }
