@@ -95,18 +95,23 @@ impl EmailTemplates {
         self.names.contains(name)
     }
 
-    pub fn render<T: Serialize>(
+    /// Renders the subject, text and HTML of `name` from one context. The context is
+    /// handed over as it is: given a `Serialize`, handlebars copies the data into a new
+    /// JSON value for each of the three, and with an announcement's text in it those
+    /// copies were a measurable part of composing each message.
+    pub fn render(
         &self,
         name: &str,
-        data: &T,
+        data: serde_json::Value,
     ) -> Result<RenderedEmail, TemplateError> {
         let err = |e: handlebars::RenderError| TemplateError::Render {
             name: name.to_owned(),
             problem: e.to_string(),
         };
+        let context = handlebars::Context::from(data);
         let subject = self
             .plain
-            .render(&format!("{name}.subject"), data)
+            .render_with_context(&format!("{name}.subject"), &context)
             .map_err(err)?;
         // A subject spread over lines in the template file is one line to the reader; a
         // line break that came from *data* is refused instead of folded away silently.
@@ -118,11 +123,11 @@ impl EmailTemplates {
             subject,
             text: self
                 .plain
-                .render(&format!("{name}.txt"), data)
+                .render_with_context(&format!("{name}.txt"), &context)
                 .map_err(err)?,
             html: self
                 .html
-                .render(&format!("{name}.html"), data)
+                .render_with_context(&format!("{name}.html"), &context)
                 .map_err(err)?,
         })
     }

@@ -155,7 +155,7 @@ impl Composer {
     }
 
     /// The data a template sees.
-    pub fn context(&self, letter: &Letter<'_>, to: &Recipient<'_>) -> Value {
+    pub fn context(&self, letter: &Letter<'_>, to: &Recipient<'_>, unsubscribe_url: &str) -> Value {
         let id = &self.identity;
         let mut ctx = json!({
             "list": {
@@ -168,7 +168,7 @@ impl Composer {
                 "calendar_url": id.url("/trainings.ics"),
             },
             "subscriber": { "email": to.email, "name": to.name },
-            "unsubscribe_url": self.unsubscribe_url(to.unsub_nonce),
+            "unsubscribe_url": unsubscribe_url,
             "confirm_url": Value::Null,
             "confirm_expires": Value::Null,
         });
@@ -199,9 +199,11 @@ impl Composer {
         now: DateTime<Utc>,
     ) -> Result<Composed, MailError> {
         let id = &self.identity;
+        // Derived once: the template's link and the List-Unsubscribe header are the same.
+        let unsubscribe_url = self.unsubscribe_url(to.unsub_nonce);
         let rendered = self
             .templates
-            .render(letter.template, &self.context(letter, to))?;
+            .render(letter.template, self.context(letter, to, &unsubscribe_url))?;
         let address: lettre::Address = to
             .email
             .parse()
@@ -209,7 +211,7 @@ impl Composer {
         let message_id = self.message_id(letter.mailing_key, to.subscriber_id);
         let list = letter.list_mail.then(|| ListHeaders {
             list_id: message::list_id_header(&id.list_name, &id.list_id),
-            unsubscribe_url: self.unsubscribe_url(to.unsub_nonce),
+            unsubscribe_url,
             subscribe_url: id.url("/"),
             help_url: id.url("/"),
         });

@@ -116,7 +116,13 @@ pub fn build(parts: Parts<'_>) -> Result<Message, MailError> {
 /// Template files may be saved with CRLF or LF; parts are built from LF text and lettre
 /// encodes line ends as CRLF on the wire.
 fn normalize_newlines(s: &str) -> String {
-    s.replace("\r\n", "\n")
+    // Rendered text is usually LF already, and looking for a CR is far cheaper than
+    // searching for "\r\n" through every message.
+    if s.contains('\r') {
+        s.replace("\r\n", "\n")
+    } else {
+        s.to_owned()
+    }
 }
 
 /// `List-Id` in RFC 2919 form: a quoted description and the id in angle brackets.
@@ -126,4 +132,18 @@ pub fn list_id_header(name: &str, id: &str) -> String {
         .filter(|c| !c.is_control() && *c != '"' && *c != '\\')
         .collect();
     format!("\"{description}\" <{id}>")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::normalize_newlines;
+
+    #[test]
+    fn crlf_becomes_lf_and_everything_else_is_kept() {
+        assert_eq!(normalize_newlines("a\r\nb\r\n"), "a\nb\n");
+        assert_eq!(normalize_newlines("a\nb\n"), "a\nb\n");
+        // A lone CR is not a line end here; lettre encodes it as it is.
+        assert_eq!(normalize_newlines("a\rb\r\nc"), "a\rb\nc");
+        assert_eq!(normalize_newlines(""), "");
+    }
 }
