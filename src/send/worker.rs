@@ -189,6 +189,7 @@ impl Sender {
         let lease_until = now
             + chrono::Duration::from_std(self.config.lease).unwrap_or(chrono::Duration::minutes(5));
         self.release_lost_claims().await?;
+        let claiming = Instant::now();
         let batch = match self
             .store
             .claim(
@@ -211,6 +212,7 @@ impl Sender {
         if batch.is_empty() {
             return Ok(0);
         }
+        metrics::histogram!("harborlist_claim_seconds").record(claiming.elapsed().as_secs_f64());
         let composer = self.live.composer();
         // Each message is its own task, so that one message is composed while others wait on
         // the relay, and with `--threads` above 1 the work spreads over the threads. Each outcome is

@@ -27,6 +27,7 @@ async fn metrics_report_sends_queue_latency_and_lag(backend: Backend) {
         "harborlist_messages_sent_total{kind=\"welcome\"}",
         "harborlist_send_seconds_bucket",
         "harborlist_send_seconds_count",
+        "harborlist_claim_seconds_count",
         "harborlist_queue_depth",
         "harborlist_scheduler_lag_seconds",
         "harborlist_confirmations_total",
