@@ -229,6 +229,23 @@ impl Store {
         Ok(counts)
     }
 
+    /// Brings the planner's statistics on `subscribers` up to date after a bulk import.
+    ///
+    /// PostgreSQL plans from statistics that autovacuum refreshes up to a minute later. A
+    /// list imported into an empty table looks empty until then, and the fan-out's page query
+    /// (`status = 'active' AND id > $1 ORDER BY id LIMIT $2`) was planned as a bitmap scan
+    /// of every later row and a sort: 21 ms a page at 100,000 subscribers, instead of a walk
+    /// along the index. SQLite has no statistics unless asked, and its plans don't need them
+    /// here.
+    pub async fn refresh_subscriber_statistics(&self) -> Result<()> {
+        if self.backend() == Backend::Postgres {
+            sqlx::raw_sql("ANALYZE subscribers")
+                .execute(self.pool())
+                .await?;
+        }
+        Ok(())
+    }
+
     /// Unsubscribes an address as its unsubscribe link would, without sending anything.
     /// Repeating it changes nothing.
     pub async fn remove_subscriber(&self, email_key: &str, now_ms: i64) -> Result<RemoveOutcome> {

@@ -125,6 +125,13 @@ pub(super) async fn run(settings: &Settings, file: &Path) -> anyhow::Result<Exit
     // Closing the channel stops the reader if the database failed.
     drop(incoming);
     let report = parser.await.context("the CSV reader crashed")?;
+    if counts.added > 0
+        && failure.is_none()
+        && let Err(e) = store.refresh_subscriber_statistics().await
+    {
+        // The rows are in; the statistics catch up by themselves within a minute or so.
+        eprintln!("warning: could not update the database's statistics: {e}");
+    }
     progress.finish_and_clear();
     store.close().await;
 
