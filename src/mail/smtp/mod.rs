@@ -396,6 +396,7 @@ async fn work(shared: Arc<Shared>, queue: flume::Receiver<Job>) {
         }
         // Replies to read after the message's own: MAIL, each RCPT, DATA.
         let behind = behind.map(|n| n.envelope.to().len() + 2);
+        let writing = Instant::now();
         let sent = shared
             .timed(async {
                 c.smtp
@@ -405,6 +406,8 @@ async fn work(shared: Arc<Shared>, queue: flume::Receiver<Job>) {
                     .map_err(super::transport::classify)
             })
             .await;
+        metrics::histogram!("harborlist_relay_reply_seconds")
+            .record(writing.elapsed().as_secs_f64());
         if sent.is_err() {
             conn = None;
             finish(job, sent, Some(permit));
@@ -481,11 +484,18 @@ async fn read_replies(
     }
 }
 
+/// Waits for the sender's permit to have one more message accepted but not yet recorded.
+/// The wait is how long the database's half of the crash-bound cycle holds a session up.
 async fn take(gate: &Arc<Semaphore>) -> Result<OwnedSemaphorePermit, SendError> {
-    gate.clone()
+    let waiting = Instant::now();
+    let permit = gate
+        .clone()
         .acquire_owned()
         .await
-        .map_err(|_| SendError::Transient("shutting down".into()))
+        .map_err(|_| SendError::Transient("shutting down".into()));
+    metrics::histogram!("harborlist_unrecorded_wait_seconds")
+        .record(waiting.elapsed().as_secs_f64());
+    permit
 }
 
 /// The DATA section for `text`: a dot doubled at the start of every line (RFC 5321

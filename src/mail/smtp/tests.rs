@@ -175,6 +175,41 @@ async fn pipelines_the_envelope_and_dot_stuffs_the_message() {
     );
 }
 
+/// How many observations the histogram `name` holds in the process's metrics.
+fn observed(handle: &metrics_exporter_prometheus::PrometheusHandle, name: &str) -> u64 {
+    let line = format!("{name}_count ");
+    handle
+        .render()
+        .lines()
+        .find_map(|l| l.strip_prefix(&line)?.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+#[tokio::test]
+async fn times_both_halves_of_the_crash_bound_cycle() {
+    let handle = crate::telemetry::metrics_handle().expect("a metrics recorder");
+    let (relay_before, wait_before) = (
+        observed(&handle, "harborlist_relay_reply_seconds"),
+        observed(&handle, "harborlist_unrecorded_wait_seconds"),
+    );
+    let (port, _) = scripted_relay().await;
+    let pool = pool(port);
+    let gate = Arc::new(Semaphore::new(1));
+    let mut permit = None;
+    send(
+        &pool,
+        &gate,
+        &mut permit,
+        ("list@example.org", "a@example.org"),
+        "Subject: hi\r\n\r\nbody\r\n",
+    )
+    .await
+    .expect("sent");
+    // Other tests in this process may send too, so counts only have to have grown.
+    assert!(observed(&handle, "harborlist_relay_reply_seconds") > relay_before);
+    assert!(observed(&handle, "harborlist_unrecorded_wait_seconds") > wait_before);
+}
+
 #[tokio::test]
 async fn a_refused_recipient_is_permanent_and_a_refused_sender_transient() {
     let (port, seen) = scripted_relay().await;
