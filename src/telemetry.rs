@@ -43,9 +43,11 @@ fn directives(level: &str) -> String {
     }
 }
 
-const RELAY_REPLY: &str = "harborlist_relay_reply_seconds";
-const UNRECORDED_WAIT: &str = "harborlist_unrecorded_wait_seconds";
-const RECORD: &str = "harborlist_record_seconds";
+// Histograms with their own buckets, named once here: a name recorded elsewhere that drifted
+// from these would silently fall back to the coarse default buckets.
+pub(crate) const RELAY_REPLY: &str = "harborlist_relay_reply_seconds";
+pub(crate) const UNRECORDED_WAIT: &str = "harborlist_unrecorded_wait_seconds";
+pub(crate) const RECORD: &str = "harborlist_record_seconds";
 
 /// Buckets for the steps of sending one message, in seconds.
 const FAST_BUCKETS: &[f64] = &[

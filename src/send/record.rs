@@ -73,7 +73,7 @@ pub(super) async fn record_outcomes(
                     let written =
                         record_with_retry(store, clock, &mut recorder, owner, &outcomes, shutdown)
                             .await;
-                    metrics::histogram!("harborlist_record_seconds")
+                    metrics::histogram!(crate::telemetry::RECORD)
                         .record(started.elapsed().as_secs_f64());
                     metrics::histogram!("harborlist_record_group_size")
                         .record(outcomes.len() as f64);

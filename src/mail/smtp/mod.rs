@@ -406,8 +406,7 @@ async fn work(shared: Arc<Shared>, queue: flume::Receiver<Job>) {
                     .map_err(super::transport::classify)
             })
             .await;
-        metrics::histogram!("harborlist_relay_reply_seconds")
-            .record(writing.elapsed().as_secs_f64());
+        metrics::histogram!(crate::telemetry::RELAY_REPLY).record(writing.elapsed().as_secs_f64());
         if sent.is_err() {
             conn = None;
             finish(job, sent, Some(permit));
@@ -493,8 +492,7 @@ async fn take(gate: &Arc<Semaphore>) -> Result<OwnedSemaphorePermit, SendError> 
         .acquire_owned()
         .await
         .map_err(|_| SendError::Transient("shutting down".into()));
-    metrics::histogram!("harborlist_unrecorded_wait_seconds")
-        .record(waiting.elapsed().as_secs_f64());
+    metrics::histogram!(crate::telemetry::UNRECORDED_WAIT).record(waiting.elapsed().as_secs_f64());
     permit
 }
 
