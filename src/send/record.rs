@@ -16,7 +16,7 @@ use crate::{
     clock::{SharedClock, to_millis},
     store::{
         Store, StoreError,
-        delivery::{Outcome, Recorder},
+        record::{Outcome, Recorder},
     },
 };
 

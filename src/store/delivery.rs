@@ -1,25 +1,24 @@
-//! The sender's side of the outbox: deliveries claimed, their outcomes recorded.
+//! The sender's side of the outbox: deliveries claimed, and their leases.
 //!
 //! The sender
 //!
 //! 1. [`Store::claim`]s due rows under a lease (`UPDATE … RETURNING`; on PostgreSQL with
 //!    `FOR UPDATE SKIP LOCKED`, so several instances never claim the same row),
 //! 2. sends them, and
-//! 3. [`Store::record`]s their outcomes, a group at a time (one `UPDATE` for a group of
-//!    messages sent, one transaction otherwise).
+//! 3. records their outcomes through a [`Recorder`](super::record::Recorder) (see
+//!    [`super::record`]).
 //!
-//! A sender that dies leaves rows in `sending`; [`Store::requeue_expired`] returns them to
-//! the queue when their lease runs out. So a message can be repeated (if the process died
-//! after SMTP accepted it but before the record), but it is never lost.
+//! A live sender renews its lease ([`Store::extend_lease`]). A sender that dies leaves rows
+//! in `sending`; [`Store::requeue_expired`] folds the sent log (what it had recorded) and
+//! returns the rest to the queue when their lease runs out. So a message can be repeated
+//! (if the process died after SMTP accepted it but before the record), but it is never
+//! lost, and a recorded one is never sent again.
 
 use std::{collections::HashMap, sync::Arc};
 
-use sqlx::{
-    Any, AssertSqlSafe, Connection, Row, Transaction, any::AnyArguments, pool::PoolConnection,
-    query::Query,
-};
+use sqlx::{AssertSqlSafe, Row};
 
-use super::{Backend, Result, Store, placeholders};
+use super::{Backend, Result, Store, bind_ids, placeholders, record::RECORD_CHUNK};
 
 /// One claimed delivery with everything needed to render and send it.
 #[derive(Debug, Clone)]
@@ -50,48 +49,6 @@ pub struct ClaimedMailing {
     pub data: serde_json::Value,
     pub not_after_ms: Option<i64>,
 }
-
-/// What happened to one claimed delivery.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Outcome {
-    Sent {
-        delivery_id: i64,
-        subscriber_id: i64,
-        /// A list message reached an address with a run of bounces: the run ends.
-        clears_bounces: bool,
-    },
-    Retry {
-        delivery_id: i64,
-        at_ms: i64,
-        error: String,
-    },
-    /// Permanent: a 5xx, or retries exhausted. `bounce` counts toward marking the address
-    /// as bouncing.
-    Failed {
-        delivery_id: i64,
-        subscriber_id: i64,
-        error: String,
-        bounce: bool,
-    },
-    Skipped {
-        delivery_id: i64,
-        reason: String,
-    },
-    /// Not attempted (shutdown): back to the queue without using up an attempt.
-    Released {
-        delivery_id: i64,
-    },
-}
-
-/// Deliveries per statement when recording: well under SQLite's 32,766 parameters, and
-/// few distinct statement texts for the prepared-statement cache.
-const RECORD_CHUNK: usize = 256;
-
-/// PostgreSQL sessions that record outcomes, per process.
-pub(super) const RECORD_SESSIONS: u32 = 3;
-
-/// How many permanent failures in a row, across mailings, make an address "bouncing".
-pub const BOUNCE_LIMIT: i64 = 3;
 
 impl Store {
     /// Claims up to `limit` due deliveries for `owner` until `lease_until_ms`.
@@ -198,26 +155,10 @@ impl Store {
         Ok(mailings)
     }
 
-    /// How many recorders may write at once: one on SQLite, which has one writer at a time
-    /// anyway; on PostgreSQL, as many as the recording pool has sessions.
-    pub fn record_writers(&self) -> usize {
-        match self.backend() {
-            Backend::Sqlite => 1,
-            Backend::Postgres => RECORD_SESSIONS as usize,
-        }
-    }
-
-    /// A session for recording a claim's outcomes (see [`Recorder`]).
-    pub async fn recorder(&self) -> Result<Recorder> {
-        Ok(Recorder {
-            conn: self.records.acquire().await?,
-            backend: self.backend(),
-        })
-    }
-
     /// Puts back everything still claimed by `owner` without counting an attempt: for a
     /// claim that the sender never saw succeed, so never sent.
     pub async fn release_claim(&self, owner: &str) -> Result<u64> {
+        self.settle_sent().await?;
         let res = sqlx::query(
             "UPDATE deliveries SET state = 'queued', attempts = attempts - 1, lease_owner = NULL, lease_until = NULL
              WHERE lease_owner = $1 AND state = 'sending'",
@@ -243,6 +184,9 @@ impl Store {
 
     /// Returns deliveries whose lease ran out (their sender died) to the queue.
     pub async fn requeue_expired(&self, now_ms: i64) -> Result<u64> {
+        // A dead sender's last records may still be in the sent log: fold them first, or
+        // their messages would be queued and sent again.
+        self.settle_sent().await?;
         let res = sqlx::query(
             "UPDATE deliveries SET state = 'queued', lease_owner = NULL, lease_until = NULL, next_attempt_at = $1
              WHERE state = 'sending' AND lease_until < $1",
@@ -276,177 +220,4 @@ impl Store {
             .try_get("due")?,
         )
     }
-}
-
-/// Marks `ids` sent, where `owner` still holds them.
-/// One database session that records outcomes, kept for a whole claim. Taking a pooled
-/// connection for each write cost a round trip more than the write: sqlx checks a
-/// connection as it goes back to the pool. A recorder whose write failed should be
-/// dropped; the next one gets a fresh session.
-pub struct Recorder {
-    conn: PoolConnection<Any>,
-    backend: Backend,
-}
-
-impl Recorder {
-    /// Writes a batch of outcomes atomically. Rows whose lease passed to another owner in
-    /// the meantime are left alone (that owner records them).
-    ///
-    /// This is the sender's hot path. Nearly every batch is only messages sent to addresses
-    /// without bounces, and that is one `UPDATE`, atomic on its own, without `BEGIN`/`COMMIT`
-    /// round trips. Anything else goes in one transaction, the rare outcomes one statement
-    /// each.
-    pub async fn record(&mut self, owner: &str, outcomes: &[Outcome], now_ms: i64) -> Result<()> {
-        let mut sent = Vec::new();
-        let mut clear_bounces = Vec::new();
-        for outcome in outcomes {
-            if let Outcome::Sent {
-                delivery_id,
-                subscriber_id,
-                clears_bounces,
-            } = outcome
-            {
-                sent.push(*delivery_id);
-                if *clears_bounces {
-                    clear_bounces.push(*subscriber_id);
-                }
-            }
-        }
-        let only_sent =
-            sent.len() == outcomes.len() && clear_bounces.is_empty() && sent.len() <= RECORD_CHUNK;
-        if only_sent {
-            if !sent.is_empty() {
-                record_sent(&mut *self.conn, owner, &sent, now_ms).await?;
-            }
-            return Ok(());
-        }
-        // On SQLite the write lock is taken up front, as in `Store::begin`.
-        let mut tx = match self.backend {
-            Backend::Sqlite => self.conn.begin_with("BEGIN IMMEDIATE").await?,
-            Backend::Postgres => self.conn.begin().await?,
-        };
-        for ids in sent.chunks(RECORD_CHUNK) {
-            record_sent(&mut *tx, owner, ids, now_ms).await?;
-        }
-        for ids in clear_bounces.chunks(RECORD_CHUNK) {
-            let sql = format!(
-                "UPDATE subscribers SET bounce_streak = 0 WHERE id IN ({})",
-                placeholders(1, ids.len())
-            );
-            bind_ids(sqlx::query(AssertSqlSafe(sql)), ids)
-                .execute(&mut *tx)
-                .await?;
-        }
-        for outcome in outcomes {
-            match outcome {
-                Outcome::Sent { .. } => {}
-                Outcome::Retry {
-                    delivery_id,
-                    at_ms,
-                    error,
-                } => {
-                    sqlx::query(
-                        "UPDATE deliveries SET state = 'queued', next_attempt_at = $1, last_error = $2, lease_owner = NULL, lease_until = NULL
-                         WHERE id = $3 AND lease_owner = $4",
-                    )
-                    .bind(at_ms)
-                    .bind(error)
-                    .bind(delivery_id)
-                    .bind(owner)
-                    .execute(&mut *tx)
-                    .await?;
-                }
-                Outcome::Failed {
-                    delivery_id,
-                    subscriber_id,
-                    error,
-                    bounce,
-                } => {
-                    let closed = close(&mut tx, "failed", error, *delivery_id, owner).await?;
-                    if *bounce && closed > 0 {
-                        sqlx::query(
-                            "UPDATE subscribers SET bounce_streak = bounce_streak + 1,
-                                 status = CASE WHEN bounce_streak + 1 >= $1 AND status = 'active' THEN 'bouncing' ELSE status END,
-                                 updated_at = $2
-                             WHERE id = $3",
-                        )
-                        .bind(BOUNCE_LIMIT)
-                        .bind(now_ms)
-                        .bind(subscriber_id)
-                        .execute(&mut *tx)
-                        .await?;
-                    }
-                }
-                Outcome::Skipped {
-                    delivery_id,
-                    reason,
-                } => {
-                    close(&mut tx, "skipped", reason, *delivery_id, owner).await?;
-                }
-                Outcome::Released { delivery_id } => {
-                    sqlx::query(
-                        "UPDATE deliveries SET state = 'queued', attempts = attempts - 1, lease_owner = NULL, lease_until = NULL
-                         WHERE id = $1 AND lease_owner = $2",
-                    )
-                    .bind(delivery_id)
-                    .bind(owner)
-                    .execute(&mut *tx)
-                    .await?;
-                }
-            }
-        }
-        tx.commit().await?;
-        Ok(())
-    }
-}
-
-/// Ends a claimed row in `state` (`failed` or `skipped`) with `note` as its last error, if
-/// `owner` still holds it. Returns the rows changed: 0 if the lease has passed on.
-async fn close(
-    tx: &mut Transaction<'_, Any>,
-    state: &'static str,
-    note: &str,
-    delivery_id: i64,
-    owner: &str,
-) -> Result<u64> {
-    let closed = sqlx::query(
-        "UPDATE deliveries SET state = $1, last_error = $2, lease_owner = NULL, lease_until = NULL
-         WHERE id = $3 AND lease_owner = $4",
-    )
-    .bind(state)
-    .bind(note)
-    .bind(delivery_id)
-    .bind(owner)
-    .execute(&mut **tx)
-    .await?;
-    Ok(closed.rows_affected())
-}
-
-async fn record_sent<'e, E>(executor: E, owner: &str, ids: &[i64], now_ms: i64) -> Result<()>
-where
-    E: sqlx::Executor<'e, Database = Any>,
-{
-    let sql = format!(
-        "UPDATE deliveries SET state = 'sent', sent_at = $1, lease_owner = NULL, lease_until = NULL, last_error = NULL
-         WHERE lease_owner = $2 AND id IN ({})",
-        placeholders(3, ids.len())
-    );
-    bind_ids(
-        sqlx::query(AssertSqlSafe(sql)).bind(now_ms).bind(owner),
-        ids,
-    )
-    .execute(executor)
-    .await?;
-    Ok(())
-}
-
-/// `ids`, bound in order: the values for an `IN (…)` list made by [`placeholders`].
-fn bind_ids<'q>(
-    mut query: Query<'q, Any, AnyArguments>,
-    ids: &[i64],
-) -> Query<'q, Any, AnyArguments> {
-    for id in ids {
-        query = query.bind(*id);
-    }
-    query
 }

@@ -7,21 +7,29 @@
 //!
 //! * [`subscriptions`]: subscribers and confirm tokens — the web flow's writes;
 //! * [`queue`]: mailings — planning and fan-out into deliveries;
-//! * [`delivery`]: deliveries — claim, record, lease expiry;
+//! * [`delivery`]: deliveries — claim, lease renewal and expiry;
+//! * [`record`]: outcomes — the recorder, and on PostgreSQL the sent log and its fold;
 //! * [`trainings`]: what was last announced about each training.
 
 pub mod delivery;
 pub mod queue;
+pub mod record;
 pub mod report;
 pub mod roster;
 pub mod subscriptions;
 pub mod trainings;
 
-use std::{path::Path, str::FromStr, time::Duration};
+use std::{
+    path::Path,
+    str::FromStr,
+    sync::{Arc, atomic::AtomicBool},
+    time::Duration,
+};
 
 use sqlx::{
     AnyPool, Transaction,
-    any::{Any, AnyConnectOptions, AnyPoolOptions},
+    any::{Any, AnyArguments, AnyConnectOptions, AnyPoolOptions},
+    query::Query,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -70,6 +78,9 @@ pub struct Store {
     /// main pool.
     records: AnyPool,
     backend: Backend,
+    /// Whether this process may have sent-log rows not yet folded into `deliveries`, so
+    /// that an idle sender's poll costs no round trips for an empty log.
+    unsettled: Arc<AtomicBool>,
 }
 
 static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
@@ -99,7 +110,7 @@ impl Store {
             // still commits durably. Lazy, so CLI commands open no connection here.
             Backend::Postgres => Some(
                 AnyPoolOptions::new()
-                    .max_connections(delivery::RECORD_SESSIONS)
+                    .max_connections(record::RECORD_SESSIONS)
                     .acquire_timeout(Duration::from_secs(30))
                     // No ping before each record, which would double its round trips. A
                     // session lost with the server fails its record, the recorder retries,
@@ -151,6 +162,7 @@ impl Store {
             pool,
             records,
             backend,
+            unsettled: Arc::new(AtomicBool::new(true)),
         };
         store.migrate().await?;
         Ok(store)
@@ -229,6 +241,17 @@ pub(crate) fn placeholders(first: usize, n: usize) -> String {
         let _ = write!(list, "{}${i}", if i == first { "" } else { ", " });
     }
     list
+}
+
+/// `ids`, bound in order: the values for an `IN (…)` list made by [`placeholders`].
+pub(crate) fn bind_ids<'q>(
+    mut query: Query<'q, Any, AnyArguments>,
+    ids: &[i64],
+) -> Query<'q, Any, AnyArguments> {
+    for id in ids {
+        query = query.bind(*id);
+    }
+    query
 }
 
 /// Whether an error is a unique-constraint race that the caller may simply retry.

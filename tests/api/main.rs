@@ -9,6 +9,7 @@ mod cli;
 mod config_errors;
 mod delivery;
 mod format;
+mod leases;
 mod observability;
 mod reload;
 mod reminders;
