@@ -133,6 +133,11 @@ impl Sender {
             match self.turn(&shutdown).await {
                 Ok(0) => {
                     db_backoff = Duration::from_millis(200);
+                    // Nothing to send: the moment to fold the sent log, a chunk per pass, so
+                    // that mail falling due meanwhile waits for one chunk at most.
+                    if self.settle_chunk().await {
+                        continue;
+                    }
                     let nap = self.idle_nap().await;
                     tokio::select! {
                         _ = self.wake.notified() => {}
@@ -151,8 +156,11 @@ impl Sender {
                 }
             }
         }
-        // What the last turn logged as sent goes into `deliveries` before we go.
-        self.settle().await;
+        // What was logged as sent goes into `deliveries` before we go, so that the table
+        // is exact while no sender runs.
+        if let Err(e) = self.store.settle_sent().await {
+            tracing::warn!(error = %e, "could not fold the sent log; the next start will");
+        }
         tracing::info!("sender stopped");
     }
 
@@ -189,20 +197,15 @@ impl Sender {
             + chrono::Duration::from_std(self.config.lease).unwrap_or(chrono::Duration::minutes(5));
         self.release_lost_claims().await?;
         let claiming = Instant::now();
-        // The sent log of the last turn is folded into `deliveries` while this claim is
-        // made, each in its own session. Both are writes of a few hundred rows, and while
-        // the claim runs no message is on the wire anyway: folding alongside the sends
-        // instead slowed every message more than it saved here (see the README).
-        let (claimed, ()) = futures_util::future::join(
-            self.store.claim(
+        let claimed = self
+            .store
+            .claim(
                 &owner,
                 to_millis(now),
                 to_millis(lease_until),
                 self.config.batch,
-            ),
-            self.settle(),
-        )
-        .await;
+            )
+            .await;
         let batch = match claimed {
             Ok(batch) => batch,
             Err(e) => {
@@ -280,11 +283,18 @@ impl Sender {
         }
     }
 
-    /// Folds this process's sent log into `deliveries` (see [`Store::settle_sent`]). A
-    /// failure is only logged: the log keeps its rows for the next try.
-    async fn settle(&self) {
-        if let Err(e) = self.store.settle_own_sent().await {
-            tracing::warn!(error = %e, "could not fold the sent log; will try again");
+    /// Folds a chunk of this process's sent log into `deliveries` (see
+    /// [`Store::settle_sent`]) and says whether more may be left. Folding waits until the
+    /// sender is idle: during a mailing, the fold's row writes took the same two cores
+    /// that the messages need (see the README). A failure is only logged: the log keeps
+    /// its rows for the next try.
+    async fn settle_chunk(&self) -> bool {
+        match self.store.settle_own_sent_chunk().await {
+            Ok(more) => more,
+            Err(e) => {
+                tracing::warn!(error = %e, "could not fold the sent log; will try again");
+                false
+            }
         }
     }
 

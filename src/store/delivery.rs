@@ -199,14 +199,24 @@ impl Store {
 
     /// Deliveries waiting to be sent now or later (queued or in flight).
     pub async fn queue_depth(&self) -> Result<i64> {
-        Ok(sqlx::query(
-            // Two counts, not `state IN (…)`: each is answered from its partial index.
-            "SELECT (SELECT COUNT(*) FROM deliveries WHERE state = 'queued')
-                      + (SELECT COUNT(*) FROM deliveries WHERE state = 'sending') AS n",
-        )
-        .fetch_one(self.pool())
-        .await?
-        .try_get("n")?)
+        // Two counts, not `state IN (…)`: each is answered from its partial index. On
+        // PostgreSQL a delivery recorded as sent stays `sending` until the sent log is
+        // folded, which waits for the sender to be idle; the log's rows are not waiting.
+        let sql = match self.backend() {
+            Backend::Sqlite => {
+                "SELECT (SELECT COUNT(*) FROM deliveries WHERE state = 'queued')
+                          + (SELECT COUNT(*) FROM deliveries WHERE state = 'sending') AS n"
+            }
+            Backend::Postgres => {
+                "SELECT (SELECT COUNT(*) FROM deliveries WHERE state = 'queued')
+                          + GREATEST((SELECT COUNT(*) FROM deliveries WHERE state = 'sending')
+                                     - (SELECT COUNT(*) FROM sent_log), 0) AS n"
+            }
+        };
+        Ok(sqlx::query(sql)
+            .fetch_one(self.pool())
+            .await?
+            .try_get("n")?)
     }
 
     /// The earliest `next_attempt_at` among queued deliveries, so the sender can sleep.

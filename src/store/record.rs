@@ -5,11 +5,13 @@
 //! statement; anything else is one transaction.
 //!
 //! On PostgreSQL that one statement appends to `sent_log`, a table without indexes, and
-//! [`Store::settle_sent`] later folds the log into `deliveries`: while the next claim is
-//! made, and before any lease is taken away ([`Store::requeue_expired`],
-//! [`Store::release_claim`]). The record is the write every message waits on; as an
-//! `UPDATE` of `deliveries` it took twice as long. SQLite records straight into
-//! `deliveries` (its write is in-process).
+//! [`Store::settle_sent`] later folds the log into `deliveries`: when the sender has nothing
+//! to send, a chunk at a time, and before any lease is taken away
+//! ([`Store::requeue_expired`], [`Store::release_claim`]). The record is the write every
+//! message waits on; as an `UPDATE` of `deliveries` it took twice as long, and folding
+//! while a mailing is going out took the cores from its messages. Until the fold, the
+//! queue-depth gauge does not count the logged rows, and `status` folds before it counts.
+//! SQLite records straight into `deliveries` (its write is in-process).
 
 use std::sync::{
     Arc,
@@ -56,8 +58,9 @@ pub enum Outcome {
 /// few distinct statement texts for the prepared-statement cache.
 pub(super) const RECORD_CHUNK: usize = 256;
 
-/// Sent-log rows folded per transaction by [`Store::settle_sent`] (three parameters each).
-const SETTLE_CHUNK: usize = 1000;
+/// Sent-log rows folded per transaction by [`Store::settle_sent`] (three parameters each),
+/// and per call of [`Store::settle_own_sent_chunk`].
+pub const SETTLE_CHUNK: usize = 1000;
 
 /// PostgreSQL sessions that record outcomes, per process.
 pub(super) const RECORD_SESSIONS: u32 = 3;
@@ -95,27 +98,40 @@ impl Store {
         if self.backend() == Backend::Sqlite {
             return Ok(0);
         }
-        let folded = self.fold_sent_log().await;
+        let folded = self.fold_sent_log(usize::MAX).await;
         if folded.is_err() {
             self.unsettled.store(true, Ordering::SeqCst);
         }
         folded
     }
 
-    /// [`Store::settle_sent`], but only if this process logged something since it last
-    /// did: for the sender's every turn, which on an idle list would otherwise open a
-    /// transaction per poll for an empty log. Another process's log is folded by
+    /// Folds one chunk of the sent log, if this process logged something since its log was
+    /// last found empty. Returns whether more may be left. For an idle sender: one chunk
+    /// is a few milliseconds, so mail that falls due meanwhile (a confirmation someone is
+    /// waiting for) waits no longer than that; and a poll on a quiet list costs no round
+    /// trip for an empty log. Another process's log is folded by
     /// [`Store::requeue_expired`], which always looks.
-    pub async fn settle_own_sent(&self) -> Result<u64> {
-        if !self.unsettled.swap(false, Ordering::SeqCst) {
-            return Ok(0);
+    pub async fn settle_own_sent_chunk(&self) -> Result<bool> {
+        if self.backend() == Backend::Sqlite || !self.unsettled.swap(false, Ordering::SeqCst) {
+            return Ok(false);
         }
-        self.settle_sent().await
+        match self.fold_sent_log(1).await {
+            Ok(n) if n as usize >= SETTLE_CHUNK => {
+                self.unsettled.store(true, Ordering::SeqCst);
+                Ok(true)
+            }
+            Ok(_) => Ok(false),
+            Err(e) => {
+                self.unsettled.store(true, Ordering::SeqCst);
+                Err(e)
+            }
+        }
     }
 
-    async fn fold_sent_log(&self) -> Result<u64> {
+    /// Folds up to `chunks` transactions of the log; returns the rows folded.
+    async fn fold_sent_log(&self, chunks: usize) -> Result<u64> {
         let mut folded = 0;
-        loop {
+        for _ in 0..chunks {
             let mut tx = self.pool().begin().await?;
             let rows = sqlx::query(
                 "DELETE FROM sent_log WHERE ctid IN (SELECT ctid FROM sent_log LIMIT $1)
@@ -163,6 +179,7 @@ impl Store {
                 return Ok(folded);
             }
         }
+        Ok(folded)
     }
 }
 

@@ -7,7 +7,7 @@ use crate::{
     helpers::{Backend, DaemonSetup, MailSink, TestDb, assert_success, parse, spawn_app},
 };
 
-fn harborlist() -> Command {
+pub(crate) fn harborlist() -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_harborlist"));
     cmd.current_dir(env!("CARGO_MANIFEST_DIR"));
     // Keep the developer's environment out of it.

@@ -7,7 +7,10 @@
 
 use std::collections::BTreeMap;
 
-use harborlist::store::{Store, record::Outcome};
+use harborlist::store::{
+    Store,
+    record::{Outcome, SETTLE_CHUNK},
+};
 use sqlx::Row;
 
 use crate::helpers::{Backend, TestDb};
@@ -180,8 +183,105 @@ async fn releasing_a_claim_keeps_what_it_recorded(backend: Backend) {
     assert_eq!(after[&rows[1].0], ("queued".into(), None, None));
 }
 
+/// Until the log is folded (the sender waits until it is idle), what it holds is neither
+/// waiting in the queue gauge nor pending in `status`.
+async fn what_is_logged_as_sent_is_not_counted_as_waiting(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let store = Store::connect(&db.url, 4).await.expect("store");
+    let rows = seed(&store, 3).await;
+    store
+        .claim("busy#1", 1_000, 9_000, 10)
+        .await
+        .expect("claim");
+    let mut recorder = store.recorder().await.expect("recorder");
+    recorder
+        .record(
+            "busy#1",
+            &[sent(rows[0].0, rows[0].1), sent(rows[1].0, rows[1].1)],
+            1_500,
+        )
+        .await
+        .expect("record");
+    assert_eq!(store.queue_depth().await.expect("depth"), 1);
+
+    let out = crate::cli::harborlist()
+        .args(["status", "--json"])
+        .env("HARBORLIST__DATABASE__URL", &db.url)
+        .output()
+        .expect("status runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    let m = doc["recent"]
+        .as_array()
+        .expect("recent")
+        .iter()
+        .find(|m| m["key"] == "announcement:leases")
+        .expect("the mailing is listed")
+        .clone();
+    assert_eq!(
+        (m["sent"].as_i64(), m["pending"].as_i64()),
+        (Some(2), Some(1))
+    );
+    assert_eq!(doc["queue_depth"], 1);
+    // `status` folded the log, so the table itself is now exact too.
+    let after = states(&store).await;
+    assert_eq!(after[&rows[0].0], ("sent".into(), None, Some(1_500)));
+    assert_eq!(after[&rows[2].0].0, "sending");
+}
+
+/// An idle sender folds its log one chunk per pass, so that mail falling due meanwhile
+/// waits for one chunk, not for the whole of a mailing's records.
+async fn an_idle_sender_folds_its_log_a_chunk_at_a_time(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let store = Store::connect(&db.url, 4).await.expect("store");
+    let rows = seed(&store, SETTLE_CHUNK + 1).await;
+    let claimed = store
+        .claim("big#1", 1_000, 9_000, 2 * SETTLE_CHUNK as i64)
+        .await
+        .expect("claim");
+    assert_eq!(claimed.len(), SETTLE_CHUNK + 1);
+    let mut recorder = store.recorder().await.expect("recorder");
+    for group in rows.chunks(200) {
+        let outcomes: Vec<Outcome> = group.iter().map(|&(d, s)| sent(d, s)).collect();
+        recorder
+            .record("big#1", &outcomes, 1_500)
+            .await
+            .expect("record");
+    }
+    let count = |states: &BTreeMap<_, (String, _, _)>, state: &str| {
+        states.values().filter(|(s, _, _)| s == state).count()
+    };
+    match backend {
+        Backend::Postgres => {
+            assert_eq!(count(&states(&store).await, "sending"), SETTLE_CHUNK + 1);
+            assert!(
+                store.settle_own_sent_chunk().await.expect("fold"),
+                "more left"
+            );
+            let after = states(&store).await;
+            assert_eq!(
+                (count(&after, "sent"), count(&after, "sending")),
+                (SETTLE_CHUNK, 1)
+            );
+            assert!(!store.settle_own_sent_chunk().await.expect("fold"), "done");
+        }
+        // SQLite records straight into `deliveries`: there is nothing to fold.
+        Backend::Sqlite => {
+            assert!(!store.settle_own_sent_chunk().await.expect("fold"));
+        }
+    }
+    assert_eq!(count(&states(&store).await, "sent"), SETTLE_CHUNK + 1);
+    assert!(!store.settle_own_sent_chunk().await.expect("fold"));
+}
+
 crate::both_backends!(
     a_dead_senders_records_stand_and_the_rest_is_requeued,
     a_late_record_leaves_the_delivery_to_its_new_owner,
     releasing_a_claim_keeps_what_it_recorded,
+    what_is_logged_as_sent_is_not_counted_as_waiting,
+    an_idle_sender_folds_its_log_a_chunk_at_a_time,
 );
