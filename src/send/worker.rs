@@ -42,6 +42,18 @@ pub struct SenderConfig {
     pub poll: Duration,
 }
 
+/// The next batch's claim, made while the current batch is sending (see
+/// [`Sender::turn`]).
+struct Ahead {
+    owner: String,
+    /// Starts the claim.
+    go: Arc<Notify>,
+    /// Ends the task's renewal of the claimed batch's lease, or the task if it has not
+    /// claimed yet.
+    stop: CancellationToken,
+    claimed: oneshot::Receiver<Result<Vec<Claimed>, crate::store::StoreError>>,
+}
+
 pub struct Sender {
     store: Store,
     live: Live,
@@ -110,6 +122,7 @@ impl Sender {
         let mut last_requeue = Instant::now() - Duration::from_secs(3600);
         let mut last_gauge = Instant::now() - Duration::from_secs(3600);
         let mut db_backoff = Duration::from_millis(200);
+        let mut ahead: Option<Ahead> = None;
         while !shutdown.is_cancelled() {
             if last_requeue.elapsed() >= self.config.lease / 4 {
                 match self
@@ -130,7 +143,7 @@ impl Sender {
                 self.update_queue_gauge().await;
                 last_gauge = Instant::now();
             }
-            match self.turn(&shutdown).await {
+            match self.turn(&shutdown, &mut ahead).await {
                 Ok(0) => {
                     db_backoff = Duration::from_millis(200);
                     // Nothing to send: the moment to fold the sent log, a chunk per pass, so
@@ -155,6 +168,9 @@ impl Sender {
                     db_backoff = (db_backoff * 2).min(Duration::from_secs(10));
                 }
             }
+        }
+        if let Some(ahead) = ahead.take() {
+            self.give_back(ahead).await;
         }
         // What was logged as sent goes into `deliveries` before we go, so that the table
         // is exact while no sender runs.
@@ -182,30 +198,119 @@ impl Sender {
         }
     }
 
-    /// One claim → send → record cycle. Returns how many deliveries it handled.
-    pub async fn turn(
-        self: &Arc<Self>,
-        shutdown: &CancellationToken,
-    ) -> Result<usize, crate::store::StoreError> {
-        let owner = format!(
+    /// A new lease owner: one per claim, so that a claim can be renewed, released or
+    /// recorded against on its own.
+    fn next_owner(&self) -> String {
+        format!(
             "{}#{}",
             self.config.instance,
             self.turn.fetch_add(1, Ordering::Relaxed)
-        );
+        )
+    }
+
+    async fn claim_now(&self, owner: &str) -> Result<Vec<Claimed>, crate::store::StoreError> {
         let now = self.clock.now();
         let lease_until = now
             + chrono::Duration::from_std(self.config.lease).unwrap_or(chrono::Duration::minutes(5));
-        self.release_lost_claims().await?;
-        let claiming = Instant::now();
-        let claimed = self
-            .store
+        self.store
             .claim(
-                &owner,
+                owner,
                 to_millis(now),
                 to_millis(lease_until),
                 self.config.batch,
             )
-            .await;
+            .await
+    }
+
+    /// Starts the claim of the next batch, to run once `go` is notified (when the current
+    /// batch is half handed out). While its batch waits, the task renews the batch's lease,
+    /// until `stop`: then the turn that takes the batch up renews it itself.
+    fn claim_ahead(self: &Arc<Self>) -> Ahead {
+        let owner = self.next_owner();
+        let go = Arc::new(Notify::new());
+        let stop = CancellationToken::new();
+        let (tx, claimed) = oneshot::channel();
+        let (this, task_owner, task_go, task_stop) = (
+            Arc::clone(self),
+            owner.clone(),
+            Arc::clone(&go),
+            stop.clone(),
+        );
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = task_go.notified() => {}
+                _ = task_stop.cancelled() => {
+                    let _ = tx.send(Ok(Vec::new()));
+                    return;
+                }
+            }
+            let result = this.claim_now(&task_owner).await;
+            let holds = matches!(&result, Ok(batch) if !batch.is_empty());
+            let _ = tx.send(result);
+            if holds {
+                tokio::select! {
+                    never = this.keep_lease(&task_owner) => match never {},
+                    _ = task_stop.cancelled() => {}
+                }
+            }
+        });
+        Ahead {
+            owner,
+            go,
+            stop,
+            claimed,
+        }
+    }
+
+    /// Waits for a claim made ahead and takes over its batch from the task that made it.
+    async fn take_up(
+        &self,
+        ahead: Ahead,
+    ) -> (String, Result<Vec<Claimed>, crate::store::StoreError>) {
+        ahead.go.notify_one();
+        let result = ahead.claimed.await.unwrap_or_else(|_| {
+            Err(crate::store::StoreError::Corrupt(
+                "the claim made ahead was dropped".into(),
+            ))
+        });
+        ahead.stop.cancel();
+        (ahead.owner, result)
+    }
+
+    /// Returns a claim made ahead that no turn will send (the sender is stopping).
+    async fn give_back(&self, ahead: Ahead) {
+        ahead.stop.cancel();
+        let owner = ahead.owner.clone();
+        let _ = ahead.claimed.await;
+        match self.store.release_claim(&owner).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(count = n, "returned deliveries claimed ahead to the queue"),
+            Err(e) => {
+                tracing::warn!(error = %e, "could not return the deliveries claimed ahead; they go back when their lease ends");
+            }
+        }
+    }
+
+    /// One claim → send → record cycle. Returns how many deliveries it handled.
+    ///
+    /// A full batch means more is probably waiting, so the next batch is claimed while this
+    /// one is half handed out (`ahead`), and the wire does not stop for the claim: with 400
+    /// rows each claim took 10–25 ms, a quarter of a PostgreSQL run.
+    async fn turn(
+        self: &Arc<Self>,
+        shutdown: &CancellationToken,
+        ahead: &mut Option<Ahead>,
+    ) -> Result<usize, crate::store::StoreError> {
+        self.release_lost_claims().await?;
+        let claiming = Instant::now();
+        let (owner, claimed) = match ahead.take() {
+            Some(ahead) => self.take_up(ahead).await,
+            None => {
+                let owner = self.next_owner();
+                let claimed = self.claim_now(&owner).await;
+                (owner, claimed)
+            }
+        };
         let batch = match claimed {
             Ok(batch) => batch,
             Err(e) => {
@@ -220,6 +325,12 @@ impl Sender {
             return Ok(0);
         }
         metrics::histogram!("harborlist_claim_seconds").record(claiming.elapsed().as_secs_f64());
+        let half = (batch.len() as i64 >= self.config.batch).then(|| {
+            let next = self.claim_ahead();
+            let go = Arc::clone(&next.go);
+            *ahead = Some(next);
+            (batch.len() / 2, go)
+        });
         let composer = self.live.composer();
         // Each message is its own task, so that one message is composed while others wait on
         // the relay, and with `--threads` above 1 the work spreads over the threads. Each outcome is
@@ -235,7 +346,12 @@ impl Sender {
         // Lazily: a message's future is made only when `buffer_unordered` takes it. A
         // future holds a whole send's state, and making all of a 400-row claim's up front
         // cost 14 MB.
-        let sends = batch.into_iter().map(move |c| {
+        let sends = batch.into_iter().enumerate().map(move |(i, c)| {
+            if let Some((at, go)) = &half
+                && i == *at
+            {
+                go.notify_one();
+            }
             let (this, composer, to_record, shutdown) = (
                 Arc::clone(self),
                 composer.clone(),

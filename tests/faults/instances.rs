@@ -21,7 +21,10 @@ use crate::{
     tally,
 };
 
-both_backends!(a_slow_relay_does_not_cost_a_live_instance_its_claims);
+both_backends!(
+    a_slow_relay_does_not_cost_a_live_instance_its_claims,
+    a_stopped_sender_gives_back_what_it_claimed_ahead,
+);
 
 const SUBJECT: &str = "Three instances";
 const KEY: &str = "announcement:three";
@@ -219,17 +222,19 @@ async fn three_instances_share_the_queue_and_survive_losing_one() {
     assert_eq!(t.shared_ids, 0, "Message-IDs are per recipient");
 }
 
-/// One instance claims a batch of 25 × pool_size = 100 that takes 100 / 4 × 300 ms = 7.5 s to
-/// send, well past the 3 s lease; the other has 20 to send and then, idle, re-queues expired
-/// leases. A sender that is alive must keep its claims: nothing may be sent twice when no
-/// process died.
+/// Two instances each claim a batch of 100 × pool_size = 400, which takes 400 / 4 × 80 ms =
+/// 8 s to send, well past the 3 s lease. Half way through, one of them claims the last 400
+/// ahead, and they wait about 4 s for their turn, also past the lease. Meanwhile the other
+/// instance, between its batches, re-queues expired leases. A sender that is alive must keep
+/// its claims, those it is sending and those it has claimed ahead: nothing may be sent twice
+/// when no process died.
 async fn a_slow_relay_does_not_cost_a_live_instance_its_claims(backend: Backend) {
     const SUBJECT: &str = "Slow relay";
-    let n = 120;
+    let n = 1200;
     let db = TestDb::new(backend).await;
     let sink = FaultSink::start();
     sink.set(Mode {
-        delay: Duration::from_millis(300),
+        delay: Duration::from_millis(80),
         ..Mode::default()
     });
     let setup = setup(&db.url, &sink);
@@ -269,4 +274,69 @@ async fn a_slow_relay_does_not_cost_a_live_instance_its_claims(backend: Backend)
             .collect::<Vec<_>>(),
         vec![("sent".to_owned(), n as i64)]
     );
+}
+
+/// A sender claims its next batch while the current one is half handed out. Stopped
+/// gracefully in the second half of a batch, it gives that claim back: nothing is left
+/// `sending` (where it would wait out the lease), no attempt is counted for it, and a
+/// restart sends the rest once.
+///
+/// A batch is 100 × pool_size = 400 messages; at 20 ms a message on 4 connections it takes
+/// about 2 s, and the next claim is made when about 190 have been sent.
+async fn a_stopped_sender_gives_back_what_it_claimed_ahead(backend: Backend) {
+    const SUBJECT: &str = "Claimed ahead";
+    let n = 1000;
+    let db = TestDb::new(backend).await;
+    let sink = FaultSink::start();
+    sink.set(Mode {
+        delay: Duration::from_millis(20),
+        ..Mode::default()
+    });
+    let setup = setup(&db.url, &sink);
+    let store = Store::connect(&db.url, 4).await.expect("store");
+    let emails: Vec<String> = (0..n).map(address).collect();
+    seed_bulk(&store, &emails).await;
+    let mut daemon = setup.launch().await;
+    setup.write_announcements(&announcements(&[("ahead", 1, SUBJECT)]));
+
+    // Stop in the second half of the first batch: its next batch is claimed by then.
+    eventually(60, "250 messages of the first batch", || async {
+        (sink.with_subject(SUBJECT).len() >= 250).then_some(())
+    })
+    .await;
+    daemon.signal("TERM");
+    for _ in 0..300 {
+        if !daemon.is_running() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(!daemon.is_running(), "the daemon stops on SIGTERM");
+    let log = daemon.log();
+    assert!(
+        log.contains("returned deliveries claimed ahead to the queue"),
+        "the stop came while a claim was made ahead:\n{log}"
+    );
+    drop(daemon);
+    let states = delivery_states(&store, "announcement:ahead").await;
+    assert_eq!(
+        states.get("sending"),
+        None,
+        "nothing is left claimed: {states:?}"
+    );
+    let sent = states.get("sent").copied().unwrap_or(0);
+    assert!((250..n as i64).contains(&sent), "{states:?}");
+    let counted: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM deliveries WHERE state = 'queued' AND attempts <> 0",
+    )
+    .fetch_one(store.pool())
+    .await
+    .expect("attempts");
+    assert_eq!(counted, 0, "a message given back has used no attempt");
+
+    let _again = setup.launch().await;
+    settled(&store, "announcement:ahead", n as i64, 60).await;
+    let t = tally(&sink, SUBJECT, &emails);
+    assert!(t.lost.is_empty(), "lost: {:?}", t.lost);
+    assert_eq!(t.duplicates, 0, "a graceful stop repeats nothing");
 }
