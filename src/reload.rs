@@ -54,7 +54,8 @@ impl Reloader {
             .map_err(|e| e.to_string())
             .and_then(|settings| Runtime::build(settings).map_err(|e| e.to_string()));
         match built {
-            Ok(runtime) => {
+            Ok(mut runtime) => {
+                runtime.loaded_ms = Some(self.planner.now_ms());
                 let restart = needs_restart(&self.live.settings(), &runtime.settings);
                 self.live.replace(runtime);
                 self.planner.nudge();

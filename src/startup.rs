@@ -65,6 +65,11 @@ pub struct Runtime {
     pub web: Arc<WebTemplates>,
     pub key: TokenKey,
     pub calendar: Arc<Calendar>,
+    /// When this process loaded the configuration, by its clock; `None` if not stamped.
+    /// Several instances can hold different configurations for a moment (one has reloaded
+    /// an edit, another not yet), and the planner acts on its view only where that view
+    /// is newer than the rows it would change (see `schedule::Planner::config_ms`).
+    pub loaded_ms: Option<i64>,
 }
 
 impl Runtime {
@@ -121,6 +126,7 @@ impl Runtime {
             web,
             key,
             calendar: Arc::new(calendar),
+            loaded_ms: None,
         })
     }
 }
@@ -225,7 +231,8 @@ pub struct Application {
 
 impl Application {
     pub async fn build(settings: Settings, clock: SharedClock) -> Result<Self, StartupError> {
-        let runtime = Runtime::build(settings)?;
+        let mut runtime = Runtime::build(settings)?;
+        runtime.loaded_ms = Some(crate::clock::to_millis(clock.now()));
         let settings = runtime.settings.clone();
         let store =
             Store::connect(&settings.database.url, settings.database.max_connections).await?;

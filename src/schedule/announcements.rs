@@ -72,6 +72,7 @@ pub fn mailing(
 pub async fn reconcile(p: &Planner, report: &mut TurnReport) -> Result<(), StoreError> {
     let runtime = p.live.current();
     let now_ms = to_millis(p.clock.now());
+    let config_ms = Planner::config_ms(&runtime);
     let mut wanted = HashSet::new();
     for a in &runtime.settings.announcements {
         let sequence = match a.training.and_then(|d| runtime.calendar.session_on(d)) {
@@ -84,13 +85,15 @@ pub async fn reconcile(p: &Planner, report: &mut TurnReport) -> Result<(), Store
         };
         let m = mailing(a, &runtime.settings, &runtime.calendar, sequence);
         wanted.insert(m.key.clone());
-        if p.store.upsert_planned(&m, now_ms).await? {
+        if p.store.upsert_planned(&m, now_ms, config_ms).await? {
             report.planned += 1;
         }
     }
     for stale in p.store.planned_with_prefix("announcement:").await? {
         if !wanted.contains(&stale.key)
-            && p.store.close_planned(stale.id, "cancelled", now_ms).await?
+            && p.store
+                .close_planned(stale.id, "cancelled", now_ms, config_ms)
+                .await?
         {
             tracing::info!(mailing = %stale.key, "cancelled: the announcement was removed from the configuration");
             report.cancelled += 1;

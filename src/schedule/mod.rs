@@ -68,6 +68,18 @@ impl Planner {
         }
     }
 
+    /// The time on this planner's clock, for stamping a configuration as it is loaded.
+    pub fn now_ms(&self) -> i64 {
+        to_millis(self.clock.now())
+    }
+
+    /// The newest row a planner may change or close from `runtime`'s configuration: rows
+    /// written later were written by an instance that had loaded a newer one. Unstamped
+    /// runtimes (tests that build their own) are not limited.
+    pub fn config_ms(runtime: &crate::startup::Runtime) -> i64 {
+        runtime.loaded_ms.unwrap_or(i64::MAX)
+    }
+
     /// Asks for a planning turn as soon as possible (after a reload, for instance).
     pub fn nudge(&self) {
         self.wake.notify_one();
@@ -168,13 +180,17 @@ impl Planner {
             if m.state == "planned" {
                 if m.not_after_ms.is_some_and(|na| na <= now_ms) {
                     tracing::warn!(mailing = %m.key, "skipped: its training began before it could be sent");
-                    self.store.close_planned(m.id, "skipped", now_ms).await?;
+                    self.store
+                        .close_planned(m.id, "skipped", now_ms, i64::MAX)
+                        .await?;
                     report.skipped += 1;
                     continue;
                 }
                 if let Some(later) = plan::superseded_by(m, &due) {
                     tracing::info!(mailing = %m.key, by = %later, "skipped: a later reminder for the same training is also due");
-                    self.store.close_planned(m.id, "skipped", now_ms).await?;
+                    self.store
+                        .close_planned(m.id, "skipped", now_ms, i64::MAX)
+                        .await?;
                     report.skipped += 1;
                     continue;
                 }

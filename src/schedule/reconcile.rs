@@ -26,6 +26,7 @@ use crate::{
 
 pub async fn trainings(p: &Planner, report: &mut TurnReport) -> Result<(), StoreError> {
     let runtime = p.live.current();
+    let config_ms = Planner::config_ms(&runtime);
     let settings = &runtime.settings;
     let now = p.clock.now();
     let now_ms = to_millis(now);
@@ -36,7 +37,7 @@ pub async fn trainings(p: &Planner, report: &mut TurnReport) -> Result<(), Store
 
     let mut with_sequence = Vec::with_capacity(sessions.len());
     for session in &sessions {
-        let sequence = record(p, session, now_ms, &prodid, report).await?;
+        let sequence = record(p, session, now_ms, config_ms, &prodid, report).await?;
         with_sequence.push((session.clone(), sequence));
     }
 
@@ -50,13 +51,13 @@ pub async fn trainings(p: &Planner, report: &mut TurnReport) -> Result<(), Store
             continue;
         };
         session.cancelled = true;
-        record(p, &session, now_ms, &prodid, report).await?;
+        record(p, &session, now_ms, config_ms, &prodid, report).await?;
     }
 
     let wanted = plan::reminders(&with_sequence, &settings.reminders, now, &prodid);
     let wanted_keys: HashSet<&str> = wanted.iter().map(|m| m.key.as_str()).collect();
     for m in &wanted {
-        if p.store.upsert_planned(m, now_ms).await? {
+        if p.store.upsert_planned(m, now_ms, config_ms).await? {
             report.planned += 1;
         }
     }
@@ -65,7 +66,9 @@ pub async fn trainings(p: &Planner, report: &mut TurnReport) -> Result<(), Store
         let begun = stale.not_after_ms.is_some_and(|t| t <= now_ms);
         if !begun
             && !wanted_keys.contains(stale.key.as_str())
-            && p.store.close_planned(stale.id, "cancelled", now_ms).await?
+            && p.store
+                .close_planned(stale.id, "cancelled", now_ms, config_ms)
+                .await?
         {
             tracing::info!(mailing = %stale.key, "cancelled: no longer in the calendar or reminders");
             report.cancelled += 1;
@@ -80,6 +83,7 @@ async fn record(
     p: &Planner,
     s: &Session,
     now_ms: i64,
+    config_ms: i64,
     prodid: &str,
     report: &mut TurnReport,
 ) -> Result<u32, StoreError> {
@@ -94,11 +98,17 @@ async fn record(
             start_ms,
             cancelled: s.cancelled,
             snapshot,
+            updated_ms: now_ms,
         };
         p.store.save_training(&row, now_ms).await?;
         return Ok(0);
     };
     if previous.fingerprint == fingerprint {
+        return Ok(u32::try_from(previous.sequence).unwrap_or(0));
+    }
+    // Written by an instance whose configuration is newer than ours: ours is stale until we
+    // reload, and acting on it would flip the training back and queue a notice each time.
+    if previous.updated_ms > config_ms {
         return Ok(u32::try_from(previous.sequence).unwrap_or(0));
     }
     let sequence = previous.sequence + 1;
@@ -110,6 +120,7 @@ async fn record(
         start_ms,
         cancelled: s.cancelled,
         snapshot,
+        updated_ms: now_ms,
     };
     p.store.save_training(&row, now_ms).await?;
     if previous.cancelled && s.cancelled {
@@ -144,7 +155,7 @@ async fn record(
                 start_ms
             }),
         };
-        if p.store.upsert_planned(&mailing, now_ms).await? {
+        if p.store.upsert_planned(&mailing, now_ms, i64::MAX).await? {
             tracing::info!(training = %s.uid, kind, sequence, "training changed after it was announced; notice queued");
             report.notices += 1;
         }

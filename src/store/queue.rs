@@ -85,16 +85,23 @@ pub struct MailingRow {
 
 impl Store {
     /// Inserts the mailing if its key is new; updates due time and data if it is still
-    /// only planned (a moved training, an edited announcement). Returns whether a row
-    /// was written.
-    pub async fn upsert_planned(&self, m: &PlannedMailing, now_ms: i64) -> Result<bool> {
+    /// only planned (a moved training, an edited announcement) and was last written no
+    /// later than `config_ms`, when the caller's configuration was loaded: an instance that
+    /// has not yet reloaded an edit must not revert what one that has wrote. Returns whether
+    /// a row was written.
+    pub async fn upsert_planned(
+        &self,
+        m: &PlannedMailing,
+        now_ms: i64,
+        config_ms: i64,
+    ) -> Result<bool> {
         let res = sqlx::query(
             "INSERT INTO mailings (key, kind, template, data, audience, priority, due_at, not_after, state, created_at, updated_at)
              VALUES ($1, $2, $3, $4, 'list', $5, $6, $7, 'planned', $8, $8)
              ON CONFLICT (key) DO UPDATE SET
                  template = excluded.template, data = excluded.data, due_at = excluded.due_at,
                  not_after = excluded.not_after, updated_at = excluded.updated_at
-             WHERE mailings.state = 'planned'
+             WHERE mailings.state = 'planned' AND mailings.updated_at <= $9
                AND (mailings.template <> excluded.template OR mailings.data <> excluded.data
                     OR mailings.due_at <> excluded.due_at
                     OR COALESCE(mailings.not_after, -1) <> COALESCE(excluded.not_after, -1))",
@@ -107,6 +114,7 @@ impl Store {
         .bind(m.due_ms)
         .bind(m.not_after_ms)
         .bind(now_ms)
+        .bind(config_ms)
         .execute(self.pool())
         .await?;
         Ok(res.rows_affected() > 0)
@@ -135,14 +143,24 @@ impl Store {
         rows.iter().map(mailing_row).collect()
     }
 
-    /// Moves a planned mailing to a final state without sending it.
-    pub async fn close_planned(&self, id: i64, state: &'static str, now_ms: i64) -> Result<bool> {
+    /// Moves a planned mailing to a final state without sending it, if it was last written
+    /// no later than `config_ms` (see [`Store::upsert_planned`]; `i64::MAX` where the reason
+    /// does not come from configuration).
+    pub async fn close_planned(
+        &self,
+        id: i64,
+        state: &'static str,
+        now_ms: i64,
+        config_ms: i64,
+    ) -> Result<bool> {
         let res = sqlx::query(
-            "UPDATE mailings SET state = $1, updated_at = $2 WHERE id = $3 AND state = 'planned'",
+            "UPDATE mailings SET state = $1, updated_at = $2
+             WHERE id = $3 AND state = 'planned' AND updated_at <= $4",
         )
         .bind(state)
         .bind(now_ms)
         .bind(id)
+        .bind(config_ms)
         .execute(self.pool())
         .await?;
         Ok(res.rows_affected() > 0)

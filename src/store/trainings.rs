@@ -16,6 +16,8 @@ pub struct TrainingRow {
     pub start_ms: i64,
     pub cancelled: bool,
     pub snapshot: String,
+    /// When the row was last written (ignored by [`Store::save_training`], which stamps it).
+    pub updated_ms: i64,
 }
 
 /// Held while this process plans. Release it with [`PlannerLock::release`]: merely
@@ -38,7 +40,7 @@ const PLANNER_LOCK_KEY: i64 = 0x6861_7262_6f72; // "harbor"
 
 impl Store {
     pub async fn training(&self, uid: &str) -> Result<Option<TrainingRow>> {
-        let row = sqlx::query("SELECT uid, fingerprint, sequence, start_at, cancelled, snapshot FROM trainings WHERE uid = $1")
+        let row = sqlx::query("SELECT uid, fingerprint, sequence, start_at, cancelled, snapshot, updated_at FROM trainings WHERE uid = $1")
             .bind(uid)
             .fetch_optional(self.pool())
             .await?;
@@ -48,7 +50,7 @@ impl Store {
     /// Trainings on record that start after `after_ms`, for noticing ones removed from config.
     pub async fn trainings_after(&self, after_ms: i64) -> Result<Vec<TrainingRow>> {
         let rows = sqlx::query(
-            "SELECT uid, fingerprint, sequence, start_at, cancelled, snapshot FROM trainings WHERE start_at > $1 ORDER BY start_at",
+            "SELECT uid, fingerprint, sequence, start_at, cancelled, snapshot, updated_at FROM trainings WHERE start_at > $1 ORDER BY start_at",
         )
         .bind(after_ms)
         .fetch_all(self.pool())
@@ -115,5 +117,6 @@ fn training_row(r: &sqlx::any::AnyRow) -> Result<TrainingRow> {
         start_ms: r.try_get("start_at")?,
         cancelled: r.try_get::<i64, _>("cancelled")? != 0,
         snapshot: r.try_get("snapshot")?,
+        updated_ms: r.try_get("updated_at")?,
     })
 }

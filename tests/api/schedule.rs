@@ -9,7 +9,7 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use harborlist::{
     calendar::ChangeSettings,
-    clock::ManualClock,
+    clock::{Clock, ManualClock},
     config::Settings,
     domain::TokenKey,
     schedule::Planner,
@@ -96,10 +96,16 @@ impl World {
         .unwrap()
     }
 
+    /// Loads an edited configuration, as a reload does: stamped with the clock's time.
     pub fn reconfigure(&mut self, change: impl FnOnce(&mut Settings)) {
         change(&mut self.settings);
-        self.live
-            .replace(Runtime::build(self.settings.clone()).expect("new config is valid"));
+        self.live.replace(self.runtime(&self.settings));
+    }
+
+    fn runtime(&self, settings: &Settings) -> Runtime {
+        let mut runtime = Runtime::build(settings.clone()).expect("new config is valid");
+        runtime.loaded_ms = Some(self.clock.now().timestamp_millis());
+        runtime
     }
 }
 
@@ -112,6 +118,7 @@ both_backends!(
     a_training_moved_before_any_mail_just_reschedules,
     a_training_moved_after_its_invitation_gets_an_update,
     two_planners_never_double_a_delivery,
+    a_planner_with_an_older_configuration_does_not_undo_a_newer_one,
 );
 
 async fn nothing_goes_out_before_it_is_due(backend: Backend) {
@@ -313,4 +320,79 @@ async fn two_planners_never_double_a_delivery(backend: Backend) {
         w.deliveries(INVITE).await,
         vec!["a@example.org", "b@example.org"]
     );
+}
+
+/// Two instances hold different configurations for a moment: one has reloaded an edit, the
+/// other not yet. The one with the older view must not undo the newer one's work: not move
+/// a training back (which would also mail an update notice), not revert an edited
+/// announcement, not cancel one it has not heard of. Once it loads the edit, it acts on it.
+async fn a_planner_with_an_older_configuration_does_not_undo_a_newer_one(backend: Backend) {
+    let mut w = World::new(backend, "2026-12-01T00:00:00Z").await;
+    let news = |subject: &str| {
+        crate::announcements::announcement("news", at("2027-01-10T15:00:00Z"), subject)
+    };
+    w.reconfigure(|s| s.announcements.push(news("News")));
+    // The other instance loaded this configuration, before any of the edits below.
+    let stale_live = Live::new(w.runtime(&w.settings));
+    let stale = Planner::new(
+        w.store.clone(),
+        stale_live.clone(),
+        Arc::new(w.clock.clone()),
+        Arc::new(Notify::new()),
+    );
+    w.turn_at("2026-12-30T17:00:00Z").await;
+    assert_eq!(w.deliveries(INVITE).await.len(), 2, "the invitation went");
+
+    // This instance loads a new location for the training, a revised announcement and a
+    // new one.
+    w.clock.set(at("2027-01-02T12:00:00Z"));
+    w.reconfigure(|s| {
+        s.trainings.change.push(ChangeSettings {
+            date: "2027-01-20".into(),
+            location: Some("Room 2, 1605 Eustis Street, St Paul".into()),
+            ..Default::default()
+        });
+        s.announcements = vec![
+            news("News, revised"),
+            crate::announcements::announcement("late", at("2027-01-11T15:00:00Z"), "Late"),
+        ];
+    });
+    let report = w.turn_at("2027-01-02T12:00:00Z").await;
+    assert_eq!(report.notices, 1, "{report:?}");
+
+    // The stale instance plans next, and changes nothing.
+    w.clock.set(at("2027-01-02T12:00:30Z"));
+    let report = stale.turn().await.expect("stale turn");
+    assert_eq!(
+        (report.notices, report.cancelled, report.planned),
+        (0, 0, 0),
+        "the older view changes nothing: {report:?}"
+    );
+    assert_eq!(w.state(&format!("update:{UID}:2")).await, None);
+    assert_eq!(
+        w.state("announcement:late").await.as_deref(),
+        Some("planned")
+    );
+    let news_data = || async {
+        w.store
+            .mailing_by_key("announcement:news")
+            .await
+            .unwrap()
+            .unwrap()
+            .data
+    };
+    assert!(news_data().await.contains("News, revised"));
+
+    // A removal that the stale instance loads after those edits is acted on.
+    w.clock.set(at("2027-01-02T12:02:00Z"));
+    let mut removed = w.settings.clone();
+    removed.announcements.retain(|a| a.id != "late");
+    stale_live.replace(w.runtime(&removed));
+    let report = stale.turn().await.expect("turn after reload");
+    assert_eq!((report.cancelled, report.notices), (1, 0), "{report:?}");
+    assert_eq!(
+        w.state("announcement:late").await.as_deref(),
+        Some("cancelled")
+    );
+    assert!(news_data().await.contains("News, revised"));
 }
