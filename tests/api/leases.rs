@@ -78,27 +78,34 @@ fn sent(delivery_id: i64, subscriber_id: i64) -> Outcome {
     }
 }
 
+/// Claims up to 10 due deliveries for `owner` at 1,000 until `lease_until_ms`, and records
+/// `recorded` (delivery, subscriber) as sent at 1,500. Returns how many were claimed.
+async fn claim_and_record(
+    store: &Store,
+    owner: &str,
+    lease_until_ms: i64,
+    recorded: &[(i64, i64)],
+) -> usize {
+    let claimed = store
+        .claim(owner, 1_000, lease_until_ms, 10)
+        .await
+        .expect("claim");
+    let outcomes: Vec<Outcome> = recorded.iter().map(|&(d, s)| sent(d, s)).collect();
+    let mut recorder = store.recorder().await.expect("recorder");
+    recorder
+        .record(owner, &outcomes, 1_500)
+        .await
+        .expect("record");
+    claimed.len()
+}
+
 async fn a_dead_senders_records_stand_and_the_rest_is_requeued(backend: Backend) {
     let db = TestDb::new(backend).await;
     let store = Store::connect(&db.url, 4).await.expect("store");
     let rows = seed(&store, 3).await;
-    let claimed = store
-        .claim("dead#1", 1_000, 2_000, 10)
-        .await
-        .expect("claim");
-    assert_eq!(claimed.len(), 3);
-
     // Two messages reach the relay and are recorded; then the sender dies.
-    let mut recorder = store.recorder().await.expect("recorder");
-    recorder
-        .record(
-            "dead#1",
-            &[sent(rows[0].0, rows[0].1), sent(rows[1].0, rows[1].1)],
-            1_500,
-        )
-        .await
-        .expect("record");
-    drop(recorder);
+    let claimed = claim_and_record(&store, "dead#1", 2_000, &rows[..2]).await;
+    assert_eq!(claimed, 3);
 
     // Before its lease runs out, nothing is taken from it.
     assert_eq!(store.requeue_expired(1_999).await.expect("requeue"), 0);
@@ -167,15 +174,7 @@ async fn releasing_a_claim_keeps_what_it_recorded(backend: Backend) {
     let db = TestDb::new(backend).await;
     let store = Store::connect(&db.url, 4).await.expect("store");
     let rows = seed(&store, 2).await;
-    store
-        .claim("lost#1", 1_000, 9_000, 10)
-        .await
-        .expect("claim");
-    let mut recorder = store.recorder().await.expect("recorder");
-    recorder
-        .record("lost#1", &[sent(rows[0].0, rows[0].1)], 1_500)
-        .await
-        .expect("record");
+    claim_and_record(&store, "lost#1", 9_000, &rows[..1]).await;
 
     assert_eq!(store.release_claim("lost#1").await.expect("release"), 1);
     let after = states(&store).await;
@@ -189,19 +188,7 @@ async fn what_is_logged_as_sent_is_not_counted_as_waiting(backend: Backend) {
     let db = TestDb::new(backend).await;
     let store = Store::connect(&db.url, 4).await.expect("store");
     let rows = seed(&store, 3).await;
-    store
-        .claim("busy#1", 1_000, 9_000, 10)
-        .await
-        .expect("claim");
-    let mut recorder = store.recorder().await.expect("recorder");
-    recorder
-        .record(
-            "busy#1",
-            &[sent(rows[0].0, rows[0].1), sent(rows[1].0, rows[1].1)],
-            1_500,
-        )
-        .await
-        .expect("record");
+    claim_and_record(&store, "busy#1", 9_000, &rows[..2]).await;
     assert_eq!(store.queue_depth().await.expect("depth"), 1);
 
     let out = crate::cli::harborlist()

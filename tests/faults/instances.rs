@@ -15,7 +15,7 @@ use sqlx::Row;
 
 use crate::{
     POOL_SIZE, address, announcements, both_backends, delivery_states,
-    helpers::{Backend, TestDb, eventually},
+    helpers::{Backend, DaemonSetup, TestDb, eventually},
     messages, seed_bulk, settled, setup,
     sink::{FaultSink, Mode},
     tally,
@@ -222,6 +222,38 @@ async fn three_instances_share_the_queue_and_survive_losing_one() {
     assert_eq!(t.shared_ids, 0, "Message-IDs are per recipient");
 }
 
+/// A fresh database with `n` active subscribers, and a relay that takes `delay` over each
+/// message.
+struct SlowRelay {
+    db: TestDb,
+    sink: FaultSink,
+    setup: DaemonSetup,
+    store: Store,
+    emails: Vec<String>,
+}
+
+impl SlowRelay {
+    async fn start(backend: Backend, n: usize, delay: Duration) -> Self {
+        let db = TestDb::new(backend).await;
+        let sink = FaultSink::start();
+        sink.set(Mode {
+            delay,
+            ..Mode::default()
+        });
+        let setup = setup(&db.url, &sink);
+        let store = Store::connect(&db.url, 4).await.expect("store");
+        let emails: Vec<String> = (0..n).map(address).collect();
+        seed_bulk(&store, &emails).await;
+        Self {
+            db,
+            sink,
+            setup,
+            store,
+            emails,
+        }
+    }
+}
+
 /// Two instances each claim a batch of 100 × pool_size = 400, which takes 400 / 4 × 80 ms =
 /// 8 s to send, well past the 3 s lease. Half way through, one of them claims the last 400
 /// ahead, and they wait about 4 s for their turn, also past the lease. Meanwhile the other
@@ -231,16 +263,13 @@ async fn three_instances_share_the_queue_and_survive_losing_one() {
 async fn a_slow_relay_does_not_cost_a_live_instance_its_claims(backend: Backend) {
     const SUBJECT: &str = "Slow relay";
     let n = 1200;
-    let db = TestDb::new(backend).await;
-    let sink = FaultSink::start();
-    sink.set(Mode {
-        delay: Duration::from_millis(80),
-        ..Mode::default()
-    });
-    let setup = setup(&db.url, &sink);
-    let store = Store::connect(&db.url, 4).await.expect("store");
-    let emails: Vec<String> = (0..n).map(address).collect();
-    seed_bulk(&store, &emails).await;
+    let SlowRelay {
+        db: _db,
+        sink,
+        setup,
+        store,
+        emails,
+    } = SlowRelay::start(backend, n, Duration::from_millis(80)).await;
     let a = setup.launch().await;
     let b = setup.launch().await;
     setup.write_announcements(&announcements(&[("slow", 1, SUBJECT)]));
@@ -286,16 +315,13 @@ async fn a_slow_relay_does_not_cost_a_live_instance_its_claims(backend: Backend)
 async fn a_stopped_sender_gives_back_what_it_claimed_ahead(backend: Backend) {
     const SUBJECT: &str = "Claimed ahead";
     let n = 1000;
-    let db = TestDb::new(backend).await;
-    let sink = FaultSink::start();
-    sink.set(Mode {
-        delay: Duration::from_millis(20),
-        ..Mode::default()
-    });
-    let setup = setup(&db.url, &sink);
-    let store = Store::connect(&db.url, 4).await.expect("store");
-    let emails: Vec<String> = (0..n).map(address).collect();
-    seed_bulk(&store, &emails).await;
+    let SlowRelay {
+        db: _db,
+        sink,
+        setup,
+        store,
+        emails,
+    } = SlowRelay::start(backend, n, Duration::from_millis(20)).await;
     let mut daemon = setup.launch().await;
     setup.write_announcements(&announcements(&[("ahead", 1, SUBJECT)]));
 
