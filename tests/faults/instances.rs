@@ -225,7 +225,8 @@ async fn three_instances_share_the_queue_and_survive_losing_one() {
 /// A fresh database with `n` active subscribers, and a relay that takes `delay` over each
 /// message.
 struct SlowRelay {
-    db: TestDb,
+    /// Dropped with the test, which drops its database.
+    _db: TestDb,
     sink: FaultSink,
     setup: DaemonSetup,
     store: Store,
@@ -245,7 +246,7 @@ impl SlowRelay {
         let emails: Vec<String> = (0..n).map(address).collect();
         seed_bulk(&store, &emails).await;
         Self {
-            db,
+            _db: db,
             sink,
             setup,
             store,
@@ -263,29 +264,25 @@ impl SlowRelay {
 async fn a_slow_relay_does_not_cost_a_live_instance_its_claims(backend: Backend) {
     const SUBJECT: &str = "Slow relay";
     let n = 1200;
-    let SlowRelay {
-        db: _db,
-        sink,
-        setup,
-        store,
-        emails,
-    } = SlowRelay::start(backend, n, Duration::from_millis(80)).await;
-    let a = setup.launch().await;
-    let b = setup.launch().await;
-    setup.write_announcements(&announcements(&[("slow", 1, SUBJECT)]));
+    let relay = SlowRelay::start(backend, n, Duration::from_millis(80)).await;
+    let a = relay.setup.launch().await;
+    let b = relay.setup.launch().await;
+    relay
+        .setup
+        .write_announcements(&announcements(&[("slow", 1, SUBJECT)]));
     let started = Instant::now();
 
     eventually(90, "a message for every subscriber", || async {
-        (sink.recipients_of(SUBJECT).len() >= n).then_some(())
+        (relay.sink.recipients_of(SUBJECT).len() >= n).then_some(())
     })
     .await;
-    settled(&store, "announcement:slow", n as i64, 30).await;
+    settled(&relay.store, "announcement:slow", n as i64, 30).await;
     let seconds = started.elapsed().as_secs_f64();
     tokio::time::sleep(Duration::from_millis(1000)).await;
     let logs = format!("{}\n{}", a.log(), b.log());
     drop((a, b));
 
-    let t = tally(&sink, SUBJECT, &emails);
+    let t = tally(&relay.sink, SUBJECT, &relay.emails);
     eprintln!(
         "[slow {backend:?}] messages {n}, instances 2, kills 0, lost {}, duplicates {}, seconds {seconds:.1}",
         t.lost.len(),
@@ -297,7 +294,7 @@ async fn a_slow_relay_does_not_cost_a_live_instance_its_claims(backend: Backend)
         "no process died, so nothing may be sent twice\n{logs}"
     );
     assert_eq!(
-        delivery_states(&store, "announcement:slow")
+        delivery_states(&relay.store, "announcement:slow")
             .await
             .into_iter()
             .collect::<Vec<_>>(),
@@ -315,19 +312,15 @@ async fn a_slow_relay_does_not_cost_a_live_instance_its_claims(backend: Backend)
 async fn a_stopped_sender_gives_back_what_it_claimed_ahead(backend: Backend) {
     const SUBJECT: &str = "Claimed ahead";
     let n = 1000;
-    let SlowRelay {
-        db: _db,
-        sink,
-        setup,
-        store,
-        emails,
-    } = SlowRelay::start(backend, n, Duration::from_millis(20)).await;
-    let mut daemon = setup.launch().await;
-    setup.write_announcements(&announcements(&[("ahead", 1, SUBJECT)]));
+    let relay = SlowRelay::start(backend, n, Duration::from_millis(20)).await;
+    let mut daemon = relay.setup.launch().await;
+    relay
+        .setup
+        .write_announcements(&announcements(&[("ahead", 1, SUBJECT)]));
 
     // Stop in the second half of the first batch: its next batch is claimed by then.
     eventually(60, "250 messages of the first batch", || async {
-        (sink.with_subject(SUBJECT).len() >= 250).then_some(())
+        (relay.sink.with_subject(SUBJECT).len() >= 250).then_some(())
     })
     .await;
     daemon.signal("TERM");
@@ -344,7 +337,7 @@ async fn a_stopped_sender_gives_back_what_it_claimed_ahead(backend: Backend) {
         "the stop came while a claim was made ahead:\n{log}"
     );
     drop(daemon);
-    let states = delivery_states(&store, "announcement:ahead").await;
+    let states = delivery_states(&relay.store, "announcement:ahead").await;
     assert_eq!(
         states.get("sending"),
         None,
@@ -355,14 +348,14 @@ async fn a_stopped_sender_gives_back_what_it_claimed_ahead(backend: Backend) {
     let counted: i64 = sqlx::query_scalar(
         "SELECT COUNT(*) FROM deliveries WHERE state = 'queued' AND attempts <> 0",
     )
-    .fetch_one(store.pool())
+    .fetch_one(relay.store.pool())
     .await
     .expect("attempts");
     assert_eq!(counted, 0, "a message given back has used no attempt");
 
-    let _again = setup.launch().await;
-    settled(&store, "announcement:ahead", n as i64, 60).await;
-    let t = tally(&sink, SUBJECT, &emails);
+    let _again = relay.setup.launch().await;
+    settled(&relay.store, "announcement:ahead", n as i64, 60).await;
+    let t = tally(&relay.sink, SUBJECT, &relay.emails);
     assert!(t.lost.is_empty(), "lost: {:?}", t.lost);
     assert_eq!(t.duplicates, 0, "a graceful stop repeats nothing");
 }
