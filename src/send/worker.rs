@@ -1,32 +1,31 @@
 //! The claim → send → record loop.
+//!
+//! [`Sender::run`] loops: re-queue expired leases now and then, take a turn, and when a turn
+//! finds nothing, fold the sent log a chunk at a time and nap until the next retry is due. A
+//! turn takes a batch (claimed now or ahead, see `claims.rs`), runs one task per message
+//! (`deliver.rs`), and hands every outcome to the turn's recorder (`super::record`).
+
+mod claims;
+mod deliver;
 
 use std::{
     num::NonZeroU32,
-    sync::{
-        Arc,
-        atomic::{AtomicU64, Ordering},
-    },
+    sync::{Arc, atomic::AtomicU64},
     time::{Duration, Instant},
 };
 
 use futures_util::{StreamExt, stream};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
-use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
+use tokio::sync::{Notify, Semaphore, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
-use super::{
-    backoff::{jitter, retry_delay},
-    record::{ToRecord, record_outcomes},
-};
+use self::claims::Ahead;
+use super::record::{ToRecord, record_outcomes};
 use crate::{
     clock::{SharedClock, to_millis},
-    domain::redact,
-    mail::{
-        Letter, Recipient, SendError, Transport,
-        context::{Composer, is_list_mail},
-    },
+    mail::Transport,
     startup::Live,
-    store::{Store, delivery::Claimed, record::Outcome},
+    store::Store,
 };
 
 #[derive(Debug, Clone)]
@@ -40,18 +39,6 @@ pub struct SenderConfig {
     pub retry_max: Duration,
     pub lease: Duration,
     pub poll: Duration,
-}
-
-/// The next batch's claim, made while the current batch is sending (see
-/// [`Sender::turn`]).
-struct Ahead {
-    owner: String,
-    /// Starts the claim.
-    go: Arc<Notify>,
-    /// Ends the task's renewal of the claimed batch's lease, or the task if it has not
-    /// claimed yet.
-    stop: CancellationToken,
-    claimed: oneshot::Receiver<Result<Vec<Claimed>, crate::store::StoreError>>,
 }
 
 pub struct Sender {
@@ -198,99 +185,6 @@ impl Sender {
         }
     }
 
-    /// A new lease owner: one per claim, so that a claim can be renewed, released or
-    /// recorded against on its own.
-    fn next_owner(&self) -> String {
-        format!(
-            "{}#{}",
-            self.config.instance,
-            self.turn.fetch_add(1, Ordering::Relaxed)
-        )
-    }
-
-    async fn claim_now(&self, owner: &str) -> Result<Vec<Claimed>, crate::store::StoreError> {
-        let now = self.clock.now();
-        let lease_until = now
-            + chrono::Duration::from_std(self.config.lease).unwrap_or(chrono::Duration::minutes(5));
-        self.store
-            .claim(
-                owner,
-                to_millis(now),
-                to_millis(lease_until),
-                self.config.batch,
-            )
-            .await
-    }
-
-    /// Starts the claim of the next batch, to run once `go` is notified (when the current
-    /// batch is half handed out). While its batch waits, the task renews the batch's lease,
-    /// until `stop`: then the turn that takes the batch up renews it itself.
-    fn claim_ahead(self: &Arc<Self>) -> Ahead {
-        let owner = self.next_owner();
-        let go = Arc::new(Notify::new());
-        let stop = CancellationToken::new();
-        let (tx, claimed) = oneshot::channel();
-        let (this, task_owner, task_go, task_stop) = (
-            Arc::clone(self),
-            owner.clone(),
-            Arc::clone(&go),
-            stop.clone(),
-        );
-        tokio::spawn(async move {
-            tokio::select! {
-                _ = task_go.notified() => {}
-                _ = task_stop.cancelled() => {
-                    let _ = tx.send(Ok(Vec::new()));
-                    return;
-                }
-            }
-            let result = this.claim_now(&task_owner).await;
-            let holds = matches!(&result, Ok(batch) if !batch.is_empty());
-            let _ = tx.send(result);
-            if holds {
-                tokio::select! {
-                    never = this.keep_lease(&task_owner) => match never {},
-                    _ = task_stop.cancelled() => {}
-                }
-            }
-        });
-        Ahead {
-            owner,
-            go,
-            stop,
-            claimed,
-        }
-    }
-
-    /// Waits for a claim made ahead and takes over its batch from the task that made it.
-    async fn take_up(
-        &self,
-        ahead: Ahead,
-    ) -> (String, Result<Vec<Claimed>, crate::store::StoreError>) {
-        ahead.go.notify_one();
-        let result = ahead.claimed.await.unwrap_or_else(|_| {
-            Err(crate::store::StoreError::Corrupt(
-                "the claim made ahead was dropped".into(),
-            ))
-        });
-        ahead.stop.cancel();
-        (ahead.owner, result)
-    }
-
-    /// Returns a claim made ahead that no turn will send (the sender is stopping).
-    async fn give_back(&self, ahead: Ahead) {
-        ahead.stop.cancel();
-        let owner = ahead.owner.clone();
-        let _ = ahead.claimed.await;
-        match self.store.release_claim(&owner).await {
-            Ok(0) => {}
-            Ok(n) => tracing::info!(count = n, "returned deliveries claimed ahead to the queue"),
-            Err(e) => {
-                tracing::warn!(error = %e, "could not return the deliveries claimed ahead; they go back when their lease ends");
-            }
-        }
-    }
-
     /// One claim → send → record cycle. Returns how many deliveries it handled.
     ///
     /// A full batch means more is probably waiting, so the next batch is claimed while this
@@ -412,185 +306,5 @@ impl Sender {
                 false
             }
         }
-    }
-
-    /// Renews `owner`'s lease every third of it, until dropped.
-    async fn keep_lease(&self, owner: &str) -> std::convert::Infallible {
-        loop {
-            tokio::time::sleep((self.config.lease / 3).max(Duration::from_millis(100))).await;
-            let until = self.clock.now()
-                + chrono::Duration::from_std(self.config.lease)
-                    .unwrap_or(chrono::Duration::minutes(5));
-            if let Err(e) = self.store.extend_lease(owner, to_millis(until)).await {
-                tracing::warn!(error = %e, "could not renew the lease; those deliveries may be sent twice");
-            }
-        }
-    }
-
-    async fn release_lost_claims(&self) -> Result<(), crate::store::StoreError> {
-        let owners: Vec<String> = self
-            .lost_claims
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone();
-        for owner in owners {
-            let released = self.store.release_claim(&owner).await?;
-            if released > 0 {
-                tracing::info!(
-                    count = released,
-                    "released deliveries from a claim whose answer was lost"
-                );
-            }
-            self.lost_claims
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .retain(|o| o != &owner);
-        }
-        Ok(())
-    }
-
-    async fn deliver(
-        &self,
-        composer: &Composer,
-        c: &Claimed,
-        shutdown: &CancellationToken,
-        slot: &mut Option<OwnedSemaphorePermit>,
-    ) -> Outcome {
-        let list_mail = is_list_mail(&c.mailing.kind);
-        if let Some(reason) = self.skip_reason(c) {
-            return Outcome::Skipped {
-                delivery_id: c.delivery_id,
-                reason,
-            };
-        }
-        let mailing = &*c.mailing;
-        let letter = Letter {
-            mailing_key: &mailing.key,
-            template: &mailing.template,
-            list_mail,
-            data: &mailing.data,
-        };
-        let recipient = Recipient {
-            subscriber_id: c.subscriber_id,
-            email: &c.email,
-            name: c.name.as_deref(),
-            unsub_nonce: &c.unsub_nonce,
-        };
-        let composed = match composer.compose(&letter, &recipient, self.clock.now()) {
-            Ok(m) => m,
-            Err(e) => {
-                tracing::error!(mailing = %c.mailing.key, error = %e, "could not compose message");
-                return Outcome::Failed {
-                    delivery_id: c.delivery_id,
-                    subscriber_id: c.subscriber_id,
-                    error: e.to_string(),
-                    bounce: false,
-                };
-            }
-        };
-        // Composing (CPU) happens before taking a sending turn, so the next messages are
-        // rendered while the current ones are on the wire.
-        let _sending = match self.sending.acquire().await {
-            Ok(turn) => turn,
-            Err(_) => {
-                return Outcome::Released {
-                    delivery_id: c.delivery_id,
-                };
-            }
-        };
-        if let Some(limiter) = &self.limiter {
-            tokio::select! {
-                _ = limiter.until_ready() => {}
-                _ = shutdown.cancelled() => return Outcome::Released { delivery_id: c.delivery_id },
-            }
-        }
-        if shutdown.is_cancelled() {
-            return Outcome::Released {
-                delivery_id: c.delivery_id,
-            };
-        }
-        let started = Instant::now();
-        // The transport takes an `unrecorded` permit before the relay can accept the message
-        // and the caller holds it until the outcome is stored: at most `concurrency` messages
-        // are ever accepted but not yet recorded, which bounds what a crash can repeat.
-        let (result, permit) = self
-            .transport
-            .send_gated(
-                &composed.envelope,
-                &composed.bytes,
-                &composed.message_id,
-                &self.unrecorded,
-            )
-            .await;
-        *slot = permit;
-        metrics::histogram!("harborlist_send_seconds").record(started.elapsed().as_secs_f64());
-        let to = redact(&c.email);
-        match result {
-            Ok(()) => {
-                metrics::counter!("harborlist_messages_sent_total", "kind" => c.mailing.kind.clone())
-                    .increment(1);
-                tracing::debug!(mailing = %c.mailing.key, %to, "sent");
-                Outcome::Sent {
-                    delivery_id: c.delivery_id,
-                    subscriber_id: c.subscriber_id,
-                    clears_bounces: list_mail && c.bounce_streak != 0,
-                }
-            }
-            Err(SendError::Permanent(error)) => {
-                metrics::counter!("harborlist_messages_failed_total", "reason" => "permanent")
-                    .increment(1);
-                tracing::warn!(mailing = %c.mailing.key, %to, %error, "permanent failure; not retrying");
-                Outcome::Failed {
-                    delivery_id: c.delivery_id,
-                    subscriber_id: c.subscriber_id,
-                    error,
-                    bounce: list_mail,
-                }
-            }
-            Err(SendError::Transient(error)) => {
-                let attempts = u32::try_from(c.attempts).unwrap_or(u32::MAX);
-                if attempts >= self.config.max_attempts {
-                    metrics::counter!("harborlist_messages_failed_total", "reason" => "retries_exhausted").increment(1);
-                    tracing::warn!(mailing = %c.mailing.key, %to, %error, attempts, "giving up after repeated temporary failures");
-                    return Outcome::Failed {
-                        delivery_id: c.delivery_id,
-                        subscriber_id: c.subscriber_id,
-                        error,
-                        bounce: false,
-                    };
-                }
-                let delay = retry_delay(
-                    attempts,
-                    self.config.retry_base,
-                    self.config.retry_max,
-                    jitter(),
-                );
-                metrics::counter!("harborlist_messages_retried_total").increment(1);
-                tracing::info!(mailing = %c.mailing.key, %to, %error, attempts, retry_in = ?delay, "temporary failure; will retry");
-                let at = self.clock.now()
-                    + chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::seconds(30));
-                Outcome::Retry {
-                    delivery_id: c.delivery_id,
-                    at_ms: to_millis(at),
-                    error,
-                }
-            }
-        }
-    }
-
-    /// Reasons not to send a claimed delivery at all.
-    fn skip_reason(&self, c: &Claimed) -> Option<String> {
-        if let Some(deadline) = c.mailing.not_after_ms
-            && to_millis(self.clock.now()) >= deadline
-        {
-            return Some("too late: the training has begun".into());
-        }
-        let wanted: &[&str] = match c.mailing.kind.as_str() {
-            // A confirmation goes to whoever asked, unless they are already in.
-            "confirm" => &["pending", "unsubscribed", "bouncing"],
-            "goodbye" => &["unsubscribed"],
-            _ => &["active"],
-        };
-        (!wanted.contains(&c.status.as_str())).then(|| format!("subscriber is {}", c.status))
     }
 }
