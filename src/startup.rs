@@ -68,7 +68,7 @@ pub struct Runtime {
     /// When this process loaded the configuration, by its clock; `None` if not stamped.
     /// Several instances can hold different configurations for a moment (one has reloaded
     /// an edit, another not yet), and the planner acts on its view only where that view
-    /// is newer than the rows it would change (see `schedule::Planner::config_ms`).
+    /// is newer than the rows it would change (see [`Runtime::config_ms`]).
     pub loaded_ms: Option<i64>,
 }
 
@@ -84,6 +84,13 @@ impl Runtime {
     /// For `check`, `preview` and `send-test`, which staff may run as another user.
     pub fn build_read_only(settings: Settings) -> Result<Self, StartupError> {
         Self::build_with(settings, KeyFile::Ephemeral)
+    }
+
+    /// The newest row a planner may change or close from this configuration: rows written
+    /// later were written by an instance that had loaded a newer one. An unstamped runtime
+    /// (tests that build their own) is not limited.
+    pub fn config_ms(&self) -> i64 {
+        self.loaded_ms.unwrap_or(i64::MAX)
     }
 
     fn build_with(settings: Settings, key_file: KeyFile) -> Result<Self, StartupError> {

@@ -72,7 +72,7 @@ pub fn mailing(
 pub async fn reconcile(p: &Planner, report: &mut TurnReport) -> Result<(), StoreError> {
     let runtime = p.live.current();
     let now_ms = to_millis(p.clock.now());
-    let config_ms = Planner::config_ms(&runtime);
+    let config_ms = runtime.config_ms();
     let mut wanted = HashSet::new();
     for a in &runtime.settings.announcements {
         let sequence = match a.training.and_then(|d| runtime.calendar.session_on(d)) {

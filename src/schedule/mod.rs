@@ -73,13 +73,6 @@ impl Planner {
         to_millis(self.clock.now())
     }
 
-    /// The newest row a planner may change or close from `runtime`'s configuration: rows
-    /// written later were written by an instance that had loaded a newer one. Unstamped
-    /// runtimes (tests that build their own) are not limited.
-    pub fn config_ms(runtime: &crate::startup::Runtime) -> i64 {
-        runtime.loaded_ms.unwrap_or(i64::MAX)
-    }
-
     /// Asks for a planning turn as soon as possible (after a reload, for instance).
     pub fn nudge(&self) {
         self.wake.notify_one();

@@ -26,7 +26,7 @@ use crate::{
 
 pub async fn trainings(p: &Planner, report: &mut TurnReport) -> Result<(), StoreError> {
     let runtime = p.live.current();
-    let config_ms = Planner::config_ms(&runtime);
+    let config_ms = runtime.config_ms();
     let settings = &runtime.settings;
     let now = p.clock.now();
     let now_ms = to_millis(now);
