@@ -18,8 +18,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{
     config::{Settings, Sources},
+    runtime::{Live, Runtime},
     schedule::Planner,
-    startup::{Live, Runtime},
 };
 
 #[derive(Clone)]

@@ -9,8 +9,8 @@ use super::samples;
 use crate::{
     config::Sources,
     mail::{Letter, Recipient, context::is_list_mail},
+    runtime::Runtime,
     schedule::announcements,
-    startup::Runtime,
 };
 
 pub async fn run(sources: &Sources) -> anyhow::Result<ExitCode> {

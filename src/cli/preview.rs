@@ -14,8 +14,8 @@ use crate::{
         Letter, Recipient, Transport,
         context::{Composed, is_list_mail},
     },
+    runtime::Runtime,
     schedule::announcements,
-    startup::Runtime,
 };
 
 /// Which message: a template (with sample data) or an announcement from the config.

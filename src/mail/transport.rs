@@ -1,8 +1,7 @@
 //! Where finished messages go: an SMTP relay through a connection pool, or `.eml` files.
 //!
-//! Errors are sorted into the two kinds the sender acts on: [`SendError::Transient`]
-//! (connection trouble, timeouts, 4xx) is retried later; [`SendError::Permanent`] (5xx) is
-//! recorded and not retried.
+//! Errors carry the SMTP stage they happened at and their class (see
+//! [`super::smtp::error`]), which decides what the sender does about them.
 
 use std::{path::PathBuf, sync::Arc, time::Duration};
 
@@ -13,16 +12,9 @@ use lettre::{
     transport::smtp::PoolConfig,
 };
 
+pub use super::smtp::error::{Class, SendError, Stage};
 use super::smtp::{Pool, Relay};
 use crate::config::{MailSettings, TransportKind};
-
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum SendError {
-    #[error("temporary failure: {0}")]
-    Transient(String),
-    #[error("permanent failure: {0}")]
-    Permanent(String),
-}
 
 #[derive(Clone)]
 pub enum Transport {
@@ -111,18 +103,20 @@ impl Transport {
                     .await
                 {
                     Ok(result) => result,
-                    Err(_) => Err(SendError::Transient(format!(
-                        "no answer from the relay within {limit:?}"
-                    ))),
+                    Err(_) => Err(SendError::no_reply(
+                        Stage::EndOfData,
+                        format!("no answer from the relay within {limit:?}"),
+                    )),
                 }
             }
             Self::Smtp(smtp, limit) => {
                 permit = gate.clone().acquire_owned().await.ok();
                 match tokio::time::timeout(*limit, smtp.send_raw(envelope, bytes)).await {
-                    Ok(result) => result.map(|_| ()).map_err(classify),
-                    Err(_) => Err(SendError::Transient(format!(
-                        "no answer from the relay within {limit:?}"
-                    ))),
+                    Ok(result) => result.map(|_| ()).map_err(|e| classify(&e)),
+                    Err(_) => Err(SendError::no_reply(
+                        Stage::EndOfData,
+                        format!("no answer from the relay within {limit:?}"),
+                    )),
                 }
             }
             Self::File(dir) => {
@@ -145,18 +139,23 @@ impl Transport {
                     tokio::fs::rename(&tmp, &path).await
                 }
                 .await
-                .map_err(|e| SendError::Transient(format!("writing {}: {e}", path.display())))
+                .map_err(|e| {
+                    SendError::no_reply(Stage::Connect, format!("writing {}: {e}", path.display()))
+                })
             }
         };
         (result, permit)
     }
 }
 
-pub(super) fn classify(e: lettre::transport::smtp::Error) -> SendError {
-    if e.is_permanent() {
-        SendError::Permanent(e.to_string())
+/// lettre's pool (`smtps://`) does not say at which stage a send failed. A reply code
+/// puts it at `RCPT` or later, where the recipient may be at fault; anything else (no
+/// reply: a refused connection, TLS) is the relay's.
+fn classify(e: &lettre::transport::smtp::Error) -> SendError {
+    let stage = if e.status().is_some() {
+        Stage::Rcpt
     } else {
-        // Transient replies, timeouts, refused connections, TLS trouble: all worth retrying.
-        SendError::Transient(e.to_string())
-    }
+        Stage::Connect
+    };
+    SendError::from_lettre(stage, e)
 }

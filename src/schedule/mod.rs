@@ -28,7 +28,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{
     clock::{SharedClock, from_millis, to_millis},
-    startup::Live,
+    health::Health,
+    runtime::Live,
     store::{Store, StoreError},
 };
 
@@ -55,6 +56,8 @@ pub struct Planner {
     wake_sender: Arc<Notify>,
     /// Wakes the planner (tick, reload).
     wake: Arc<Notify>,
+    /// Where finished turns are reported (`/healthz`).
+    health: Health,
 }
 
 impl Planner {
@@ -65,7 +68,14 @@ impl Planner {
             clock,
             wake_sender,
             wake: Arc::new(Notify::new()),
+            health: Health::new(),
         }
+    }
+
+    /// Reports finished turns to `health` instead of a private one.
+    pub fn with_health(mut self, health: Health) -> Self {
+        self.health = health;
+        self
     }
 
     /// The time on this planner's clock, for stamping a configuration as it is loaded.

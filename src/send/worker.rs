@@ -23,8 +23,9 @@ use self::claims::Ahead;
 use super::record::{ToRecord, record_outcomes};
 use crate::{
     clock::{SharedClock, to_millis},
+    health::Health,
     mail::Transport,
-    startup::Live,
+    runtime::Live,
     store::Store,
 };
 
@@ -62,6 +63,8 @@ pub struct Sender {
     /// rows may be marked ours but were never sent, so they are released as soon as the
     /// database answers again instead of waiting out the lease.
     lost_claims: std::sync::Mutex<Vec<String>>,
+    /// Where the relay's state is reported (`/healthz`, `status`).
+    health: Health,
 }
 
 impl Sender {
@@ -96,7 +99,14 @@ impl Sender {
             sending,
             unrecorded,
             lost_claims: std::sync::Mutex::new(Vec::new()),
+            health: Health::new(),
         }
+    }
+
+    /// Reports the relay's state to `health` instead of a private one.
+    pub fn with_health(mut self, health: Health) -> Self {
+        self.health = health;
+        self
     }
 
     /// Runs until `shutdown` is cancelled, then finishes what is in flight.

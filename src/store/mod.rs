@@ -9,13 +9,15 @@
 //! * [`queue`]: mailings — planning and fan-out into deliveries;
 //! * [`delivery`]: deliveries — claim, lease renewal and expiry;
 //! * [`record`]: outcomes — the recorder, and on PostgreSQL the sent log and its fold;
-//! * [`trainings`]: what was last announced about each training.
+//! * [`trainings`]: what was last announced about each training;
+//! * [`state`]: facts about the installation (the key fingerprint, the relay state).
 
 pub mod delivery;
 pub mod queue;
 pub mod record;
 pub mod report;
 pub mod roster;
+pub mod state;
 pub mod subscriptions;
 pub mod trainings;
 

@@ -27,7 +27,7 @@ use tower_http::{limit::RequestBodyLimitLayer, trace::TraceLayer};
 
 pub use pages::Page;
 
-use crate::{clock::SharedClock, startup::Live, store::Store};
+use crate::{clock::SharedClock, health::Health, runtime::Live, store::Store};
 
 #[derive(Clone)]
 pub struct AppState {
@@ -38,6 +38,8 @@ pub struct AppState {
     pub wake: Arc<Notify>,
     pub per_ip: Arc<DefaultKeyedRateLimiter<IpAddr>>,
     pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
+    /// The service's own health, for `/healthz`.
+    pub health: Health,
 }
 
 impl AppState {

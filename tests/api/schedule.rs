@@ -12,8 +12,8 @@ use harborlist::{
     clock::{Clock, ManualClock},
     config::Settings,
     domain::TokenKey,
+    runtime::{Live, Runtime},
     schedule::Planner,
-    startup::{Live, Runtime},
     store::Store,
 };
 use tokio::sync::Notify;

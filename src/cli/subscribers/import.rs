@@ -23,7 +23,7 @@ use crate::{
     domain::{
         EmailError, SubscriberEmail, SubscriberName, TokenKey, TokenPurpose, new_nonce, redact,
     },
-    startup::Runtime,
+    runtime::Runtime,
     store::{
         Backend,
         roster::{IMPORT_BATCH, ImportCandidate, ImportCounts},

@@ -38,7 +38,9 @@ use tokio::{
     sync::{OwnedSemaphorePermit, Semaphore, oneshot},
 };
 
-use super::transport::SendError;
+pub mod error;
+
+use self::error::{SendError, Stage};
 
 /// What a `smtp://` URL asks for.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -196,9 +198,9 @@ impl Pool {
         };
         self.jobs
             .send(job)
-            .map_err(|_| SendError::Transient("the SMTP pool has stopped".into()))?;
+            .map_err(|_| SendError::interrupted("the SMTP pool has stopped"))?;
         let (result, taken) = finished.await.unwrap_or_else(|_| {
-            let stopped = SendError::Transient("the SMTP pool has stopped".into());
+            let stopped = SendError::interrupted("the SMTP pool has stopped");
             (Err(stopped), None)
         });
         *permit = taken;
@@ -210,7 +212,7 @@ impl Shared {
     async fn connect(&self) -> Result<Connection, SendError> {
         let r = &self.relay;
         let transient = |what: &str, e: &dyn std::fmt::Display| {
-            SendError::Transient(format!("{what} {}:{}: {e}", r.host, r.port))
+            SendError::no_reply(Stage::Connect, format!("{what} {}:{}: {e}", r.host, r.port))
         };
         let stream =
             tokio::time::timeout(self.timeout, TcpStream::connect((r.host.as_str(), r.port)))
@@ -221,9 +223,13 @@ impl Shared {
             .set_nodelay(true)
             .map_err(|e| transient("cannot configure the connection to", &e))?;
         let hello = ClientId::default();
-        let mut conn = AsyncSmtpConnection::connect_with_transport(Box::new(stream), &hello)
-            .await
-            .map_err(super::transport::classify)?;
+        // The greeting and lettre's first EHLO.
+        let mut conn = self
+            .step(
+                Stage::Greeting,
+                AsyncSmtpConnection::connect_with_transport(Box::new(stream), &hello),
+            )
+            .await?;
         let wants_tls = match r.starttls {
             Starttls::Never => false,
             Starttls::Opportunistic => conn.can_starttls(),
@@ -231,32 +237,47 @@ impl Shared {
         };
         if wants_tls {
             let params = TlsParameters::new(r.host.clone())
-                .map_err(|e| SendError::Permanent(format!("TLS setup: {e}")))?;
-            conn.starttls(params, &hello)
-                .await
-                .map_err(super::transport::classify)?;
+                .map_err(|e| SendError::no_reply(Stage::Starttls, format!("TLS setup: {e}")))?;
+            self.step(Stage::Starttls, conn.starttls(params, &hello))
+                .await?;
         }
         // lettre keeps only the EHLO keywords it knows, and PIPELINING is not one of them:
         // ask again (before AUTH, which a new EHLO could reset) and read the reply.
-        let pipelining = conn
-            .command(Ehlo::new(hello.clone()))
-            .await
-            .map_err(super::transport::classify)?
+        let pipelining = self
+            .step(Stage::Ehlo, conn.command(Ehlo::new(hello.clone())))
+            .await?
             .message()
             .any(|line| line.trim().eq_ignore_ascii_case("PIPELINING"));
         if let Some((user, pass)) = &r.credentials {
-            conn.auth(
-                &[Mechanism::Plain, Mechanism::Login],
-                &Credentials::new(user.clone(), pass.clone()),
+            let credentials = Credentials::new(user.clone(), pass.clone());
+            self.step(
+                Stage::Auth,
+                conn.auth(&[Mechanism::Plain, Mechanism::Login], &credentials),
             )
-            .await
-            .map_err(super::transport::classify)?;
+            .await?;
         }
         Ok(Connection {
             smtp: conn,
             pipelining,
             used: Instant::now(),
         })
+    }
+
+    /// One step of opening a session, under the timeout: a relay that accepts the
+    /// connection and then says nothing costs one timeout, at that stage.
+    async fn step<T>(
+        &self,
+        stage: Stage,
+        exchange: impl Future<Output = Result<T, lettre::transport::smtp::Error>>,
+    ) -> Result<T, SendError> {
+        match tokio::time::timeout(self.timeout, exchange).await {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(e)) => Err(SendError::from_lettre(stage, &e)),
+            Err(_) => Err(SendError::no_reply(
+                stage,
+                format!("no answer from the relay within {:?}", self.timeout),
+            )),
+        }
     }
 
     /// `exchange`, or a temporary failure if the relay stops answering: a worker must never
@@ -268,10 +289,10 @@ impl Shared {
         tokio::time::timeout(self.timeout, exchange)
             .await
             .unwrap_or_else(|_| {
-                Err(SendError::Transient(format!(
-                    "no answer from the relay within {:?}",
-                    self.timeout
-                )))
+                Err(SendError::no_reply(
+                    Stage::EndOfData,
+                    format!("no answer from the relay within {:?}", self.timeout),
+                ))
             })
     }
 }
@@ -339,7 +360,7 @@ async fn work(shared: Arc<Shared>, queue: flume::Receiver<Job>) {
                                 .send(&job.envelope, &job.bytes)
                                 .await
                                 .map(drop)
-                                .map_err(super::transport::classify)
+                                .map_err(|e| SendError::from_lettre(Stage::Rcpt, &e))
                         })
                         .await;
                     match sent {
@@ -353,7 +374,8 @@ async fn work(shared: Arc<Shared>, queue: flume::Receiver<Job>) {
                 let accepted = shared
                     .timed(async {
                         let first = c.smtp.command(Raw(&commands)).await.err();
-                        read_replies(c, job.envelope.to().len() + 1, first).await
+                        let first = first.map(|e| (Stage::Mail, e));
+                        read_replies(c, job.envelope.to().len(), 1, first).await
                     })
                     .await;
                 if let Err(e) = accepted {
@@ -372,7 +394,11 @@ async fn work(shared: Arc<Shared>, queue: flume::Receiver<Job>) {
             continue;
         }
         let Some(c) = conn.as_mut() else {
-            finish(job, Err(SendError::Transient("session lost".into())), None);
+            finish(
+                job,
+                Err(SendError::no_reply(Stage::Data, "session lost")),
+                None,
+            );
             continue;
         };
         let permit = match take(&job.gate).await {
@@ -385,7 +411,11 @@ async fn work(shared: Arc<Shared>, queue: flume::Receiver<Job>) {
         };
         let Some(text) = plain(c, &job) else {
             conn = None;
-            finish(job, Err(SendError::Transient("session lost".into())), None);
+            finish(
+                job,
+                Err(SendError::no_reply(Stage::Data, "session lost")),
+                None,
+            );
             continue;
         };
         let mut out = dot_stuffed(text);
@@ -395,7 +425,7 @@ async fn work(shared: Arc<Shared>, queue: flume::Receiver<Job>) {
             out.push_str(&envelope_commands(&n.envelope));
         }
         // Replies to read after the message's own: MAIL, each RCPT, DATA.
-        let behind = behind.map(|n| n.envelope.to().len() + 2);
+        let behind = behind.map(|n| n.envelope.to().len());
         let writing = Instant::now();
         let sent = shared
             .timed(async {
@@ -403,7 +433,7 @@ async fn work(shared: Arc<Shared>, queue: flume::Receiver<Job>) {
                     .command(Raw(&out))
                     .await
                     .map(drop)
-                    .map_err(super::transport::classify)
+                    .map_err(|e| SendError::from_lettre(Stage::EndOfData, &e))
             })
             .await;
         metrics::histogram!(crate::telemetry::RELAY_REPLY).record(writing.elapsed().as_secs_f64());
@@ -421,7 +451,7 @@ async fn work(shared: Arc<Shared>, queue: flume::Receiver<Job>) {
             carried = Some(Carried::Fresh(next));
             continue;
         };
-        match shared.timed(read_replies(c, replies, None)).await {
+        match shared.timed(read_replies(c, replies, 0, None)).await {
             Ok(()) => carried = Some(Carried::Staged(next)),
             Err(e) => {
                 conn = None;
@@ -460,25 +490,33 @@ fn envelope_commands(envelope: &Envelope) -> String {
     commands
 }
 
-/// Reads `count` replies to pipelined commands, in order. All of them are read even after
-/// a refusal, so the first refusal is the one reported (what follows it is only "bad
-/// sequence"); only a broken session stops the reading.
+/// Reads the replies to a pipelined `MAIL`, `rcpts` × `RCPT` and `DATA`, in order, from the
+/// `skip`-th on (the ones before were read by the caller, `first_error` the first refusal
+/// among them). All of them are read even after a refusal, so the first refusal is the
+/// one reported (what follows it is only "bad sequence"), with the stage of the command it
+/// answered; only a broken session stops the reading.
 async fn read_replies(
     c: &mut Connection,
-    count: usize,
-    mut first_error: Option<lettre::transport::smtp::Error>,
+    rcpts: usize,
+    skip: usize,
+    mut first_error: Option<(Stage, lettre::transport::smtp::Error)>,
 ) -> Result<(), SendError> {
-    for _ in 0..count {
+    for i in skip..rcpts + 2 {
+        let stage = match i {
+            0 => Stage::Mail,
+            i if i <= rcpts => Stage::Rcpt,
+            _ => Stage::Data,
+        };
         if let Err(e) = c.smtp.read_response().await {
             let broken = e.is_timeout() || !(e.is_transient() || e.is_permanent());
-            first_error.get_or_insert(e);
+            first_error.get_or_insert((stage, e));
             if broken {
                 break;
             }
         }
     }
     match first_error {
-        Some(e) => Err(super::transport::classify(e)),
+        Some((stage, e)) => Err(SendError::from_lettre(stage, &e)),
         None => Ok(()),
     }
 }
@@ -491,7 +529,7 @@ async fn take(gate: &Arc<Semaphore>) -> Result<OwnedSemaphorePermit, SendError> 
         .clone()
         .acquire_owned()
         .await
-        .map_err(|_| SendError::Transient("shutting down".into()));
+        .map_err(|_| SendError::interrupted("shutting down"));
     metrics::histogram!(crate::telemetry::UNRECORDED_WAIT).record(waiting.elapsed().as_secs_f64());
     permit
 }

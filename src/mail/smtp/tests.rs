@@ -226,7 +226,7 @@ async fn a_refused_recipient_is_permanent_and_a_refused_sender_transient() {
     .await;
     // The 550 is reported, not the 554 that DATA got after it.
     match gone {
-        Err(SendError::Permanent(e)) => assert!(e.contains("no such user"), "{e}"),
+        Err(e) if e.is_permanent() => assert!(e.text.contains("no such user"), "{e}"),
         other => panic!("expected a permanent failure, got {other:?}"),
     }
     assert!(
@@ -242,7 +242,7 @@ async fn a_refused_recipient_is_permanent_and_a_refused_sender_transient() {
     )
     .await;
     match busy {
-        Err(SendError::Transient(e)) => assert!(e.contains("try later"), "{e}"),
+        Err(e) if !e.is_permanent() => assert!(e.text.contains("try later"), "{e}"),
         other => panic!("expected a temporary failure, got {other:?}"),
     }
     // Both sessions were closed after the refusal and a fresh one still works.
@@ -293,7 +293,7 @@ async fn queued_messages_ride_behind_the_previous_dot() {
     for (i, result, held) in futures_util::future::join_all(sends).await {
         if i == 3 {
             assert!(
-                matches!(&result, Err(SendError::Permanent(e)) if e.contains("no such user")),
+                matches!(&result, Err(e) if e.is_permanent() && e.text.contains("no such user")),
                 "{result:?}"
             );
             assert!(!held, "a refused envelope takes no permit");

@@ -13,7 +13,7 @@ use crate::{
     clock::to_millis,
     domain::redact,
     mail::{
-        Letter, Recipient, SendError,
+        Letter, Recipient,
         context::{Composer, is_list_mail},
     },
     send::backoff::{jitter, retry_delay},
@@ -108,7 +108,9 @@ impl Sender {
                     clears_bounces: list_mail && c.bounce_streak != 0,
                 }
             }
-            Err(SendError::Permanent(error)) => {
+            Err(e) if e.is_permanent() => {
+                let bounce = list_mail && e.counts_as_bounce();
+                let error = e.to_string();
                 metrics::counter!("harborlist_messages_failed_total", "reason" => "permanent")
                     .increment(1);
                 tracing::warn!(mailing = %c.mailing.key, %to, %error, "permanent failure; not retrying");
@@ -116,10 +118,11 @@ impl Sender {
                     delivery_id: c.delivery_id,
                     subscriber_id: c.subscriber_id,
                     error,
-                    bounce: list_mail,
+                    bounce,
                 }
             }
-            Err(SendError::Transient(error)) => {
+            Err(e) => {
+                let error = e.to_string();
                 let attempts = u32::try_from(c.attempts).unwrap_or(u32::MAX);
                 if attempts >= self.config.max_attempts {
                     metrics::counter!("harborlist_messages_failed_total", "reason" => "retries_exhausted").increment(1);

@@ -1,0 +1,120 @@
+//! The process's own health, as `/healthz`, `/metrics` and `harborlist status` report it.
+//!
+//! One [`Health`] is shared by the supervised tasks: the sender reports the relay's state,
+//! the planner each finished turn, and the supervisor a task that stopped. Readers take a
+//! snapshot; nothing here blocks for long or touches the database (the sender persists the
+//! relay state itself, so that `status` in another process can show it).
+
+use std::sync::{
+    Arc, Mutex,
+    atomic::{AtomicI64, Ordering},
+};
+
+use serde::{Deserialize, Serialize};
+
+/// Whether the mail relay takes mail.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RelayState {
+    Ok,
+    Failing,
+}
+
+/// The relay's state, since when (UTC milliseconds; `None` before anything was sent), and
+/// the last relay fault as staff read it (stage and reply, addresses and passwords hidden).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RelayStatus {
+    pub state: RelayState,
+    pub since_ms: Option<i64>,
+    pub last_error: Option<String>,
+}
+
+impl Default for RelayStatus {
+    fn default() -> Self {
+        Self {
+            state: RelayState::Ok,
+            since_ms: None,
+            last_error: None,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct Health {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    relay: Mutex<RelayStatus>,
+    stopped: Mutex<Option<String>>,
+    /// When the planner last finished a turn (UTC ms); 0 before the first.
+    planner_turn_ms: AtomicI64,
+}
+
+impl Health {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn relay(&self) -> RelayStatus {
+        self.inner
+            .relay
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Records that the relay took a message (or answered past `RCPT`). Returns the status
+    /// before, if this changed the state, so the caller can log and persist the change.
+    pub fn relay_ok(&self, now_ms: i64) -> Option<RelayStatus> {
+        let mut relay = self.inner.relay.lock().unwrap_or_else(|p| p.into_inner());
+        if relay.state == RelayState::Ok && relay.since_ms.is_some() {
+            return None;
+        }
+        let before = relay.clone();
+        *relay = RelayStatus {
+            state: RelayState::Ok,
+            since_ms: Some(now_ms),
+            last_error: before.last_error.clone(),
+        };
+        Some(before)
+    }
+
+    /// Records a relay fault. Returns true if the relay was not already failing.
+    pub fn relay_failing(&self, now_ms: i64, error: String) -> bool {
+        let mut relay = self.inner.relay.lock().unwrap_or_else(|p| p.into_inner());
+        let newly = relay.state != RelayState::Failing;
+        if newly {
+            relay.state = RelayState::Failing;
+            relay.since_ms = Some(now_ms);
+        }
+        relay.last_error = Some(error);
+        newly
+    }
+
+    /// Records that a supervised task ended, and why. The first one is kept.
+    pub fn task_stopped(&self, task: &str, why: &str) {
+        let mut stopped = self.inner.stopped.lock().unwrap_or_else(|p| p.into_inner());
+        stopped.get_or_insert_with(|| format!("the {task} stopped: {why}"));
+    }
+
+    /// Why the service is no longer whole, if a task has stopped.
+    pub fn stopped(&self) -> Option<String> {
+        self.inner
+            .stopped
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    pub fn planner_turned(&self, now_ms: i64) {
+        self.inner.planner_turn_ms.store(now_ms, Ordering::Relaxed);
+    }
+
+    /// When the planner last finished a turn, if it has.
+    pub fn last_planner_turn_ms(&self) -> Option<i64> {
+        let ms = self.inner.planner_turn_ms.load(Ordering::Relaxed);
+        (ms != 0).then_some(ms)
+    }
+}
