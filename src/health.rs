@@ -50,6 +50,8 @@ struct Inner {
     stopped: Mutex<Option<String>>,
     /// When the planner last finished a turn (UTC ms); 0 before the first.
     planner_turn_ms: AtomicI64,
+    /// When the service started (UTC ms): the planner's first turn is due from then.
+    started_ms: AtomicI64,
 }
 
 impl Health {
@@ -106,6 +108,20 @@ impl Health {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clone()
+    }
+
+    /// Notes when the service started, from which the planner's first turn is expected.
+    pub fn set_started(&self, now_ms: i64) {
+        self.inner.started_ms.store(now_ms, Ordering::Relaxed);
+    }
+
+    /// How long the planner has gone without finishing a turn (since the start, before the
+    /// first), in milliseconds.
+    pub fn planner_silent_for_ms(&self, now_ms: i64) -> i64 {
+        let since = self
+            .last_planner_turn_ms()
+            .unwrap_or_else(|| self.inner.started_ms.load(Ordering::Relaxed));
+        now_ms.saturating_sub(since).max(0)
     }
 
     pub fn planner_turned(&self, now_ms: i64) {

@@ -8,9 +8,11 @@
 //! and the planner until the shutdown token fires, then stops them in order: stop taking
 //! requests, let in-flight mail finish and be recorded, close the pool.
 
-use std::{net::SocketAddr, sync::Arc, time::Duration};
+use std::{
+    collections::HashMap, future::Future, net::SocketAddr, pin::Pin, sync::Arc, time::Duration,
+};
 
-use tokio::{net::TcpListener, sync::Notify};
+use tokio::{net::TcpListener, sync::Notify, task::JoinSet};
 use tokio_util::sync::CancellationToken;
 
 pub use crate::runtime::{Live, Runtime, RuntimeError};
@@ -42,6 +44,8 @@ pub enum StartupError {
     },
     #[error("HTTP server failed: {0}")]
     Serve(std::io::Error),
+    #[error("the {task} stopped ({why}); harborlist stopped with it")]
+    TaskStopped { task: &'static str, why: String },
 }
 
 pub struct Application {
@@ -51,6 +55,8 @@ pub struct Application {
     sender: Sender,
     planner: Planner,
     reloader: Option<Reloader>,
+    /// Tasks added with [`Application::supervise`].
+    extra: Vec<(&'static str, Pin<Box<dyn Future<Output = ()> + Send>>)>,
 }
 
 impl Application {
@@ -72,6 +78,7 @@ impl Application {
         let live = Live::new(runtime);
         let wake = Arc::new(Notify::new());
         let health = Health::new();
+        health.set_started(crate::clock::to_millis(clock.now()));
         let sender = Sender::new(
             store.clone(),
             live.clone(),
@@ -109,6 +116,7 @@ impl Application {
             sender,
             planner,
             reloader: None,
+            extra: Vec::new(),
         })
     }
 
@@ -132,7 +140,22 @@ impl Application {
         &self.state.live
     }
 
-    /// Runs until `shutdown` fires, then stops gracefully.
+    /// Runs one more task under the same supervision as the built-in ones: if it ends
+    /// before the stop, the daemon stops and [`Application::run_until_stopped`] fails. For
+    /// embedding harborlist, and for tests that need a task that dies.
+    pub fn supervise(
+        &mut self,
+        name: &'static str,
+        task: impl Future<Output = ()> + Send + 'static,
+    ) {
+        self.extra.push((name, Box::pin(task)));
+    }
+
+    /// Runs until `shutdown` fires, then stops gracefully: stop taking requests (draining
+    /// for at most `server.shutdown_timeout`), let in-flight mail finish and be recorded,
+    /// close the pool. If any task ends or panics first, the same stop follows and the
+    /// result is [`StartupError::TaskStopped`], so the process exits non-zero and systemd's
+    /// `Restart=on-failure` brings it back.
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> Result<(), StartupError> {
         let Self {
             listener,
@@ -140,9 +163,11 @@ impl Application {
             sender,
             planner,
             reloader,
+            extra,
             ..
         } = self;
         let store = state.store.clone();
+        let health = state.health.clone();
         let settings = state.live.settings();
         tracing::info!(
             bind = %listener.local_addr().map_err(StartupError::Serve)?,
@@ -150,31 +175,113 @@ impl Application {
             backend = ?store.backend(),
             "harborlist is running"
         );
+        let limits = web::server::Limits {
+            header_timeout: settings.server.header_timeout.std(),
+            idle_timeout: web::server::IDLE_TIMEOUT,
+            shutdown_timeout: settings.server.shutdown_timeout.std(),
+        };
+        let http_stop = CancellationToken::new();
         let workers = CancellationToken::new();
-        let sender_task = tokio::spawn(sender.run(workers.clone()));
-        let planner_task = tokio::spawn(planner.run(workers.clone(), settings.schedule.tick.std()));
-        let watch_task = reloader.map(|r| tokio::spawn(r.watch(workers.clone())));
-        let app = web::router(state).into_make_service_with_connect_info::<SocketAddr>();
-        let http_shutdown = shutdown.clone();
-        let served = axum::serve(listener, app)
-            .with_graceful_shutdown(async move { http_shutdown.cancelled().await })
-            .await;
-        tracing::info!("stopping: finishing messages in flight");
-        workers.cancel();
-        let (sender_done, planner_done) = tokio::join!(sender_task, planner_task);
-        if let Some(task) = watch_task {
-            let _ = task.await;
-        }
-        for (name, done) in [("sender", sender_done), ("planner", planner_done)] {
-            if let Err(e) = done {
-                tracing::error!(task = name, error = %e, "task ended abnormally");
+        let mut tasks = Tasks::default();
+        let app = web::router(state);
+        let http = web::server::serve(listener, app, limits, http_stop.clone());
+        tasks.spawn("HTTP server", async move {
+            if let Err(e) = http.await {
+                tracing::error!(error = %e, "the HTTP server failed");
             }
+        });
+        tasks.spawn("sender", sender.run(workers.clone()));
+        tasks.spawn(
+            "planner",
+            planner.run(workers.clone(), settings.schedule.tick.std()),
+        );
+        if let Some(reloader) = reloader {
+            tasks.spawn("reload watcher", reloader.watch(workers.clone()));
         }
+        for (name, task) in extra {
+            tasks.spawn(name, task);
+        }
+        let failure = tokio::select! {
+            _ = shutdown.cancelled() => None,
+            ended = tasks.next_ended() => Some(ended),
+        };
+        if let Some((task, why)) = &failure {
+            tracing::error!(task, why, "a task stopped; stopping harborlist");
+            health.task_stopped(task, why);
+        }
+        tracing::info!("stopping: finishing messages in flight");
+        http_stop.cancel();
+        tasks.wait_for("HTTP server").await;
+        workers.cancel();
+        tasks.wait_all().await;
         // Give the pool a bounded time to close: a wedged database must not hang shutdown.
         let _ = tokio::time::timeout(Duration::from_secs(10), store.close()).await;
         tracing::info!("stopped");
-        served.map_err(StartupError::Serve)
+        match failure {
+            Some((task, why)) => Err(StartupError::TaskStopped { task, why }),
+            None => Ok(()),
+        }
     }
+}
+
+/// The supervised tasks by name. Any of them ending before the stop is a failure.
+#[derive(Default)]
+struct Tasks {
+    set: JoinSet<()>,
+    names: HashMap<tokio::task::Id, &'static str>,
+}
+
+impl Tasks {
+    fn spawn(&mut self, name: &'static str, task: impl Future<Output = ()> + Send + 'static) {
+        let handle = self.set.spawn(task);
+        self.names.insert(handle.id(), name);
+    }
+
+    /// The first task to end, and how: "ended" or the panic's message.
+    async fn next_ended(&mut self) -> (&'static str, String) {
+        let Some(ended) = self.set.join_next_with_id().await else {
+            return ("supervisor", "no tasks were running".into());
+        };
+        let (id, why) = match ended {
+            Ok((id, ())) => (id, "ended unexpectedly".to_owned()),
+            Err(e) => (e.id(), describe(e)),
+        };
+        (self.names.remove(&id).unwrap_or("task"), why)
+    }
+
+    /// Waits for the task called `name` to end, leaving the others running.
+    async fn wait_for(&mut self, name: &'static str) {
+        while self.names.values().any(|n| *n == name) {
+            match self.next_ended().await {
+                (_, why) if why.starts_with("panicked") => {
+                    tracing::error!(why, "a task panicked while stopping");
+                }
+                _ => {}
+            }
+        }
+    }
+
+    async fn wait_all(&mut self) {
+        while !self.set.is_empty() {
+            let (task, why) = self.next_ended().await;
+            if why.starts_with("panicked") {
+                tracing::error!(task, why, "a task panicked while stopping");
+            }
+        }
+    }
+}
+
+fn describe(e: tokio::task::JoinError) -> String {
+    if !e.is_panic() {
+        return "was cancelled".into();
+    }
+    let payload = e.into_panic();
+    let text = payload
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "no message".into());
+    format!("panicked: {text}")
 }
 
 /// Deliveries per claim. Between two claims the connections wait while the last outcomes

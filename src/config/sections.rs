@@ -41,6 +41,20 @@ pub struct ServerSettings {
     /// Take the client address from `X-Forwarded-For` (only behind a reverse proxy you run).
     #[serde(default)]
     pub trust_forwarded_for: bool,
+    /// How long a client has to send a request's headers after connecting.
+    #[serde(default = "default_header_timeout")]
+    pub header_timeout: HumanDuration,
+    /// How long a graceful stop waits for open requests before closing them.
+    #[serde(default = "default_shutdown_timeout")]
+    pub shutdown_timeout: HumanDuration,
+}
+
+fn default_header_timeout() -> HumanDuration {
+    HumanDuration::from_secs(10)
+}
+
+fn default_shutdown_timeout() -> HumanDuration {
+    HumanDuration::from_secs(10)
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]

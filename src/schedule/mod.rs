@@ -94,6 +94,7 @@ impl Planner {
         while !shutdown.is_cancelled() {
             let nap = match self.turn().await {
                 Ok(report) => {
+                    self.health.planner_turned(to_millis(self.clock.now()));
                     if report != TurnReport::default() {
                         tracing::info!(?report, "planner turn");
                     }

@@ -8,6 +8,7 @@
 mod client;
 mod confirm;
 mod pages;
+pub mod server;
 mod subscribe;
 mod trainings;
 mod unsubscribe;
@@ -23,11 +24,16 @@ use axum::{
 };
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use tokio::sync::Notify;
-use tower_http::{limit::RequestBodyLimitLayer, trace::TraceLayer};
+use tower_http::{limit::RequestBodyLimitLayer, timeout::TimeoutLayer, trace::TraceLayer};
 
 pub use pages::Page;
 
-use crate::{clock::SharedClock, health::Health, runtime::Live, store::Store};
+use crate::{
+    clock::SharedClock,
+    health::{Health, RelayState, RelayStatus},
+    runtime::Live,
+    store::Store,
+};
 
 #[derive(Clone)]
 pub struct AppState {
@@ -65,6 +71,10 @@ pub fn router(state: AppState) -> Router {
         .fallback(not_found)
         .layer(axum::middleware::map_response(security_headers))
         .layer(RequestBodyLimitLayer::new(16 * 1024))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            server::REQUEST_TIMEOUT,
+        ))
         .layer(
             TraceLayer::new_for_http().make_span_with(|req: &axum::http::Request<_>| {
                 // The path carries tokens; log only its first segment.
@@ -75,13 +85,39 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
+/// `/healthz`: 200 when the service can do its work, 503 with the reason when it can't (the
+/// database is unreachable, a task has stopped, or the planner has not finished a turn in
+/// three ticks). The second line names the relay's state, which alone is no reason for a
+/// 503: mail waits in the queue until the relay is back, and staff see it in `status`.
 async fn healthz(State(state): State<AppState>) -> Response {
-    match state.store.ping().await {
-        Ok(()) => (StatusCode::OK, "ok\n").into_response(),
+    let problem = match state.store.ping().await {
         Err(e) => {
             tracing::error!(error = %e, "health check: database unreachable");
-            (StatusCode::SERVICE_UNAVAILABLE, "database unreachable\n").into_response()
+            Some("database unreachable".to_owned())
         }
+        Ok(()) => state.health.stopped().or_else(|| planner_stalled(&state)),
+    };
+    let relay = relay_line(&state.health.relay());
+    match problem {
+        None => (StatusCode::OK, format!("ok\n{relay}\n")).into_response(),
+        Some(why) => (StatusCode::SERVICE_UNAVAILABLE, format!("{why}\n{relay}\n")).into_response(),
+    }
+}
+
+fn planner_stalled(state: &AppState) -> Option<String> {
+    let tick = state.live.settings().schedule.tick.std();
+    let limit = i64::try_from(tick.as_millis().saturating_mul(3)).unwrap_or(i64::MAX);
+    let silent = state
+        .health
+        .planner_silent_for_ms(crate::clock::to_millis(state.clock.now()));
+    (silent > limit).then(|| format!("the planner has not finished a turn in {}s", silent / 1000))
+}
+
+fn relay_line(relay: &RelayStatus) -> String {
+    match (relay.state, &relay.last_error) {
+        (RelayState::Ok, _) => "relay: ok".into(),
+        (RelayState::Failing, Some(error)) => format!("relay: failing ({error})"),
+        (RelayState::Failing, None) => "relay: failing".into(),
     }
 }
 

@@ -16,4 +16,5 @@ mod reminders;
 mod schedule;
 mod subscribe;
 mod subscribers_cli;
+mod supervision;
 mod trainings;
