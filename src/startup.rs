@@ -56,7 +56,7 @@ pub struct Application {
     planner: Planner,
     reloader: Option<Reloader>,
     /// Tasks added with [`Application::supervise`].
-    extra: Vec<(&'static str, Pin<Box<dyn Future<Output = ()> + Send>>)>,
+    extra: Vec<(&'static str, BoxedTask)>,
 }
 
 impl Application {
@@ -223,6 +223,9 @@ impl Application {
         }
     }
 }
+
+/// A task to supervise, boxed so tasks of different types can wait in one list.
+type BoxedTask = Pin<Box<dyn Future<Output = ()> + Send>>;
 
 /// The supervised tasks by name. Any of them ending before the stop is a failure.
 #[derive(Default)]
