@@ -90,6 +90,10 @@ pub struct MailSettings {
     pub from: lettre::message::Mailbox,
     #[serde(default)]
     pub reply_to: Option<lettre::message::Mailbox>,
+    /// Whether the relay carries SMTPUTF8 (RFC 6531), so that addresses with non-ASCII
+    /// letters before the @ can be accepted. Off by default: most relays don't.
+    #[serde(default)]
+    pub smtputf8: bool,
     /// Messages per second across the whole instance; 0 means no limit.
     #[serde(default)]
     pub max_per_second: f64,

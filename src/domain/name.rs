@@ -6,6 +6,8 @@ use std::fmt;
 pub enum NameError {
     #[error("A name can't contain line breaks or control characters.")]
     ControlCharacter,
+    #[error("A name can't contain characters that change the direction or layout of text.")]
+    LayoutCharacter,
     #[error("That name is too long (at most 100 characters).")]
     TooLong,
 }
@@ -21,6 +23,9 @@ impl SubscriberName {
         if input.chars().any(|c| c.is_control()) {
             return Err(NameError::ControlCharacter);
         }
+        if input.chars().any(is_layout_control) {
+            return Err(NameError::LayoutCharacter);
+        }
         let s = input.trim();
         if s.is_empty() {
             return Ok(None);
@@ -34,6 +39,22 @@ impl SubscriberName {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+}
+
+/// Characters that make text read other than it is: the bidirectional controls (U+202A–E,
+/// U+2066–9, U+200E/F, U+061C), which can reverse what follows, and the line and
+/// paragraph separators (U+2028/9), which fake a line break in a header or a greeting.
+fn is_layout_control(c: char) -> bool {
+    matches!(
+        c,
+        '\u{202A}'..='\u{202E}'
+            | '\u{2066}'..='\u{2069}'
+            | '\u{200E}'
+            | '\u{200F}'
+            | '\u{061C}'
+            | '\u{2028}'
+            | '\u{2029}'
+    )
 }
 
 impl fmt::Display for SubscriberName {
@@ -60,6 +81,22 @@ mod tests {
         assert_eq!(
             SubscriberName::parse(&"x".repeat(101)),
             Err(NameError::TooLong)
+        );
+        for sneaky in [
+            "Ann\u{202E}evil",
+            "Ann\u{2028}Bcc",
+            "Ann\u{2029}",
+            "\u{2066}Ann",
+        ] {
+            assert_eq!(
+                SubscriberName::parse(sneaky),
+                Err(NameError::LayoutCharacter),
+                "{sneaky:?}"
+            );
+        }
+        assert_eq!(
+            SubscriberName::parse("José Núñez").map(|n| n.map(|n| n.0)),
+            Ok(Some("José Núñez".into()))
         );
     }
 }

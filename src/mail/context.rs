@@ -199,6 +199,15 @@ impl Composer {
         now: DateTime<Utc>,
     ) -> Result<Composed, MailError> {
         let id = &self.identity;
+        // A confirmation goes to an address nobody has proved yet: it carries nothing the
+        // requester typed (no greeting by name, no display name in To), so the list can't be
+        // used to send someone else's words under its name.
+        let unproved = Recipient { name: None, ..*to };
+        let to = if letter.mailing_key.starts_with("confirm:") {
+            &unproved
+        } else {
+            to
+        };
         // Derived once: the template's link and the List-Unsubscribe header are the same.
         let unsubscribe_url = self.unsubscribe_url(to.unsub_nonce);
         let rendered = self

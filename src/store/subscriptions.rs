@@ -129,43 +129,39 @@ impl Store {
         req: &SubscribeRequest<'_>,
     ) -> Result<SubscribeOutcome> {
         let mut tx = self.begin().await?;
+        // A new address starts with no name: the name belongs to the request (it is kept
+        // with its token) until that request's link is confirmed.
         sqlx::query(
             "INSERT INTO subscribers (email, email_key, name, status, source, unsub_nonce, unsub_hash, created_at, updated_at)
-             VALUES ($1, $2, $3, 'pending', 'web', $4, $5, $6, $6)
+             VALUES ($1, $2, NULL, 'pending', 'web', $3, $4, $5, $5)
              ON CONFLICT (email_key) DO NOTHING",
         )
         .bind(req.email)
         .bind(req.email_key)
-        .bind(req.name)
         .bind(req.unsub_nonce)
         .bind(req.unsub_hash)
         .bind(req.now_ms)
         .execute(&mut *tx)
         .await?;
+        // Every request counts, whatever the address's state, so that the 429 threshold is
+        // the same for a subscribed and an unknown address and reveals nothing. One
+        // conditional UPDATE counts and reads: under READ COMMITTED a read-then-write
+        // would let concurrent requests all see the same count.
         let row = sqlx::query(
-            "SELECT id, status, window_start, window_count FROM subscribers WHERE email_key = $1",
+            "UPDATE subscribers SET
+                 window_count = CASE WHEN $1 - window_start >= $2 THEN 1 ELSE window_count + 1 END,
+                 window_start = CASE WHEN $1 - window_start >= $2 THEN $1 ELSE window_start END
+             WHERE email_key = $3
+             RETURNING id, status, window_count",
         )
+        .bind(req.now_ms)
+        .bind(DAY_MS)
         .bind(req.email_key)
         .fetch_one(&mut *tx)
         .await?;
         let id: i64 = row.try_get("id")?;
         let status = Status::parse(&row.try_get::<String, _>("status")?)?;
-        let (mut start, mut count): (i64, i64) =
-            (row.try_get("window_start")?, row.try_get("window_count")?);
-
-        // Every request counts, whatever the address's state, so that the 429 threshold is
-        // the same for a subscribed and an unknown address and reveals nothing.
-        if req.now_ms - start >= DAY_MS {
-            start = req.now_ms;
-            count = 0;
-        }
-        count += 1;
-        sqlx::query("UPDATE subscribers SET window_start = $1, window_count = $2 WHERE id = $3")
-            .bind(start)
-            .bind(count)
-            .bind(id)
-            .execute(&mut *tx)
-            .await?;
+        let count: i64 = row.try_get("window_count")?;
         if count > i64::from(req.max_per_day) {
             tx.commit().await?;
             return Ok(SubscribeOutcome::RateLimited);
@@ -176,11 +172,10 @@ impl Store {
         }
 
         sqlx::query(
-            "UPDATE subscribers SET name = COALESCE($1, name), requested_at = $2, request_ip = $3,
-                    request_user_agent = $4, updated_at = $2
-             WHERE id = $5",
+            "UPDATE subscribers SET requested_at = $1, request_ip = $2, request_user_agent = $3,
+                    updated_at = $1
+             WHERE id = $4",
         )
-        .bind(req.name)
         .bind(req.now_ms)
         .bind(req.ip)
         .bind(req.user_agent)
@@ -188,13 +183,14 @@ impl Store {
         .execute(&mut *tx)
         .await?;
         sqlx::query(
-            "INSERT INTO tokens (hash, purpose, subscriber_id, created_at, expires_at)
-             VALUES ($1, 'confirm', $2, $3, $4)",
+            "INSERT INTO tokens (hash, purpose, subscriber_id, created_at, expires_at, name)
+             VALUES ($1, 'confirm', $2, $3, $4, $5)",
         )
         .bind(req.confirm_hash)
         .bind(id)
         .bind(req.now_ms)
         .bind(req.confirm_expires_ms)
+        .bind(req.name)
         .execute(&mut *tx)
         .await?;
         let data = serde_json::json!({ "confirm_nonce": req.confirm_nonce, "expires_at_ms": req.confirm_expires_ms });
@@ -250,7 +246,7 @@ impl Store {
         let spent = sqlx::query(
             "UPDATE tokens SET used_at = $1
              WHERE hash = $2 AND purpose = 'confirm' AND used_at IS NULL AND expires_at > $1
-             RETURNING subscriber_id",
+             RETURNING subscriber_id, name",
         )
         .bind(now_ms)
         .bind(hash)
@@ -263,15 +259,20 @@ impl Store {
             ));
         };
         let id: i64 = row.try_get("subscriber_id")?;
+        // The person who clicked proved the address: their request's name is the one kept
+        // (a returning member who typed none keeps the one they had).
+        let name: Option<String> = row.try_get("name")?;
         sqlx::query(
             "UPDATE subscribers SET status = 'active', confirmed_at = $1, confirm_ip = $2,
-                    confirm_user_agent = $3, unsubscribed_at = NULL, bounce_streak = 0, updated_at = $1
+                    confirm_user_agent = $3, unsubscribed_at = NULL, bounce_streak = 0, updated_at = $1,
+                    name = COALESCE($5, name)
              WHERE id = $4",
         )
         .bind(now_ms)
         .bind(ip)
         .bind(user_agent)
         .bind(id)
+        .bind(name)
         .execute(&mut *tx)
         .await?;
         // Older confirmation links for the same person die with this one.

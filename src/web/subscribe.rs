@@ -62,7 +62,8 @@ pub async fn submit(
             Some("Please fill in the form below.".into()),
         );
     };
-    let email = match SubscriberEmail::parse(&form.email) {
+    let smtputf8 = state.live.settings().mail.smtputf8;
+    let email = match SubscriberEmail::parse_with(&form.email, smtputf8) {
         Ok(email) => email,
         Err(e) => {
             return form_page(

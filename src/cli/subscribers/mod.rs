@@ -251,8 +251,11 @@ fn create_private(path: &Path) -> io::Result<File> {
 // remove and forget
 
 /// Parses an address typed on the command line; `Err` is the exit code after the message.
+///
+/// Any address that could have been stored is accepted, even one with non-ASCII letters
+/// before the @ (from a time when `mail.smtputf8` was on), so staff can always remove it.
 fn address_arg(address: &str) -> Result<SubscriberEmail, ExitCode> {
-    SubscriberEmail::parse(address).map_err(|e| {
+    SubscriberEmail::parse_with(address, true).map_err(|e| {
         eprintln!("error: {address:?} is not a valid email address: {e}");
         ExitCode::FAILURE
     })

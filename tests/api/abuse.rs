@@ -1,0 +1,220 @@
+//! The public form against outsiders (issue 16): one mailbox is one address with one limit,
+//! the limit holds under concurrency (on PostgreSQL across two instances), a request never
+//! renames anyone, and a confirmation carries nothing the requester typed.
+
+use crate::{
+    both_backends,
+    helpers::{Backend, TestApp, app, eventually, header, link_in, text_of},
+};
+
+both_backends!(
+    spellings_of_one_mailbox_share_one_key_and_one_limit,
+    a_look_alike_spelling_does_not_capture_the_real_address,
+    concurrent_requests_for_one_address_hold_the_limit,
+    a_request_does_not_rename_a_pending_subscriber,
+    names_that_disguise_text_are_refused,
+);
+
+/// POST /subscribe as if from `ip`, behind a proxy that sets X-Forwarded-For.
+async fn subscribe_from(app: &TestApp, ip: &str, email: &str, name: &str) -> u16 {
+    app.http
+        .post(app.url("/subscribe"))
+        .header("x-forwarded-for", ip)
+        .form(&[("email", email), ("name", name)])
+        .send()
+        .await
+        .expect("POST /subscribe")
+        .status()
+        .as_u16()
+}
+
+async fn behind_proxy(backend: Backend) -> TestApp {
+    app(backend)
+        .with(|s| s.server.trust_forwarded_for = true)
+        .spawn()
+        .await
+}
+
+async fn spellings_of_one_mailbox_share_one_key_and_one_limit(backend: Backend) {
+    let app = behind_proxy(backend).await;
+    let spellings = [
+        "\"victim\"@x.test",
+        "\"\\v\\i\\c\\t\\i\\m\"@x.test",
+        "VICTIM@X.TEST",
+        "ｖｉｃｔｉｍ@x.test",
+        "victim＠x.test",
+        "victim@ｘ.test",
+    ];
+    let mut answers = Vec::new();
+    for (i, spelling) in spellings.iter().enumerate() {
+        answers.push(subscribe_from(&app, &format!("198.51.100.{}", i + 1), spelling, "").await);
+    }
+    assert_eq!(
+        answers,
+        [200, 200, 200, 429, 429, 429],
+        "one limit for all spellings"
+    );
+    let arrived = eventually(20, "three confirmations", || async {
+        let to = app.sink.to("victim@x.test");
+        (to.len() >= 3).then_some(to)
+    })
+    .await;
+    for m in &arrived {
+        assert_eq!(
+            m.to,
+            ["victim@x.test"],
+            "the envelope carries the canonical address"
+        );
+    }
+    let subscribers = app.store.list_subscribers().await.expect("list");
+    assert_eq!(subscribers.len(), 1, "one subscriber row for one mailbox");
+    assert_eq!(subscribers[0].email, "victim@x.test");
+    let quoted = subscribe_from(&app, "198.51.100.9", "\"john smith\"@x.test", "").await;
+    assert_eq!(
+        quoted, 422,
+        "a quoted form no plain address can say is refused"
+    );
+    let non_ascii = app
+        .http
+        .post(app.url("/subscribe"))
+        .header("x-forwarded-for", "198.51.100.10")
+        .form(&[("email", "jöran@x.test"), ("name", "")])
+        .send()
+        .await
+        .expect("POST");
+    assert_eq!(non_ascii.status(), 422);
+    let page = non_ascii.text().await.expect("body");
+    assert!(
+        page.contains("plain letters"),
+        "a plain-language reason: {page}"
+    );
+}
+
+async fn a_look_alike_spelling_does_not_capture_the_real_address(backend: Backend) {
+    let app = behind_proxy(backend).await;
+    // KELVIN SIGN, then the real spelling: both are kate@x.test, delivered as such.
+    assert_eq!(
+        subscribe_from(&app, "198.51.100.1", "\u{212A}ate@x.test", "").await,
+        200
+    );
+    assert_eq!(
+        subscribe_from(&app, "198.51.100.2", "kate@x.test", "").await,
+        200
+    );
+    let arrived = eventually(20, "both confirmations", || async {
+        let to = app.sink.to("kate@x.test");
+        (to.len() >= 2).then_some(to)
+    })
+    .await;
+    for m in &arrived {
+        // NFKC folds the Kelvin sign into a plain K: a spelling any relay delivers to
+        // the same mailbox (local parts are matched regardless of case in practice).
+        assert_eq!(m.to.len(), 1);
+        assert!(m.to[0].is_ascii(), "{:?}", m.to);
+        assert!(m.to[0].eq_ignore_ascii_case("kate@x.test"), "{:?}", m.to);
+    }
+    let link = link_in(&arrived[1].bytes, "/confirm/");
+    assert_eq!(app.post_empty(&link).await.status(), 200);
+    assert_eq!(
+        app.status_of("kate@x.test").await.as_deref(),
+        Some("active")
+    );
+}
+
+async fn concurrent_requests_for_one_address_hold_the_limit(backend: Backend) {
+    let first = behind_proxy(backend).await;
+    // On PostgreSQL the requests are split over two instances on one database.
+    let second = match backend {
+        Backend::Postgres => Some(first.sibling().await),
+        Backend::Sqlite => None,
+    };
+    let requests = (0..20).map(|i| {
+        let app = match (&second, i % 2) {
+            (Some(other), 1) => other,
+            _ => &first,
+        };
+        let ip = format!("203.0.113.{}", i + 1);
+        async move { subscribe_from(app, &ip, "rush@example.org", "").await }
+    });
+    let answers = futures_util::future::join_all(requests).await;
+    let ok = answers.iter().filter(|s| **s == 200).count();
+    let limited = answers.iter().filter(|s| **s == 429).count();
+    let max = first.settings.subscriptions.max_confirmations_per_day as usize;
+    assert_eq!((ok, limited), (max, 20 - max), "{answers:?}");
+    // Exactly one confirmation was queued per accepted request, so no more can arrive.
+    let queued: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM mailings WHERE kind = 'confirm'")
+        .fetch_one(first.store.pool())
+        .await
+        .expect("count");
+    assert_eq!(queued as usize, max);
+    eventually(20, "the confirmations", || async {
+        (first.sink.to("rush@example.org").len() == max).then_some(())
+    })
+    .await;
+}
+
+async fn a_request_does_not_rename_a_pending_subscriber(backend: Backend) {
+    let app = behind_proxy(backend).await;
+    assert_eq!(
+        subscribe_from(&app, "198.51.100.1", "jane@example.org", "Jane Doe").await,
+        200
+    );
+    assert_eq!(
+        subscribe_from(
+            &app,
+            "198.51.100.66",
+            "jane@example.org",
+            "Attacker Chosen Name"
+        )
+        .await,
+        200
+    );
+    let confirmations = eventually(20, "both confirmations", || async {
+        let to = app.sink.to("jane@example.org");
+        (to.len() >= 2).then_some(to)
+    })
+    .await;
+    for m in &confirmations {
+        let to = header(&m.bytes, "To").expect("To");
+        assert_eq!(
+            to, "jane@example.org",
+            "no display name to an unproved address"
+        );
+        let text = text_of(&m.bytes);
+        assert!(
+            !text.contains("Jane Doe") && !text.contains("Attacker"),
+            "{text}"
+        );
+    }
+    // Jane clicks the link from her own request: hers is the name kept.
+    let mine = confirmations
+        .iter()
+        .map(|m| link_in(&m.bytes, "/confirm/"))
+        .next()
+        .expect("a link");
+    assert_eq!(app.post_empty(&mine).await.status(), 200);
+    let welcome = eventually(20, "the welcome", || async {
+        app.sink.to("jane@example.org").get(2).cloned()
+    })
+    .await;
+    let to = header(&welcome.bytes, "To").expect("To");
+    assert!(to.contains("Jane Doe") && !to.contains("Attacker"), "{to}");
+    let stored = app.store.list_subscribers().await.expect("list");
+    assert_eq!(stored[0].name.as_deref(), Some("Jane Doe"));
+}
+
+async fn names_that_disguise_text_are_refused(backend: Backend) {
+    let app = behind_proxy(backend).await;
+    for name in [
+        "Ann \u{202E}moc.live",
+        "Ann\u{2028}Click here",
+        "\u{2066}Ann",
+    ] {
+        assert_eq!(
+            subscribe_from(&app, "198.51.100.3", "ann@example.org", name).await,
+            422,
+            "{name:?}"
+        );
+    }
+    assert!(app.store.list_subscribers().await.expect("list").is_empty());
+}
