@@ -42,6 +42,11 @@ pub enum StartupError {
         addr: SocketAddr,
         source: std::io::Error,
     },
+    #[error("server.metrics_bind: cannot listen on {addr}: {source}")]
+    MetricsBind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
     #[error("HTTP server failed: {0}")]
     Serve(std::io::Error),
     #[error("the {task} stopped ({why}); harborlist stopped with it")]
@@ -50,6 +55,8 @@ pub enum StartupError {
 
 pub struct Application {
     listener: TcpListener,
+    /// `server.metrics_bind`, if metrics are on.
+    metrics_listener: Option<TcpListener>,
     port: u16,
     state: AppState,
     sender: Sender,
@@ -75,6 +82,14 @@ impl Application {
                 source,
             })?;
         let port = listener.local_addr().map_err(StartupError::Serve)?.port();
+        let metrics_listener = match settings.server.metrics_addr() {
+            Ok(Some(addr)) => Some(
+                TcpListener::bind(addr)
+                    .await
+                    .map_err(|source| StartupError::MetricsBind { addr, source })?,
+            ),
+            _ => None,
+        };
         let live = Live::new(runtime);
         let wake = Arc::new(Notify::new());
         let health = Health::new();
@@ -111,6 +126,7 @@ impl Application {
         };
         Ok(Self {
             listener,
+            metrics_listener,
             port,
             state,
             sender,
@@ -130,6 +146,14 @@ impl Application {
 
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// The port `/metrics` is served on, if metrics are on.
+    pub fn metrics_port(&self) -> Option<u16> {
+        self.metrics_listener
+            .as_ref()
+            .and_then(|l| l.local_addr().ok())
+            .map(|a| a.port())
     }
 
     pub fn store(&self) -> &Store {
@@ -159,6 +183,7 @@ impl Application {
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> Result<(), StartupError> {
         let Self {
             listener,
+            metrics_listener,
             state,
             sender,
             planner,
@@ -183,6 +208,15 @@ impl Application {
         let http_stop = CancellationToken::new();
         let workers = CancellationToken::new();
         let mut tasks = Tasks::default();
+        if let Some(listener) = metrics_listener {
+            let metrics = web::metrics_router(state.clone());
+            let serving = web::server::serve(listener, metrics, limits, http_stop.clone());
+            tasks.spawn("metrics server", async move {
+                if let Err(e) = serving.await {
+                    tracing::error!(error = %e, "the metrics server failed");
+                }
+            });
+        }
         let app = web::router(state);
         let http = web::server::serve(listener, app, limits, http_stop.clone());
         tasks.spawn("HTTP server", async move {

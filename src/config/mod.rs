@@ -118,7 +118,30 @@ impl Sources {
 impl Settings {
     /// Checks that span keys, or need more than a type to check. Field types already
     /// refused anything unparseable.
+    /// The listeners: the metrics address, and the origins allowed to post forms.
+    fn validate_server(&self) -> Result<(), ConfigError> {
+        self.server
+            .metrics_addr()
+            .map_err(|e| ConfigError::invalid("server.metrics_bind", e))?;
+        for origin in &self.server.form_origins {
+            let ok = url::Url::parse(origin).is_ok_and(|u| {
+                matches!(u.scheme(), "http" | "https")
+                    && u.origin().ascii_serialization() == origin.trim_end_matches('/')
+            });
+            if !ok {
+                return Err(ConfigError::invalid(
+                    "server.form_origins",
+                    format!(
+                        "{origin:?} is not an origin; write it as \"https://www.example.org\" (scheme and host, no path)"
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
     pub fn validate(&self) -> Result<(), ConfigError> {
+        self.validate_server()?;
         if self.server.public_url.cannot_be_a_base() {
             return Err(ConfigError::invalid(
                 "server.public_url",

@@ -41,12 +41,36 @@ pub struct ServerSettings {
     /// Take the client address from `X-Forwarded-For` (only behind a reverse proxy you run).
     #[serde(default)]
     pub trust_forwarded_for: bool,
+    /// Where `/metrics` is served: a private address only. Empty turns it off.
+    #[serde(default = "default_metrics_bind")]
+    pub metrics_bind: String,
+    /// Other sites' origins that may post the subscribe form (an embedded form), e.g.
+    /// `["https://www.example.org"]`.
+    #[serde(default)]
+    pub form_origins: Vec<String>,
     /// How long a client has to send a request's headers after connecting.
     #[serde(default = "default_header_timeout")]
     pub header_timeout: HumanDuration,
     /// How long a graceful stop waits for open requests before closing them.
     #[serde(default = "default_shutdown_timeout")]
     pub shutdown_timeout: HumanDuration,
+}
+
+impl ServerSettings {
+    /// `server.metrics_bind` as an address, or `None` when it is empty (metrics off).
+    pub fn metrics_addr(&self) -> Result<Option<SocketAddr>, String> {
+        let text = self.metrics_bind.trim();
+        if text.is_empty() {
+            return Ok(None);
+        }
+        text.parse().map(Some).map_err(|_| {
+            format!("{text:?} is not an address; use e.g. \"127.0.0.1:9464\", or \"\" to turn metrics off")
+        })
+    }
+}
+
+fn default_metrics_bind() -> String {
+    "127.0.0.1:9464".into()
 }
 
 fn default_header_timeout() -> HumanDuration {

@@ -7,25 +7,27 @@
 
 mod client;
 mod confirm;
+mod guard;
+mod limit;
 mod pages;
 pub mod server;
 mod subscribe;
 mod trainings;
 mod unsubscribe;
 
-use std::{net::IpAddr, sync::Arc};
+use std::sync::Arc;
 
 use axum::{
     Router,
     extract::State,
-    http::{HeaderValue, StatusCode, header},
+    http::{StatusCode, header},
     response::{IntoResponse, Response},
     routing::get,
 };
-use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use tokio::sync::Notify;
 use tower_http::{limit::RequestBodyLimitLayer, timeout::TimeoutLayer, trace::TraceLayer};
 
+pub use limit::IpLimiter;
 pub use pages::Page;
 
 use crate::{
@@ -42,19 +44,27 @@ pub struct AppState {
     pub clock: SharedClock,
     /// Wakes the sender as soon as a request has queued mail.
     pub wake: Arc<Notify>,
-    pub per_ip: Arc<DefaultKeyedRateLimiter<IpAddr>>,
+    pub per_ip: Arc<IpLimiter>,
     pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
     /// The service's own health, for `/healthz`.
     pub health: Health,
 }
 
 impl AppState {
-    pub fn per_ip_limiter(per_hour: u32) -> Arc<DefaultKeyedRateLimiter<IpAddr>> {
-        let n = std::num::NonZeroU32::new(per_hour).unwrap_or(std::num::NonZeroU32::MIN);
-        Arc::new(RateLimiter::keyed(Quota::per_hour(n)))
+    pub fn per_ip_limiter(per_hour: u32) -> Arc<IpLimiter> {
+        Arc::new(IpLimiter::per_hour(per_hour))
     }
 }
 
+/// The private listener's routes (`server.metrics_bind`): only `/metrics`, which must not
+/// be public (its counters move with what other people do).
+pub fn metrics_router(state: AppState) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics))
+        .with_state(state)
+}
+
+/// The public listener's routes. `/metrics` is not among them: it answers 404 here.
 pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/", get(subscribe::form))
@@ -67,13 +77,20 @@ pub fn router(state: AppState) -> Router {
         .route("/trainings", get(trainings::page))
         .route("/trainings.ics", get(trainings::feed))
         .route("/healthz", get(healthz))
-        .route("/metrics", get(metrics))
         .fallback(not_found)
-        .layer(axum::middleware::map_response(security_headers))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            guard::refuse_cross_site,
+        ))
         .layer(RequestBodyLimitLayer::new(16 * 1024))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
             server::REQUEST_TIMEOUT,
+        ))
+        // Outside the limits, so their 413 and 408 carry the headers too.
+        .layer(axum::middleware::map_response_with_state(
+            state.clone(),
+            guard::security_headers,
         ))
         .layer(
             TraceLayer::new_for_http().make_span_with(|req: &axum::http::Request<_>| {
@@ -144,22 +161,4 @@ async fn not_found(State(state): State<AppState>) -> Response {
         .message("There is nothing at this address.")
         .link("Join the trainings list", "/")
         .render(&state)
-}
-
-/// Headers that make the pages safe to open from a mail client.
-async fn security_headers(mut res: Response) -> Response {
-    let h = res.headers_mut();
-    let set = |h: &mut axum::http::HeaderMap, name: &'static str, value: &'static str| {
-        h.entry(name).or_insert(HeaderValue::from_static(value));
-    };
-    set(
-        h,
-        "content-security-policy",
-        "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
-    );
-    set(h, "x-content-type-options", "nosniff");
-    set(h, "referrer-policy", "no-referrer");
-    set(h, "x-frame-options", "DENY");
-    set(h, "cache-control", "no-store");
-    res
 }

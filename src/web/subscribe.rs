@@ -88,7 +88,7 @@ pub async fn submit(
         }
     };
     if let Some(ip) = client.ip
-        && state.per_ip.check_key(&ip).is_err()
+        && state.per_ip.check(ip).is_err()
     {
         metrics::counter!("harborlist_rate_limited_total", "scope" => "ip").increment(1);
         return too_many(&state);

@@ -13,6 +13,8 @@ both_backends!(
     concurrent_requests_for_one_address_hold_the_limit,
     a_request_does_not_rename_a_pending_subscriber,
     names_that_disguise_text_are_refused,
+    cross_site_form_posts_are_refused_and_store_nothing,
+    every_answer_carries_the_security_headers,
 );
 
 /// POST /subscribe as if from `ip`, behind a proxy that sets X-Forwarded-For.
@@ -217,4 +219,127 @@ async fn names_that_disguise_text_are_refused(backend: Backend) {
         );
     }
     assert!(app.store.list_subscribers().await.expect("list").is_empty());
+}
+
+async fn post_with(app: &TestApp, path: &str, headers: &[(&str, &str)]) -> u16 {
+    let mut req = app
+        .http
+        .post(app.url(path))
+        .form(&[("email", "cross@example.org"), ("name", "")]);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    req.send().await.expect("POST").status().as_u16()
+}
+
+async fn cross_site_form_posts_are_refused_and_store_nothing(backend: Backend) {
+    let app = app(backend)
+        .with(|s| s.server.form_origins = vec!["https://www.example.org".into()])
+        .spawn()
+        .await;
+    assert_eq!(
+        post_with(&app, "/subscribe", &[("sec-fetch-site", "cross-site")]).await,
+        403
+    );
+    assert_eq!(
+        post_with(&app, "/subscribe", &[("origin", "https://evil.test")]).await,
+        403
+    );
+    assert_eq!(
+        post_with(&app, "/subscribe", &[("origin", "null")]).await,
+        403
+    );
+    assert_eq!(
+        post_with(&app, "/confirm/abc", &[("origin", "https://evil.test")]).await,
+        403
+    );
+    assert!(
+        app.store.list_subscribers().await.expect("list").is_empty(),
+        "nothing stored"
+    );
+    // RFC 8058 one-click comes from the mail provider's origin: never refused here.
+    let one_click = post_with(
+        &app,
+        "/unsubscribe/unknown",
+        &[("origin", "https://mail.example")],
+    )
+    .await;
+    assert_ne!(one_click, 403);
+    // Our own pages, an allowed embedding site, and clients that send neither header.
+    let ours = app.address.clone();
+    assert_eq!(
+        post_with(
+            &app,
+            "/subscribe",
+            &[("origin", &ours), ("sec-fetch-site", "same-origin")]
+        )
+        .await,
+        200
+    );
+    assert_eq!(
+        post_with(&app, "/subscribe", &[("origin", "https://www.example.org")]).await,
+        200
+    );
+    assert_eq!(post_with(&app, "/subscribe", &[]).await, 200);
+}
+
+async fn every_answer_carries_the_security_headers(backend: Backend) {
+    let app = app(backend)
+        .with(|s| {
+            s.server.public_url = "https://trainings.example.org".parse().expect("url");
+            s.subscriptions.max_requests_per_ip_per_hour = 1;
+        })
+        .spawn()
+        .await;
+    let check = |what: &str, res: &reqwest::Response| {
+        let h = res.headers();
+        for name in [
+            "content-security-policy",
+            "x-content-type-options",
+            "referrer-policy",
+            "strict-transport-security",
+        ] {
+            assert!(
+                h.contains_key(name),
+                "{what} ({}) lacks {name}",
+                res.status()
+            );
+        }
+        let csp = h["content-security-policy"].to_str().expect("ascii");
+        assert!(csp.contains("frame-ancestors 'none'"), "{csp}");
+        let hsts = h["strict-transport-security"].to_str().expect("ascii");
+        let age: u64 = hsts
+            .trim_start_matches("max-age=")
+            .split(';')
+            .next()
+            .and_then(|n| n.parse().ok())
+            .expect("max-age");
+        assert!(age >= 31_536_000, "{hsts}");
+    };
+    let ok = app.get(&app.url("/")).await;
+    assert_eq!(ok.status(), 200);
+    check("the form", &ok);
+    let missing = app.get(&app.url("/no/such/page")).await;
+    assert_eq!(missing.status(), 404);
+    check("a 404", &missing);
+    // Its own client: the server closes a connection whose body it refused unread.
+    let huge = reqwest::Client::new()
+        .post(app.url("/subscribe"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!("email={}", "a".repeat(64 * 1024)))
+        .send()
+        .await
+        .expect("POST");
+    assert_eq!(huge.status(), 413);
+    check("a 413", &huge);
+    assert_eq!(app.subscribe("one@example.org", "").await.status(), 200);
+    let limited = app.subscribe("two@example.org", "").await;
+    assert_eq!(limited.status(), 429);
+    check("a 429", &limited);
+    let retry: u64 = limited.headers()["retry-after"]
+        .to_str()
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .expect("Retry-After in seconds");
+    assert!(retry > 0);
 }

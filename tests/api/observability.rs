@@ -13,7 +13,20 @@ both_backends!(
 async fn metrics_report_sends_queue_latency_and_lag(backend: Backend) {
     let app = spawn_app(backend).await;
     app.subscribe_and_confirm("metrics@example.org").await;
-    let res = app.get(&app.url("/metrics")).await;
+    assert_eq!(
+        app.get(&app.url("/metrics")).await.status(),
+        404,
+        "metrics are not on the public listener"
+    );
+    let metrics = app.metrics_url.as_deref().expect("metrics are on");
+    // The planner's first turn (which sets the lag gauge) may finish after the welcome.
+    eventually(20, "the planner's first turn", || async {
+        let body = app.get(metrics).await.text().await.ok()?;
+        body.contains("harborlist_scheduler_lag_seconds")
+            .then_some(())
+    })
+    .await;
+    let res = app.get(metrics).await;
     assert_eq!(res.status(), 200);
     assert!(
         res.headers()["content-type"]

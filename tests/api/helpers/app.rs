@@ -17,6 +17,8 @@ use super::{Backend, MailSink, TestDb};
 pub struct TestApp {
     pub address: String,
     pub port: u16,
+    /// The private `/metrics` URL (`server.metrics_bind`), if metrics are on.
+    pub metrics_url: Option<String>,
     pub settings: Settings,
     pub store: Store,
     pub sink: MailSink,
@@ -35,6 +37,8 @@ pub fn test_settings(db_url: &str, smtp_port: u16) -> Settings {
     let port = free_port();
     s.server.bind = format!("127.0.0.1:{port}").parse().expect("addr");
     s.server.public_url = format!("http://127.0.0.1:{port}").parse().expect("url");
+    // Many apps run at once in one test process: each gets its own metrics port.
+    s.server.metrics_bind = "127.0.0.1:0".into();
     s.database.url = db_url.to_owned();
     s.mail.transport = TransportKind::Smtp;
     s.mail.smtp_url = Some(format!("smtp://127.0.0.1:{smtp_port}"));
@@ -126,6 +130,9 @@ impl TestApp {
             .await
             .expect("app builds");
         let port = application.port();
+        let metrics_url = application
+            .metrics_port()
+            .map(|p| format!("http://127.0.0.1:{p}/metrics"));
         let store = application.store().clone();
         let shutdown = CancellationToken::new();
         let token = shutdown.clone();
@@ -143,6 +150,7 @@ impl TestApp {
         Self {
             address: format!("http://127.0.0.1:{port}"),
             port,
+            metrics_url,
             settings,
             store,
             sink,

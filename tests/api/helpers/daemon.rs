@@ -70,9 +70,10 @@ impl DaemonSetup {
     pub async fn launch(&self) -> Daemon {
         let n = self.launched.fetch_add(1, Ordering::SeqCst);
         let port = free_port();
+        let metrics_port = free_port();
         let root = Path::new(env!("CARGO_MANIFEST_DIR"));
         let local = format!(
-            "[server]\nbind = \"127.0.0.1:{port}\"\npublic_url = \"http://127.0.0.1:{port}\"\n\
+            "[server]\nbind = \"127.0.0.1:{port}\"\npublic_url = \"http://127.0.0.1:{port}\"\nmetrics_bind = \"127.0.0.1:{metrics_port}\"\n\
              [database]\nurl = \"{}\"\n\
              [mail]\ntransport = \"smtp\"\nsmtp_url = \"{}\"\nretry_base = \"200ms\"\nretry_max = \"1s\"\nsmtp_timeout = \"3s\"\n\
              [security]\ntoken_key = \"{}\"\n\
@@ -105,6 +106,7 @@ impl DaemonSetup {
         let daemon = Daemon {
             child,
             address: format!("http://127.0.0.1:{port}"),
+            metrics: format!("http://127.0.0.1:{metrics_port}/metrics"),
             token_key: self.token_key.clone(),
             log_path,
             setup: self.clone(),
@@ -122,6 +124,8 @@ impl DaemonSetup {
 pub struct Daemon {
     child: Child,
     pub address: String,
+    /// The daemon's private `/metrics` URL (`server.metrics_bind`).
+    pub metrics: String,
     pub token_key: String,
     log_path: PathBuf,
     setup: DaemonSetup,
