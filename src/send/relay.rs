@@ -12,10 +12,8 @@
 
 use std::{
     sync::{Arc, Mutex},
-    time::Duration,
+    time::{Duration, Instant},
 };
-
-use tokio::time::Instant;
 
 use crate::{
     clock::{SharedClock, to_millis},
@@ -94,8 +92,12 @@ impl RelayWatch {
 
     /// How much longer the sender holds all mail, if it does.
     pub(super) fn paused_for(&self) -> Option<Duration> {
+        self.paused_at(Instant::now())
+    }
+
+    fn paused_at(&self, now: Instant) -> Option<Duration> {
         let pause = self.pause.lock().unwrap_or_else(|p| p.into_inner());
-        let left = pause.until?.checked_duration_since(Instant::now())?;
+        let left = pause.until?.checked_duration_since(now)?;
         (!left.is_zero()).then_some(left)
     }
 
@@ -107,7 +109,11 @@ impl RelayWatch {
     /// were already on their way when it began fail too, and must not lengthen it), and
     /// reports the relay as failing.
     pub(super) fn fault(self: &Arc<Self>, e: &SendError) {
-        let pause = self.start_pause();
+        self.fault_at(e, Instant::now());
+    }
+
+    fn fault_at(self: &Arc<Self>, e: &SendError, now: Instant) {
+        let pause = self.start_pause(now);
         let reply = relay_reply(e);
         let summary = format!("{}: {reply}", e.stage);
         let before = self.health.relay().last_error;
@@ -157,9 +163,8 @@ impl RelayWatch {
     }
 
     /// Starts a pause if none is running, and returns its length.
-    fn start_pause(&self) -> Option<Duration> {
+    fn start_pause(&self, now: Instant) -> Option<Duration> {
         let mut pause = self.pause.lock().unwrap_or_else(|p| p.into_inner());
-        let now = Instant::now();
         if pause.until.is_some_and(|until| until > now) {
             return None;
         }
@@ -227,19 +232,20 @@ mod tests {
         (Arc::new(watch), dir)
     }
 
-    #[tokio::test(start_paused = true)]
+    #[tokio::test]
     async fn pauses_double_up_to_the_limit_and_a_success_ends_them() {
         let (w, _dir) = watch(100, 350).await;
         let auth = SendError::reply(Stage::Auth, 535, "5.7.8 bad credentials");
         let mut lengths = Vec::new();
+        let mut now = Instant::now();
         for _ in 0..4 {
-            w.fault(&auth);
+            w.fault_at(&auth, now);
             // Faults of messages already under way do not lengthen the pause.
-            w.fault(&auth);
-            let left = w.paused_for().expect("paused");
+            w.fault_at(&auth, now + Duration::from_millis(10));
+            let left = w.paused_at(now).expect("paused");
             lengths.push(left.as_millis());
-            tokio::time::advance(left).await;
-            assert!(!w.is_paused());
+            now += left;
+            assert_eq!(w.paused_at(now), None);
         }
         assert_eq!(lengths, vec![100, 200, 350, 350]);
         let status = w.health.relay();
@@ -248,12 +254,12 @@ mod tests {
             status.last_error.as_deref(),
             Some("AUTH: 535 5.7.8 bad credentials")
         );
-        w.fault(&auth);
+        w.fault_at(&auth, now);
         w.ok();
-        assert!(!w.is_paused(), "a message that went ends the pause");
+        assert_eq!(w.paused_at(now), None, "a message that went ends the pause");
         assert_eq!(w.health.relay().state, RelayState::Ok);
-        w.fault(&auth);
-        assert_eq!(w.paused_for().map(|d| d.as_millis()), Some(100));
+        w.fault_at(&auth, now);
+        assert_eq!(w.paused_at(now).map(|d| d.as_millis()), Some(100));
     }
 
     #[test]

@@ -12,6 +12,7 @@ mod format;
 mod leases;
 mod observability;
 mod reload;
+mod relay_faults;
 mod reminders;
 mod schedule;
 mod subscribe;
