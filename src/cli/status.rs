@@ -9,11 +9,11 @@ use serde_json::json;
 
 use crate::{
     calendar::human,
-    health::{RelayState, RelayStatus},
-    send::RELAY_STATE,
     clock::{from_millis, to_millis},
     config::Settings,
+    health::{RelayState, RelayStatus},
     schedule::content::training_json,
+    send::RELAY_STATE,
     store::{Store, report::MailingSummary},
 };
 

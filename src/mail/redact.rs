@@ -43,7 +43,11 @@ pub fn redact_addresses(text: &str) -> String {
 }
 
 fn is_address_char(c: char) -> bool {
-    !c.is_whitespace() && !matches!(c, '<' | '>' | '(' | ')' | '[' | ']' | ',' | ';' | '"' | '\'')
+    !c.is_whitespace()
+        && !matches!(
+            c,
+            '<' | '>' | '(' | ')' | '[' | ']' | ',' | ';' | '"' | '\''
+        )
 }
 
 fn push_word(out: &mut String, word: &mut String) {

@@ -264,7 +264,11 @@ mod tests {
 
     #[test]
     fn replies_are_shown_without_addresses() {
-        let e = SendError::reply(Stage::Mail, 554, "5.7.1 <list@example.org>: Sender rejected");
+        let e = SendError::reply(
+            Stage::Mail,
+            554,
+            "5.7.1 <list@example.org>: Sender rejected",
+        );
         assert_eq!(relay_reply(&e), "554 5.7.1 <l…@e…org>: Sender rejected");
         let e = SendError::no_reply(Stage::Greeting, "no answer from the relay within 1s");
         assert_eq!(relay_reply(&e), "no answer from the relay within 1s");

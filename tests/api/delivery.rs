@@ -99,5 +99,8 @@ async fn relay_fault_recorded(store: &harborlist::store::Store) {
             .then_some(attempts)
     })
     .await;
-    assert_eq!(attempts, 0, "a relay that is down costs the message no attempt");
+    assert_eq!(
+        attempts, 0,
+        "a relay that is down costs the message no attempt"
+    );
 }

@@ -18,8 +18,8 @@ use crate::{
     both_backends,
     cli::harborlist,
     helpers::{
-        Backend, Daemon, DaemonSetup, MailSink, Script, ScriptedRelay, TestDb, app,
-        assert_success, eventually, parse, seed,
+        Backend, Daemon, DaemonSetup, MailSink, Script, ScriptedRelay, TestDb, app, assert_success,
+        eventually, parse, seed,
     },
 };
 
@@ -65,14 +65,21 @@ async fn a_wrong_password_marks_no_one_and_mail_goes_once_the_relay_takes_it(bac
         ..Script::default()
     };
     let url = format!("smtp://mailer:wr0ng-s3cret@127.0.0.1:{port}");
-    let log = relay_fault_harms_no_one(backend, port, Fault {
-        script,
-        url,
-        stage: "AUTH: 535 5.7.8 Authentication credentials invalid",
-        fix: Fix::RelayAcceptingAuth,
-    })
+    let log = relay_fault_harms_no_one(
+        backend,
+        port,
+        Fault {
+            script,
+            url,
+            stage: "AUTH: 535 5.7.8 Authentication credentials invalid",
+            fix: Fix::RelayAcceptingAuth,
+        },
+    )
     .await;
-    assert!(!log.contains("wr0ng-s3cret"), "the password reached the log:\n{log}");
+    assert!(
+        !log.contains("wr0ng-s3cret"),
+        "the password reached the log:\n{log}"
+    );
     assert!(
         log.contains(&format!("smtp://mailer:***@127.0.0.1:{port}")),
         "the log names the relay with its password hidden:\n{log}"
@@ -85,12 +92,16 @@ async fn a_refused_sender_marks_no_one_and_mail_goes_once_the_relay_takes_it(bac
         mail: "554 5.7.1 <trainings@harborlist.example.org>: Sender address rejected".into(),
         ..Script::default()
     };
-    let log = relay_fault_harms_no_one(backend, port, Fault {
-        script,
-        url: format!("smtp://127.0.0.1:{port}"),
-        stage: "MAIL FROM: 554 5.7.1 <t…@h…org>: Sender address rejected",
-        fix: Fix::Sink,
-    })
+    let log = relay_fault_harms_no_one(
+        backend,
+        port,
+        Fault {
+            script,
+            url: format!("smtp://127.0.0.1:{port}"),
+            stage: "MAIL FROM: 554 5.7.1 <t…@h…org>: Sender address rejected",
+            fix: Fix::Sink,
+        },
+    )
     .await;
     assert!(
         !log.contains("trainings@harborlist.example.org"),
@@ -104,23 +115,31 @@ async fn a_silent_relay_marks_no_one_and_mail_goes_once_it_answers(backend: Back
         silent: true,
         ..Script::default()
     };
-    relay_fault_harms_no_one(backend, port, Fault {
-        script,
-        url: format!("smtp://127.0.0.1:{port}"),
-        stage: "greeting: no answer from the relay within 500ms",
-        fix: Fix::Sink,
-    })
+    relay_fault_harms_no_one(
+        backend,
+        port,
+        Fault {
+            script,
+            url: format!("smtp://127.0.0.1:{port}"),
+            stage: "greeting: no answer from the relay within 500ms",
+            fix: Fix::Sink,
+        },
+    )
     .await;
 }
 
 async fn tls_required_without_starttls_marks_no_one_and_mail_goes_once_fixed(backend: Backend) {
     let port = MailSink::reserve_port();
-    relay_fault_harms_no_one(backend, port, Fault {
-        script: Script::default(),
-        url: format!("smtp://127.0.0.1:{port}?tls=required"),
-        stage: "STARTTLS: ",
-        fix: Fix::RestartWithUrl(format!("smtp://127.0.0.1:{port}")),
-    })
+    relay_fault_harms_no_one(
+        backend,
+        port,
+        Fault {
+            script: Script::default(),
+            url: format!("smtp://127.0.0.1:{port}?tls=required"),
+            stage: "STARTTLS: ",
+            fix: Fix::RestartWithUrl(format!("smtp://127.0.0.1:{port}")),
+        },
+    )
     .await;
 }
 
@@ -165,7 +184,9 @@ async fn relay_fault_harms_no_one(backend: Backend, port: u16, fault: Fault) -> 
     );
     assert_eq!(
         subscribers(&store).await,
-        PEOPLE.map(|e| (e.to_owned(), "active".to_owned(), 0)).to_vec(),
+        PEOPLE
+            .map(|e| (e.to_owned(), "active".to_owned(), 0))
+            .to_vec(),
         "nobody is held responsible for the relay"
     );
     assert_eq!(relay_up(&daemon).await, Some(0.0));
@@ -214,7 +235,10 @@ async fn relay_fault_harms_no_one(backend: Backend, port: u16, fault: Fault) -> 
         .lines()
         .filter(|l| l.contains("\"ERROR\"") && l.contains("the mail relay is failing at"))
         .count();
-    assert_eq!(errors, 1, "one ERROR line when the relay starts failing:\n{log}");
+    assert_eq!(
+        errors, 1,
+        "one ERROR line when the relay starts failing:\n{log}"
+    );
     assert!(
         log.contains("mail.smtp_url") && log.contains(fault.stage),
         "the ERROR line names the setting, the stage and the reply:\n{log}"
@@ -289,14 +313,25 @@ async fn fix(fix: Fix, port: u16, daemon: Daemon, setup: &DaemonSetup) -> (Daemo
 }
 
 async fn a_policy_rejection_at_rcpt_fails_the_message_but_not_the_address(backend: Backend) {
-    let (app, relay) = rcpt_refusal(backend, "550 5.7.1 <ana@example.org>: Recipient address rejected: policy").await;
+    let (app, relay) = rcpt_refusal(
+        backend,
+        "550 5.7.1 <ana@example.org>: Recipient address rejected: policy",
+    )
+    .await;
     let rows = settled(&app.store).await;
     for d in rows.iter().filter(|d| d.email == "ana@example.org") {
         assert_eq!((d.state.as_str(), d.attempts), ("failed", 1), "{d:?}");
         let error = d.last_error.as_deref().unwrap_or_default();
-        assert!(error.contains("RCPT TO") && error.contains("5.7.1"), "the reason is kept: {error}");
+        assert!(
+            error.contains("RCPT TO") && error.contains("5.7.1"),
+            "the reason is kept: {error}"
+        );
     }
-    assert!(rows.iter().filter(|d| d.email != "ana@example.org").all(|d| d.state == "sent"));
+    assert!(
+        rows.iter()
+            .filter(|d| d.email != "ana@example.org")
+            .all(|d| d.state == "sent")
+    );
     assert_eq!(relay.accepted().len(), 2 * SUBJECTS.len());
     assert_eq!(
         subscribers(&app.store).await[0],
@@ -306,7 +341,11 @@ async fn a_policy_rejection_at_rcpt_fails_the_message_but_not_the_address(backen
 }
 
 async fn three_unknown_user_refusals_at_rcpt_make_an_address_bouncing(backend: Backend) {
-    let (app, relay) = rcpt_refusal(backend, "550 5.1.1 <ana@example.org>: Recipient address rejected: User unknown").await;
+    let (app, relay) = rcpt_refusal(
+        backend,
+        "550 5.1.1 <ana@example.org>: Recipient address rejected: User unknown",
+    )
+    .await;
     let rows = settled(&app.store).await;
     assert!(
         rows.iter()
@@ -357,7 +396,9 @@ async fn settled(store: &Store) -> Vec<Delivery> {
     eventually(30, "every delivery settled", || async {
         let rows = deliveries(store).await;
         (rows.len() == PEOPLE.len() * SUBJECTS.len()
-            && rows.iter().all(|d| d.state == "sent" || d.state == "failed"))
+            && rows
+                .iter()
+                .all(|d| d.state == "sent" || d.state == "failed"))
         .then_some(rows)
     })
     .await
@@ -451,4 +492,3 @@ fn status_text(db_url: &str, token_key: &str) -> String {
     assert_success(&out);
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
-

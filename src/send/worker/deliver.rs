@@ -149,7 +149,11 @@ impl Sender {
             }
             Class::Bounce | Class::Rejected => {
                 let bounce = list_mail && e.class == Class::Bounce;
-                let reason = if e.class == Class::Bounce { "bounce" } else { "rejected" };
+                let reason = if e.class == Class::Bounce {
+                    "bounce"
+                } else {
+                    "rejected"
+                };
                 metrics::counter!("harborlist_messages_failed_total", "reason" => reason)
                     .increment(1);
                 tracing::warn!(mailing = %c.mailing.key, %to, error = %shown, bounce, "permanent failure; not retrying");

@@ -14,6 +14,7 @@ pub use app::*;
 pub use daemon::*;
 pub use db::*;
 pub use mail::*;
+#[allow(unused_imports)]
 pub use relay::*;
 pub use sink::*;
 

@@ -134,7 +134,9 @@ async fn session(stream: TcpStream, script: Script, counts: Arc<Counts>) {
         };
         let upper = line.to_ascii_uppercase();
         let reply = match upper.split_whitespace().next().unwrap_or("") {
-            "EHLO" => "250-relay.test\r\n250-PIPELINING\r\n250-8BITMIME\r\n250 AUTH PLAIN LOGIN".into(),
+            "EHLO" => {
+                "250-relay.test\r\n250-PIPELINING\r\n250-8BITMIME\r\n250 AUTH PLAIN LOGIN".into()
+            }
             "HELO" => "250 relay.test".into(),
             "AUTH" => script.auth.clone(),
             "MAIL" => {
@@ -155,7 +157,10 @@ async fn session(stream: TcpStream, script: Script, counts: Arc<Counts>) {
             }
             "DATA" if to.is_empty() => "554 5.5.1 No valid recipients".into(),
             "DATA" => {
-                write.write_all(b"354 End data with <CR><LF>.<CR><LF>\r\n").await.ok();
+                write
+                    .write_all(b"354 End data with <CR><LF>.<CR><LF>\r\n")
+                    .await
+                    .ok();
                 let mut subject = String::new();
                 loop {
                     match lines.next_line().await {
@@ -171,7 +176,11 @@ async fn session(stream: TcpStream, script: Script, counts: Arc<Counts>) {
                     }
                 }
                 let to = std::mem::take(&mut to);
-                counts.accepted.lock().unwrap().push(Accepted { to, subject });
+                counts
+                    .accepted
+                    .lock()
+                    .unwrap()
+                    .push(Accepted { to, subject });
                 mail_ok = false;
                 "250 2.0.0 Ok: queued".into()
             }
