@@ -52,6 +52,8 @@ pub(super) struct RelayWatch {
 struct Pause {
     until: Option<Instant>,
     faults: u32,
+    /// Nothing has failed since the relay was last seen working and recorded as such.
+    steady: bool,
 }
 
 impl RelayWatch {
@@ -96,7 +98,7 @@ impl RelayWatch {
     }
 
     fn paused_at(&self, now: Instant) -> Option<Duration> {
-        let pause = self.pause.lock().unwrap_or_else(|p| p.into_inner());
+        let pause = self.lock();
         let left = pause.until?.checked_duration_since(now)?;
         (!left.is_zero()).then_some(left)
     }
@@ -113,16 +115,25 @@ impl RelayWatch {
     }
 
     fn fault_at(self: &Arc<Self>, e: &SendError, now: Instant) {
-        let pause = self.start_pause(now);
         let reply = relay_reply(e);
         let summary = format!("{}: {reply}", e.stage);
-        let before = self.health.relay().last_error;
-        let newly = self
-            .health
-            .relay_failing(to_millis(self.clock.now()), summary.clone());
+        // The pause, the health and the gauge change together, under the pause's lock, so
+        // that a success racing a fault can't leave one saying "ok" and another "failing".
+        let (pause, newly, changed) = {
+            let mut pause = self.lock();
+            pause.steady = false;
+            let started = self.start_pause(&mut pause, now);
+            let before = self.health.relay().last_error;
+            let newly = self
+                .health
+                .relay_failing(to_millis(self.clock.now()), summary.clone());
+            if newly {
+                metrics::gauge!(RELAY_UP).set(0.0);
+            }
+            (started, newly, before.as_deref() != Some(summary.as_str()))
+        };
         let stage = e.stage.as_str();
         if newly {
-            metrics::gauge!(RELAY_UP).set(0.0);
             tracing::error!(
                 stage,
                 reply = %reply,
@@ -136,23 +147,30 @@ impl RelayWatch {
         } else if let Some(pause) = pause {
             tracing::warn!(stage, reply = %reply, retry_in = ?pause, "the mail relay is still failing; holding all mail");
         }
-        if newly || before.as_deref() != Some(summary.as_str()) {
+        if newly || changed {
             self.persist();
         }
     }
 
     /// The relay took a message, or answered about a recipient: it works. Ends any pause.
+    /// Called for every message sent, so the steady case is one uncontended lock.
     pub(super) fn ok(self: &Arc<Self>) {
-        {
-            let mut pause = self.pause.lock().unwrap_or_else(|p| p.into_inner());
-            if pause.faults != 0 || pause.until.is_some() {
-                *pause = Pause::default();
+        let before = {
+            let mut pause = self.lock();
+            if pause.steady {
+                return;
             }
-        }
-        let Some(before) = self.health.relay_ok(to_millis(self.clock.now())) else {
-            return;
+            *pause = Pause {
+                steady: true,
+                ..Pause::default()
+            };
+            let before = self.health.relay_ok(to_millis(self.clock.now()));
+            if before.is_some() {
+                metrics::gauge!(RELAY_UP).set(1.0);
+            }
+            before
         };
-        metrics::gauge!(RELAY_UP).set(1.0);
+        let Some(before) = before else { return };
         if before.state == RelayState::Failing {
             tracing::info!(
                 relay = %self.shown,
@@ -162,9 +180,12 @@ impl RelayWatch {
         self.persist();
     }
 
+    fn lock(&self) -> std::sync::MutexGuard<'_, Pause> {
+        self.pause.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     /// Starts a pause if none is running, and returns its length.
-    fn start_pause(&self, now: Instant) -> Option<Duration> {
-        let mut pause = self.pause.lock().unwrap_or_else(|p| p.into_inner());
+    fn start_pause(&self, pause: &mut Pause, now: Instant) -> Option<Duration> {
         if pause.until.is_some_and(|until| until > now) {
             return None;
         }

@@ -203,13 +203,20 @@ async fn relay_fault_harms_no_one(backend: Backend, port: u16, fault: Fault) -> 
         "{text}"
     );
 
+    let sessions = relay.sessions();
     relay.stop().await;
+    let fixed = std::time::Instant::now();
     let (daemon, arrivals) = fix(fault.fix, port, daemon, &setup).await;
     eventually(30, "every delivery sent", || async {
         let rows = deliveries(&store).await;
         rows.iter().all(|d| d.state == "sent").then_some(())
     })
     .await;
+    eprintln!(
+        "[{backend:?} {}] sessions at the failing relay: {sessions}; all sent {:?} after the fix",
+        fault.stage,
+        fixed.elapsed()
+    );
     let arrived = arrivals.get();
     for email in PEOPLE {
         for subject in SUBJECTS {
