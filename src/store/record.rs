@@ -36,8 +36,9 @@ pub enum Outcome {
         at_ms: i64,
         error: String,
     },
-    /// Permanent: a 5xx, or retries exhausted. `bounce` counts toward marking the address
-    /// as bouncing.
+    /// Final for this message: a bounce, a rejection (5.7.x and the like), or retries
+    /// exhausted. Only `bounce` (a bounce in list mail) counts toward marking the address as
+    /// bouncing.
     Failed {
         delivery_id: i64,
         subscriber_id: i64,
