@@ -88,7 +88,7 @@ fn describe() {
     );
     metrics::describe_counter!(
         "harborlist_messages_failed_total",
-        "Deliveries given up: permanent failures and exhausted retries."
+        "Deliveries given up, by reason: bounce (the address), rejected (policy or content), retries_exhausted."
     );
     metrics::describe_counter!(
         "harborlist_messages_retried_total",
@@ -115,6 +115,10 @@ fn describe() {
         "Outcomes stored together by one group commit."
     );
     metrics::describe_gauge!("harborlist_queue_depth", "Deliveries queued or in flight.");
+    metrics::describe_gauge!(
+        "harborlist_relay_up",
+        "1 while the mail relay takes mail, 0 while it fails before RCPT (connect, TLS, AUTH, MAIL FROM) and all sending is paused."
+    );
     metrics::describe_gauge!(
         "harborlist_scheduler_lag_seconds",
         "How late the planner ran relative to the earliest due mailing."

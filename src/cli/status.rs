@@ -1,4 +1,6 @@
-//! `harborlist status`: what is coming up and how recent mailings went.
+//! `harborlist status`: the mail relay's state, what is coming up and how recent mailings
+//! went. The relay's state is what the sender last stored (see `crate::send`), so it shows
+//! the running daemon's view from any process.
 
 use std::{io::Write, process::ExitCode};
 
@@ -9,7 +11,9 @@ use crate::{
     calendar::human,
     clock::{from_millis, to_millis},
     config::Settings,
+    health::{RelayState, RelayStatus},
     schedule::content::training_json,
+    send::RELAY_STATE,
     store::{Store, report::MailingSummary},
 };
 
@@ -40,6 +44,7 @@ pub async fn run(settings: &Settings, args: &Args) -> anyhow::Result<ExitCode> {
         .personal_mail_since(to_millis(now - Duration::hours(24)))
         .await?;
     let queue = store.queue_depth().await?;
+    let relay = relay_status(&store).await?;
     store.close().await;
 
     let when = |ms: i64| {
@@ -61,13 +66,19 @@ pub async fn run(settings: &Settings, args: &Args) -> anyhow::Result<ExitCode> {
             "recent": recent.iter().map(summary).collect::<Vec<_>>(),
             "personal_last_24h": { "sent": personal.0, "failed": personal.1, "pending": personal.2 },
             "queue_depth": queue,
+            "relay": {
+                "state": relay.as_ref().map_or(RelayState::Ok, |r| r.state),
+                "since": relay.as_ref().and_then(|r| r.since_ms).map(|ms| from_millis(ms).to_rfc3339()),
+                "last_error": relay.as_ref().and_then(|r| r.last_error.clone()),
+            },
         });
         serde_json::to_writer_pretty(&mut out, &doc)?;
         writeln!(out)?;
         return Ok(ExitCode::SUCCESS);
     }
 
-    writeln!(out, "Next trainings")?;
+    writeln!(out, "{}", relay_line(relay.as_ref(), when))?;
+    writeln!(out, "\nNext trainings")?;
     for s in &trainings {
         let mark = if s.cancelled { "  (cancelled)" } else { "" };
         writeln!(out, "  {}{mark}", human::when(s))?;
@@ -137,4 +148,36 @@ pub async fn run(settings: &Settings, args: &Args) -> anyhow::Result<ExitCode> {
         personal.0, personal.1, personal.2
     )?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// The relay's state as the sender last stored it; `None` before anything was sent.
+async fn relay_status(store: &Store) -> anyhow::Result<Option<RelayStatus>> {
+    let Some(stored) = store.state(RELAY_STATE).await? else {
+        return Ok(None);
+    };
+    Ok(Some(serde_json::from_str(&stored.value).unwrap_or_else(
+        |e| RelayStatus {
+            state: RelayState::Ok,
+            since_ms: None,
+            last_error: Some(format!("the stored relay state is unreadable: {e}")),
+        },
+    )))
+}
+
+/// "Mail relay: failing since Tue Dec 1 2026 3:04 PM CST at AUTH: 535 5.7.8 …".
+fn relay_line(relay: Option<&RelayStatus>, when: impl Fn(i64) -> String) -> String {
+    match relay {
+        None
+        | Some(RelayStatus {
+            since_ms: None,
+            state: RelayState::Ok,
+            ..
+        }) => "Mail relay: not used yet".to_owned(),
+        Some(r) if r.state == RelayState::Ok => "Mail relay: ok".to_owned(),
+        Some(r) => {
+            let since = r.since_ms.map(&when).unwrap_or_else(|| "?".into());
+            let error = r.last_error.as_deref().unwrap_or("no reply recorded");
+            format!("Mail relay: failing since {since} at {error}")
+        }
+    }
 }

@@ -10,6 +10,7 @@ pub mod context;
 pub mod dkim;
 pub mod markdown;
 pub mod message;
+pub mod redact;
 pub mod smtp;
 pub mod transport;
 

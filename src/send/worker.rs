@@ -3,7 +3,8 @@
 //! [`Sender::run`] loops: re-queue expired leases now and then, take a turn, and when a turn
 //! finds nothing, fold the sent log a chunk at a time and nap until the next retry is due. A
 //! turn takes a batch (claimed now or ahead, see `claims.rs`), runs one task per message
-//! (`deliver.rs`), and hands every outcome to the turn's recorder (`super::record`).
+//! (`deliver.rs`), and hands every outcome to the turn's recorder (`super::record`). While
+//! the relay is failing (`super::relay`) the loop claims nothing and only waits out the pause.
 
 mod claims;
 mod deliver;
@@ -20,7 +21,10 @@ use tokio::sync::{Notify, Semaphore, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use self::claims::Ahead;
-use super::record::{ToRecord, record_outcomes};
+use super::{
+    record::{ToRecord, record_outcomes},
+    relay::RelayWatch,
+};
 use crate::{
     clock::{SharedClock, to_millis},
     health::Health,
@@ -63,8 +67,9 @@ pub struct Sender {
     /// rows may be marked ours but were never sent, so they are released as soon as the
     /// database answers again instead of waiting out the lease.
     lost_claims: std::sync::Mutex<Vec<String>>,
-    /// Where the relay's state is reported (`/healthz`, `status`).
-    health: Health,
+    /// The relay's state (reported to `/healthz`, `/metrics` and `status`) and the pause
+    /// of all sending while it fails.
+    relay: Arc<RelayWatch>,
 }
 
 impl Sender {
@@ -86,6 +91,14 @@ impl Sender {
             RateLimiter::direct(quota)
         });
         let sending = Semaphore::new(config.concurrency.max(1) * 2);
+        let relay = Arc::new(RelayWatch::new(
+            &live.settings().mail,
+            Health::new(),
+            store.clone(),
+            clock.clone(),
+            config.retry_base,
+            config.retry_max,
+        ));
         let unrecorded = Arc::new(Semaphore::new(config.concurrency.max(1)));
         Self {
             store,
@@ -99,13 +112,20 @@ impl Sender {
             sending,
             unrecorded,
             lost_claims: std::sync::Mutex::new(Vec::new()),
-            health: Health::new(),
+            relay,
         }
     }
 
     /// Reports the relay's state to `health` instead of a private one.
     pub fn with_health(mut self, health: Health) -> Self {
-        self.health = health;
+        self.relay = Arc::new(RelayWatch::new(
+            &self.live.settings().mail,
+            health,
+            self.store.clone(),
+            self.clock.clone(),
+            self.config.retry_base,
+            self.config.retry_max,
+        ));
         self
     }
 
@@ -120,7 +140,20 @@ impl Sender {
         let mut last_gauge = Instant::now() - Duration::from_secs(3600);
         let mut db_backoff = Duration::from_millis(200);
         let mut ahead: Option<Ahead> = None;
+        self.relay.start();
         while !shutdown.is_cancelled() {
+            if let Some(left) = self.relay.paused_for() {
+                // The relay is failing: nothing is claimed, and a batch claimed ahead goes
+                // back to the queue rather than sit in `sending` for the whole pause.
+                if let Some(ahead) = ahead.take() {
+                    self.give_back(ahead).await;
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(left) => {}
+                    _ = shutdown.cancelled() => {}
+                }
+                continue;
+            }
             if last_requeue.elapsed() >= self.config.lease / 4 {
                 match self
                     .store

@@ -36,8 +36,9 @@ pub enum Outcome {
         at_ms: i64,
         error: String,
     },
-    /// Permanent: a 5xx, or retries exhausted. `bounce` counts toward marking the address
-    /// as bouncing.
+    /// Final for this message: a bounce, a rejection (5.7.x and the like), or retries
+    /// exhausted. Only `bounce` (a bounce in list mail) counts toward marking the address as
+    /// bouncing.
     Failed {
         delivery_id: i64,
         subscriber_id: i64,
@@ -48,9 +49,17 @@ pub enum Outcome {
         delivery_id: i64,
         reason: String,
     },
-    /// Not attempted (shutdown): back to the queue without using up an attempt.
+    /// Not attempted (shutdown, or the sender is holding mail while the relay fails): back
+    /// to the queue without using up an attempt.
     Released {
         delivery_id: i64,
+    },
+    /// The relay could not take any mail (a failure before `RCPT`): back to the queue as it
+    /// was before the claim, without using up an attempt, with the relay's answer as its
+    /// last error. The sender as a whole backs off; the subscriber is not held responsible.
+    RelayFault {
+        delivery_id: i64,
+        error: String,
     },
 }
 
@@ -301,6 +310,19 @@ impl Recorder {
                         "UPDATE deliveries SET state = 'queued', attempts = attempts - 1, lease_owner = NULL, lease_until = NULL
                          WHERE id = $1 AND lease_owner = $2",
                     )
+                    .bind(delivery_id)
+                    .bind(owner)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                Outcome::RelayFault { delivery_id, error } => {
+                    // The claim counted an attempt (`attempts + 1`); a relay fault takes it
+                    // back, so `mail.max_attempts` only counts the recipient's failures.
+                    sqlx::query(
+                        "UPDATE deliveries SET state = 'queued', attempts = attempts - 1, last_error = $1, lease_owner = NULL, lease_until = NULL
+                         WHERE id = $2 AND lease_owner = $3",
+                    )
+                    .bind(error)
                     .bind(delivery_id)
                     .bind(owner)
                     .execute(&mut *tx)

@@ -1,4 +1,5 @@
-//! The outbox under trouble: a relay that is down, then up; one that answers 4xx, 5xx.
+//! The outbox under trouble: a relay that is down (a relay fault: no attempt spent), then
+//! up; one that answers 4xx, 5xx.
 
 use crate::{
     both_backends,
@@ -19,15 +20,9 @@ async fn mail_waits_for_a_relay_that_is_down_and_arrives_once(backend: Backend) 
         200,
         "the request does not wait on SMTP"
     );
-    // The sender has tried and failed (connection refused) at least once.
-    eventually(20, "a failed attempt to be recorded", || async {
-        let row = sqlx::query_scalar::<_, i64>("SELECT attempts FROM deliveries")
-            .fetch_one(app.store.pool())
-            .await
-            .ok()?;
-        (row >= 1).then_some(())
-    })
-    .await;
+    // The sender has tried and failed (connection refused): a relay fault, which leaves
+    // the delivery queued without spending an attempt.
+    relay_fault_recorded(&app.store).await;
     let late_sink = MailSink::start_on_port(port);
     let got = late_sink.wait_for(1, 30).await;
     assert_eq!(got[0].to, vec!["patient@example.org".to_owned()]);
@@ -81,14 +76,7 @@ async fn shutdown_loses_nothing_and_restart_sends_it(backend: Backend) {
     let port = MailSink::reserve_port();
     let mut app = app(backend).smtp_port(port).spawn().await;
     app.subscribe("kept@example.org", "").await;
-    eventually(20, "a failed attempt", || async {
-        let n: i64 = sqlx::query_scalar("SELECT attempts FROM deliveries")
-            .fetch_one(app.store.pool())
-            .await
-            .ok()?;
-        (n >= 1).then_some(())
-    })
-    .await;
+    relay_fault_recorded(&app.store).await;
     app.stop().await;
     let sink = MailSink::start_on_port(port);
     let app = app.restart().await;
@@ -96,4 +84,23 @@ async fn shutdown_loses_nothing_and_restart_sends_it(backend: Backend) {
     tokio::time::sleep(std::time::Duration::from_secs(1)).await;
     assert_eq!(sink.count(), 1);
     drop(app);
+}
+
+/// Waits until the only delivery is back in the queue after a relay fault, and checks that
+/// the fault cost it no attempt.
+async fn relay_fault_recorded(store: &harborlist::store::Store) {
+    let attempts = eventually(20, "a relay fault to be recorded", || async {
+        let (state, attempts, error): (String, i64, Option<String>) =
+            sqlx::query_as("SELECT state, attempts, last_error FROM deliveries")
+                .fetch_one(store.pool())
+                .await
+                .ok()?;
+        (state == "queued" && error.is_some_and(|e| e.starts_with("relay fault at connect")))
+            .then_some(attempts)
+    })
+    .await;
+    assert_eq!(
+        attempts, 0,
+        "a relay that is down costs the message no attempt"
+    );
 }

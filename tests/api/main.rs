@@ -12,6 +12,7 @@ mod delivery;
 mod format;
 mod leases;
 mod observability;
+mod relay_faults;
 mod reload;
 mod reminders;
 mod schedule;

@@ -48,6 +48,7 @@ async fn metrics_report_sends_queue_latency_and_lag(backend: Backend) {
         "harborlist_unrecorded_wait_seconds_bucket{le=\"0.0001\"}",
         "harborlist_record_seconds_bucket{le=\"0.0001\"}",
         "harborlist_queue_depth",
+        "# TYPE harborlist_relay_up gauge",
         "harborlist_scheduler_lag_seconds",
         "harborlist_confirmations_total",
         "# TYPE harborlist_messages_sent_total counter",
@@ -60,7 +61,8 @@ async fn metrics_report_sends_queue_latency_and_lag(backend: Backend) {
 async fn json_logs_never_print_a_whole_address(backend: Backend) {
     let db = TestDb::new(backend).await;
     let port = MailSink::reserve_port();
-    // The relay is down, so the address is at risk of appearing in retry logs too.
+    // The relay is down, so the address is at risk of appearing in the lines about each
+    // message going back to the queue too.
     let daemon = DaemonSetup::new(
         &db.url,
         &format!("smtp://127.0.0.1:{port}"),
@@ -74,8 +76,11 @@ async fn json_logs_never_print_a_whole_address(backend: Backend) {
             .await,
         200
     );
-    eventually(20, "a retry to be logged", || async {
-        daemon.log().contains("will retry").then_some(())
+    eventually(20, "a relay fault to be logged", || async {
+        daemon
+            .log()
+            .contains("relay fault; back to the queue")
+            .then_some(())
     })
     .await;
     let log = daemon.log();

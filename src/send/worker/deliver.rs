@@ -1,7 +1,11 @@
 //! One claimed delivery, for the sender loop in [`super`]: skip it if it should not go
 //! (the training has begun, the subscriber left), compose it, wait for a sending turn and the
 //! rate limit, hand it to the relay under a crash-bound permit, and turn the relay's answer
-//! into an [`Outcome`] (sent, retry later with backoff, or failed for good).
+//! into an [`Outcome`] by the failure's class: sent; a bounce (failed, counts towards
+//! `bouncing`); a rejection (failed, does not count); a temporary failure (retry later
+//! with backoff, one attempt spent); or a relay fault (back to the queue as it was, and the
+//! whole sender pauses, see `super::super::relay`). While the sender is paused, claimed
+//! messages go back to the queue without being handed over.
 
 use std::time::Instant;
 
@@ -13,8 +17,10 @@ use crate::{
     clock::to_millis,
     domain::redact,
     mail::{
-        Letter, Recipient,
+        Letter, Recipient, SendError,
         context::{Composer, is_list_mail},
+        redact::redact_addresses,
+        transport::{Class, Stage},
     },
     send::backoff::{jitter, retry_delay},
     store::{delivery::Claimed, record::Outcome},
@@ -29,6 +35,12 @@ impl Sender {
         slot: &mut Option<OwnedSemaphorePermit>,
     ) -> Outcome {
         let list_mail = is_list_mail(&c.mailing.kind);
+        if self.relay.is_paused() {
+            // The relay is failing: hold the message without spending an attempt.
+            return Outcome::Released {
+                delivery_id: c.delivery_id,
+            };
+        }
         if let Some(reason) = self.skip_reason(c) {
             return Outcome::Skipped {
                 delivery_id: c.delivery_id,
@@ -76,7 +88,9 @@ impl Sender {
                 _ = shutdown.cancelled() => return Outcome::Released { delivery_id: c.delivery_id },
             }
         }
-        if shutdown.is_cancelled() {
+        // Checked again here: the relay may have started failing while this message waited
+        // for its turn, and none is handed to it then.
+        if shutdown.is_cancelled() || self.relay.is_paused() {
             return Outcome::Released {
                 delivery_id: c.delivery_id,
             };
@@ -96,24 +110,53 @@ impl Sender {
             .await;
         *slot = permit;
         metrics::histogram!("harborlist_send_seconds").record(started.elapsed().as_secs_f64());
-        let to = redact(&c.email);
         match result {
             Ok(()) => {
+                self.relay.ok();
                 metrics::counter!("harborlist_messages_sent_total", "kind" => c.mailing.kind.clone())
                     .increment(1);
-                tracing::debug!(mailing = %c.mailing.key, %to, "sent");
+                tracing::debug!(mailing = %c.mailing.key, to = %redact(&c.email), "sent");
                 Outcome::Sent {
                     delivery_id: c.delivery_id,
                     subscriber_id: c.subscriber_id,
                     clears_bounces: list_mail && c.bounce_streak != 0,
                 }
             }
-            Err(e) if e.is_permanent() => {
-                let bounce = list_mail && e.counts_as_bounce();
-                let error = e.to_string();
-                metrics::counter!("harborlist_messages_failed_total", "reason" => "permanent")
+            Err(e) => self.failed(c, list_mail, &e),
+        }
+    }
+
+    /// What a failure means for this delivery, by its class (see
+    /// [`crate::mail::transport::Class`]): only a bounce counts against the address, and a
+    /// relay fault does not count against the message either.
+    fn failed(&self, c: &Claimed, list_mail: bool, e: &SendError) -> Outcome {
+        // The relay answered about this recipient or message: whatever it said, it works.
+        if e.code.is_some() && !e.stage.before_rcpt() && e.stage != Stage::Local {
+            self.relay.ok();
+        }
+        let to = redact(&c.email);
+        let error = e.to_string();
+        // Relays echo addresses in their replies; logs get them shortened.
+        let shown = redact_addresses(&error);
+        match e.class {
+            Class::RelayFault => {
+                self.relay.fault(e);
+                tracing::debug!(mailing = %c.mailing.key, %to, error = %shown, "relay fault; back to the queue");
+                Outcome::RelayFault {
+                    delivery_id: c.delivery_id,
+                    error,
+                }
+            }
+            Class::Bounce | Class::Rejected => {
+                let bounce = list_mail && e.class == Class::Bounce;
+                let reason = if e.class == Class::Bounce {
+                    "bounce"
+                } else {
+                    "rejected"
+                };
+                metrics::counter!("harborlist_messages_failed_total", "reason" => reason)
                     .increment(1);
-                tracing::warn!(mailing = %c.mailing.key, %to, %error, "permanent failure; not retrying");
+                tracing::warn!(mailing = %c.mailing.key, %to, error = %shown, bounce, "permanent failure; not retrying");
                 Outcome::Failed {
                     delivery_id: c.delivery_id,
                     subscriber_id: c.subscriber_id,
@@ -121,35 +164,39 @@ impl Sender {
                     bounce,
                 }
             }
-            Err(e) => {
-                let error = e.to_string();
-                let attempts = u32::try_from(c.attempts).unwrap_or(u32::MAX);
-                if attempts >= self.config.max_attempts {
-                    metrics::counter!("harborlist_messages_failed_total", "reason" => "retries_exhausted").increment(1);
-                    tracing::warn!(mailing = %c.mailing.key, %to, %error, attempts, "giving up after repeated temporary failures");
-                    return Outcome::Failed {
-                        delivery_id: c.delivery_id,
-                        subscriber_id: c.subscriber_id,
-                        error,
-                        bounce: false,
-                    };
-                }
-                let delay = retry_delay(
-                    attempts,
-                    self.config.retry_base,
-                    self.config.retry_max,
-                    jitter(),
-                );
-                metrics::counter!("harborlist_messages_retried_total").increment(1);
-                tracing::info!(mailing = %c.mailing.key, %to, %error, attempts, retry_in = ?delay, "temporary failure; will retry");
-                let at = self.clock.now()
-                    + chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::seconds(30));
-                Outcome::Retry {
-                    delivery_id: c.delivery_id,
-                    at_ms: to_millis(at),
-                    error,
-                }
-            }
+            Class::Transient => self.retry(c, &to, error, &shown),
+        }
+    }
+
+    /// A temporary failure: one attempt spent, then a retry with backoff, or the end once
+    /// `mail.max_attempts` are used up.
+    fn retry(&self, c: &Claimed, to: &str, error: String, shown: &str) -> Outcome {
+        let attempts = u32::try_from(c.attempts).unwrap_or(u32::MAX);
+        if attempts >= self.config.max_attempts {
+            metrics::counter!("harborlist_messages_failed_total", "reason" => "retries_exhausted")
+                .increment(1);
+            tracing::warn!(mailing = %c.mailing.key, %to, error = %shown, attempts, "giving up after repeated temporary failures");
+            return Outcome::Failed {
+                delivery_id: c.delivery_id,
+                subscriber_id: c.subscriber_id,
+                error,
+                bounce: false,
+            };
+        }
+        let delay = retry_delay(
+            attempts,
+            self.config.retry_base,
+            self.config.retry_max,
+            jitter(),
+        );
+        metrics::counter!("harborlist_messages_retried_total").increment(1);
+        tracing::info!(mailing = %c.mailing.key, %to, error = %shown, attempts, retry_in = ?delay, "temporary failure; will retry");
+        let at = self.clock.now()
+            + chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::seconds(30));
+        Outcome::Retry {
+            delivery_id: c.delivery_id,
+            at_ms: to_millis(at),
+            error,
         }
     }
 

@@ -6,6 +6,7 @@ mod app;
 mod daemon;
 mod db;
 mod mail;
+mod relay;
 mod sink;
 
 pub use app::*;
@@ -13,6 +14,8 @@ pub use app::*;
 pub use daemon::*;
 pub use db::*;
 pub use mail::*;
+#[allow(unused_imports)]
+pub use relay::*;
 pub use sink::*;
 
 /// Runs an async test body once per backend, as two separate `#[tokio::test]`s.
