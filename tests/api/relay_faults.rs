@@ -467,7 +467,7 @@ async fn subscribers(store: &Store) -> Vec<(String, String, i64)> {
 
 /// `harborlist_relay_up` as the daemon's `/metrics` shows it.
 async fn relay_up(daemon: &Daemon) -> Option<f64> {
-    let body = reqwest::get(format!("{}/metrics", daemon.address))
+    let body = reqwest::get(&daemon.metrics)
         .await
         .ok()?
         .text()
