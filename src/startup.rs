@@ -13,8 +13,8 @@ use std::{net::SocketAddr, sync::Arc, time::Duration};
 use tokio::{net::TcpListener, sync::Notify};
 use tokio_util::sync::CancellationToken;
 
-pub use crate::runtime::{Live, Runtime, RuntimeError};
 use crate::runtime::{KeyFile, keys};
+pub use crate::runtime::{Live, Runtime, RuntimeError};
 use crate::{
     clock::SharedClock,
     config::{Settings, Sources},

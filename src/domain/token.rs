@@ -187,6 +187,10 @@ mod tests {
         assert_eq!(key().fingerprint(), key().fingerprint());
         assert_ne!(key().fingerprint(), other.fingerprint());
         assert!(!key().fingerprint().contains(&"ab".repeat(32)));
-        assert_eq!(Token::parse(&key().fingerprint()), None, "padded base64, not a link");
+        assert_eq!(
+            Token::parse(&key().fingerprint()),
+            None,
+            "padded base64, not a link"
+        );
     }
 }

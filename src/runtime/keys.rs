@@ -186,8 +186,9 @@ pub fn agreement(
     Err(RuntimeError::Key(format!(
         "{source}: this is not the token key this database's links were made with \
          (security.token_key / security.token_key_file; the database keeps the key's \
-         fingerprint). With it, links in mail already sent would stop working, and new mail \
-         would carry unsubscribe links that do not work. Restore the old key; or, to change \
+         fingerprint). The links in mail already sent were made with that key, and new mail \
+         must use it too: with this one, new mail would carry unsubscribe and confirm links \
+         that answer \"This link isn't valid\". Restore the old key; or, to change \
          keys on purpose, list the old one in security.previous_token_keys (deploy/README.md, \
          \"Token-key rotation\")."
     )))
@@ -264,7 +265,9 @@ async fn relink(store: &Store, key: &TokenKey, now_ms: i64) -> crate::store::Res
     }
     let open = store.open_confirmations(now_ms).await?;
     for confirmation in &open {
-        let hash = key.derive(TokenPurpose::Confirm, &confirmation.nonce).hash();
+        let hash = key
+            .derive(TokenPurpose::Confirm, &confirmation.nonce)
+            .hash();
         store.relink_confirmation(confirmation, &hash).await?;
     }
     tracing::info!(

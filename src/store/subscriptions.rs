@@ -330,8 +330,8 @@ impl Store {
             unsub_link!()
         ))
         .bind(unsub_hash)
-            .fetch_optional(&mut *tx)
-            .await?;
+        .fetch_optional(&mut *tx)
+        .await?;
         let Some(row) = row else {
             tx.rollback().await?;
             return Ok(UnsubscribeOutcome::Unknown);

@@ -10,9 +10,7 @@ use harborlist::{domain::TokenKey, store::Store};
 
 use crate::{
     both_backends,
-    helpers::{
-        Backend, Daemon, DaemonSetup, MailSink, TestDb, eventually, link_in, parse, seed,
-    },
+    helpers::{Backend, Daemon, DaemonSetup, MailSink, TestDb, eventually, link_in, parse, seed},
 };
 
 both_backends!(
@@ -79,7 +77,8 @@ fn assert_refused(out: &std::process::Output, what: &str) {
     assert!(
         err.contains("security.token_key")
             && err.contains("security.token_key_file")
-            && err.contains("mail already sent would stop working")
+            && err.contains("mail already sent")
+            && err.contains("This link isn't valid")
             && err.contains("security.previous_token_keys"),
         "{what}: the error names the keys, the harm and the fix:\n{err}"
     );
@@ -94,7 +93,11 @@ async fn serve_and_cli_commands_refuse_a_key_that_does_not_match(backend: Backen
     let store = Store::connect(&db.url, 2).await.unwrap();
     let pinned = store.state("token_key_fingerprint").await.unwrap().unwrap();
     let key = TokenKey::parse(&setup.token_key).unwrap();
-    assert_eq!(pinned.value, key.fingerprint(), "the first start pins its key");
+    assert_eq!(
+        pinned.value,
+        key.fingerprint(),
+        "the first start pins its key"
+    );
     assert!(!pinned.value.contains(&setup.token_key));
 
     let mut other = setup.clone();
@@ -120,12 +123,14 @@ async fn serve_and_cli_commands_refuse_a_key_that_does_not_match(backend: Backen
     assert!(store.list_subscribers().await.unwrap().is_empty());
 
     let out = setup.run(&["status"]).await;
-    assert!(out.status.success(), "the right key still works: {}", stderr(&out));
+    assert!(
+        out.status.success(),
+        "the right key still works: {}",
+        stderr(&out)
+    );
 }
 
-async fn a_reload_with_another_key_is_refused_and_the_running_key_keeps_working(
-    backend: Backend,
-) {
+async fn a_reload_with_another_key_is_refused_and_the_running_key_keeps_working(backend: Backend) {
     let db = TestDb::new(backend).await;
     let sink = MailSink::start();
     let mut daemon = Daemon::start(&db.url, &sink, WORKERS).await;
@@ -140,7 +145,7 @@ async fn a_reload_with_another_key_is_refused_and_the_running_key_keeps_working(
     .await;
     let log = daemon.log();
     assert!(
-        log.contains("security.token_key") && log.contains("mail already sent would stop working"),
+        log.contains("security.token_key") && log.contains("This link isn't valid"),
         "{log}"
     );
     assert!(!log.contains(&old), "the key never reaches the log");
@@ -192,7 +197,10 @@ async fn no_key_file_is_created_once_a_fingerprint_exists(backend: Backend) {
         err.contains("security.token_key_file") && err.contains("does not exist"),
         "{err}"
     );
-    assert!(!elsewhere.path().join("data").exists(), "no key file created");
+    assert!(
+        !elsewhere.path().join("data").exists(),
+        "no key file created"
+    );
 
     // `serve` with the key file gone.
     std::fs::remove_file(&key_file).unwrap();
@@ -224,17 +232,20 @@ async fn rotation_keeps_old_links_working_and_new_mail_uses_the_new_key(backend:
     assert!(daemon.stop().await.success());
 
     let new_key_text = TokenKey::generate_text();
-    let mut rotated = setup
-        .clone()
-        .security(&format!(
-            "token_key = \"{new_key_text}\"\nprevious_token_keys = [{{ key = \"{}\" }}]",
-            setup.token_key
-        ));
+    let mut rotated = setup.clone().security(&format!(
+        "token_key = \"{new_key_text}\"\nprevious_token_keys = [{{ key = \"{}\" }}]",
+        setup.token_key
+    ));
     rotated.token_key = new_key_text.clone();
     let daemon = rotated.launch().await;
     let new_key = TokenKey::parse(&new_key_text).unwrap();
     assert_eq!(
-        store.state("token_key_fingerprint").await.unwrap().unwrap().value,
+        store
+            .state("token_key_fingerprint")
+            .await
+            .unwrap()
+            .unwrap()
+            .value,
         new_key.fingerprint(),
         "re-pinned to the new key"
     );
@@ -309,17 +320,26 @@ async fn a_reload_applies_what_it_can_and_warns_about_fixed_settings(backend: Ba
     });
     daemon.signal("HUP");
     eventually(10, "the reload", || async {
-        daemon.log().contains("configuration reloaded").then_some(())
+        daemon
+            .log()
+            .contains("configuration reloaded")
+            .then_some(())
     })
     .await;
-    assert!(front(&daemon).await.contains("After Reload List"), "the name applies");
+    assert!(
+        front(&daemon).await.contains("After Reload List"),
+        "the name applies"
+    );
     let log = daemon.log();
     let warning = log
         .lines()
         .find(|l| l.contains("WARN") && l.contains("schedule.tick"))
         .unwrap_or_else(|| panic!("a WARN naming schedule.tick:\n{log}"));
     assert!(warning.contains("restart"), "{warning}");
-    assert!(!log.lines().any(|l| l.contains("WARN") && l.contains("list.name")));
+    assert!(
+        !log.lines()
+            .any(|l| l.contains("WARN") && l.contains("list.name"))
+    );
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert!(daemon.stop().await.success());
 }

@@ -191,6 +191,16 @@ impl TestApp {
         .await
     }
 
+    /// The token key the app runs with (`security.token_key`), for CLI commands on its
+    /// database.
+    pub fn token_key(&self) -> &str {
+        self.settings
+            .security
+            .token_key
+            .as_deref()
+            .expect("test settings set a token key")
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{}", self.address, path)
     }
