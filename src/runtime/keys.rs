@@ -277,3 +277,89 @@ async fn relink(store: &Store, key: &TokenKey, now_ms: i64) -> crate::store::Res
     );
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::PreviousTokenKey;
+
+    fn ring(current: &TokenKey, previous: &[&TokenKey]) -> KeyRing {
+        KeyRing {
+            current: current.clone(),
+            previous: previous.iter().map(|k| (*k).clone()).collect(),
+        }
+    }
+
+    fn key() -> TokenKey {
+        TokenKey::parse(&TokenKey::generate_text()).expect("key")
+    }
+
+    #[test]
+    fn a_key_agrees_when_pinned_rotates_from_a_previous_one_and_is_refused_otherwise() {
+        let (old, new, stranger) = (key(), key(), key());
+        let src = "security.token_key";
+        let a = |pinned: Option<String>, r: &KeyRing| agreement(pinned.as_deref(), r, src);
+        assert_eq!(a(None, &ring(&new, &[])).unwrap(), Agreement::Fresh);
+        assert_eq!(
+            a(Some(new.fingerprint()), &ring(&new, &[])).unwrap(),
+            Agreement::Same
+        );
+        assert_eq!(
+            a(Some(old.fingerprint()), &ring(&new, &[&stranger, &old])).unwrap(),
+            Agreement::Rotation
+        );
+        let err = a(Some(old.fingerprint()), &ring(&new, &[&stranger]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with(src) && err.contains("security.previous_token_keys"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_previous_key_is_one_of_key_or_file_and_is_named_when_wrong() {
+        let mut settings = crate::config::load_from(Path::new("config"), None).expect("defaults");
+        settings.security.token_key = Some(TokenKey::generate_text());
+        settings.security.previous_token_keys = vec![
+            PreviousTokenKey {
+                key: Some(TokenKey::generate_text()),
+                file: None,
+            },
+            PreviousTokenKey::default(),
+        ];
+        let err = load(&settings, KeyFile::MustExist).unwrap_err().to_string();
+        assert!(err.starts_with("security.previous_token_keys[1]"), "{err}");
+        settings.security.previous_token_keys[1].file = Some("/nonexistent/old.key".into());
+        let err = load(&settings, KeyFile::MustExist).unwrap_err().to_string();
+        assert!(
+            err.starts_with("security.previous_token_keys[1].file")
+                && !Path::new("/nonexistent").exists(),
+            "{err}"
+        );
+        settings.security.previous_token_keys.truncate(1);
+        assert_eq!(
+            load(&settings, KeyFile::MustExist).unwrap().previous.len(),
+            1
+        );
+    }
+
+    #[test]
+    fn a_missing_key_file_is_created_only_when_asked() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("sub/harborlist.key");
+        let mut settings = crate::config::load_from(Path::new("config"), None).expect("defaults");
+        settings.security.token_key = None;
+        settings.security.token_key_file = Some(path.clone());
+        let err = load(&settings, KeyFile::MustExist).unwrap_err().to_string();
+        assert!(err.contains("does not exist"), "{err}");
+        load(&settings, KeyFile::Ephemeral).expect("a throwaway key");
+        assert!(!path.exists());
+        let created = load(&settings, KeyFile::Create).expect("created").current;
+        assert!(path.exists());
+        let again = load(&settings, KeyFile::MustExist)
+            .expect("read back")
+            .current;
+        assert_eq!(created.fingerprint(), again.fingerprint());
+    }
+}
