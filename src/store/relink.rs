@@ -9,9 +9,9 @@
 //! one transaction and a page already moved is left alone, so an interrupted rotation is
 //! simply run again.
 
-use sqlx::Row;
+use sqlx::{AssertSqlSafe, Row};
 
-use super::{Result, Store};
+use super::{Result, Store, StoreError, roster::json_rows};
 
 /// A subscriber's unsubscribe link as stored: its nonce and the hash of its token.
 #[derive(Debug, Clone)]
@@ -56,24 +56,35 @@ impl Store {
     }
 
     /// Gives each `(link, new_hash)` its new hash, keeping the old one valid, in one
-    /// transaction. A row whose hash changed meanwhile is left alone.
+    /// transaction of two statements (the page travels as one JSON parameter, as imports
+    /// do). A row whose hash changed meanwhile is left alone.
     pub async fn relink_unsubscribe(&self, moves: &[(UnsubscribeLink, String)]) -> Result<()> {
+        // Each move as [subscriber id, old hash, new hash].
+        let page = serde_json::to_string(
+            &moves
+                .iter()
+                .map(|(link, new_hash)| (link.subscriber_id, &link.hash, new_hash))
+                .collect::<Vec<_>>(),
+        )
+        .map_err(|e| StoreError::Corrupt(format!("relink page: {e}")))?;
+        let rows = json_rows(self.backend(), 1);
         let mut tx = self.begin().await?;
-        for (link, new_hash) in moves {
-            sqlx::query(
-                "INSERT INTO unsub_links (hash, subscriber_id) VALUES ($1, $2) ON CONFLICT (hash) DO NOTHING",
-            )
-            .bind(&link.hash)
-            .bind(link.subscriber_id)
-            .execute(&mut *tx)
-            .await?;
-            sqlx::query("UPDATE subscribers SET unsub_hash = $1 WHERE id = $2 AND unsub_hash = $3")
-                .bind(new_hash)
-                .bind(link.subscriber_id)
-                .bind(&link.hash)
-                .execute(&mut *tx)
-                .await?;
-        }
+        // `WHERE true` lets SQLite parse the upsert after a SELECT.
+        sqlx::query(AssertSqlSafe(format!(
+            "INSERT INTO unsub_links (hash, subscriber_id)
+             SELECT r.value ->> 1, CAST(r.value ->> 0 AS BIGINT) FROM {rows} AS r WHERE true
+             ON CONFLICT (hash) DO NOTHING"
+        )))
+        .bind(&page)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(AssertSqlSafe(format!(
+            "UPDATE subscribers SET unsub_hash = r.value ->> 2 FROM {rows} AS r
+             WHERE subscribers.id = CAST(r.value ->> 0 AS BIGINT) AND subscribers.unsub_hash = r.value ->> 1"
+        )))
+        .bind(&page)
+        .execute(&mut *tx)
+        .await?;
         tx.commit().await?;
         Ok(())
     }
