@@ -10,7 +10,10 @@ use harborlist::{domain::TokenKey, store::Store};
 
 use crate::{
     both_backends,
-    helpers::{Backend, Daemon, DaemonSetup, MailSink, TestDb, eventually, link_in, parse, seed},
+    helpers::{
+        Backend, Daemon, DaemonSetup, MailSink, TestDb, app, eventually, free_port, link_in, parse,
+        seed,
+    },
 };
 
 both_backends!(
@@ -19,6 +22,7 @@ both_backends!(
     no_key_file_is_created_once_a_fingerprint_exists,
     rotation_keeps_old_links_working_and_new_mail_uses_the_new_key,
     a_reload_applies_what_it_can_and_warns_about_fixed_settings,
+    a_confirmation_still_queued_at_a_rotation_goes_out_with_a_working_link,
 );
 
 const WORKERS: &str = "[schedule]\nwatch = \"0s\"\npoll = \"200ms\"\ntick = \"1s\"";
@@ -342,4 +346,39 @@ async fn a_reload_applies_what_it_can_and_warns_about_fixed_settings(backend: Ba
     );
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert!(daemon.stop().await.success());
+}
+
+/// A confirmation that could not be sent before the rotation is sent after it, with a link
+/// under the new key; the rotation registered that link.
+async fn a_confirmation_still_queued_at_a_rotation_goes_out_with_a_working_link(backend: Backend) {
+    let sink = MailSink::start();
+    let app = app(backend)
+        .sink(sink.clone())
+        .smtp_port(free_port())
+        .spawn()
+        .await;
+    assert_eq!(app.subscribe("queued@example.org", "").await.status(), 200);
+    let old = app.token_key().to_owned();
+    let new = TokenKey::generate_text();
+    let app = app
+        .restart_with(|s| {
+            s.mail.smtp_url = Some(format!("smtp://127.0.0.1:{}", sink.port));
+            s.security.token_key = Some(new.clone());
+            s.security.previous_token_keys = vec![harborlist::config::PreviousTokenKey {
+                key: Some(old),
+                file: None,
+            }];
+        })
+        .await;
+    let mail = eventually(20, "the confirmation, once the relay answers", || async {
+        sink.to("queued@example.org").first().cloned()
+    })
+    .await;
+    let link = link_in(&mail.bytes, "/confirm/");
+    let response = app.post_empty(&link).await;
+    assert_eq!(response.status(), 200, "{}", response.text().await.unwrap());
+    eventually(20, "the subscriber active", || async {
+        (app.status_of("queued@example.org").await.as_deref() == Some("active")).then_some(())
+    })
+    .await;
 }

@@ -177,6 +177,20 @@ impl TestApp {
         .await
     }
 
+    /// Stops, then starts again on the same database and sink with changed settings.
+    pub async fn restart_with(mut self, change: impl FnOnce(&mut Settings)) -> Self {
+        self.stop().await;
+        let mut settings = self.settings.clone();
+        change(&mut settings);
+        Self::launch(
+            settings,
+            self.sink.clone(),
+            self.db.clone(),
+            self.clock.clone(),
+        )
+        .await
+    }
+
     /// Starts a second process-like instance on the same database and sink.
     pub async fn sibling(&self) -> Self {
         let mut settings = self.settings.clone();
