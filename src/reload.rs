@@ -4,7 +4,13 @@
 //! or a template changed (mtime, size or presence). A reload builds a complete new
 //! [`Runtime`] first; only if that succeeds is it swapped in and the planner nudged, so a
 //! broken edit is refused with the file, key and problem logged, and the daemon carries on
-//! with the last good configuration.
+//! with the last good configuration. A token key that does not match the database's
+//! fingerprint is refused the same way (`crate::runtime::keys`).
+//!
+//! Some settings are read once at start (the listener, the pool, the sender's timing, the
+//! keys). A reload applies everything else, keeps those at their running values so that
+//! [`Live::settings`] says what is in effect, and logs each one that changed at WARN. The
+//! token key never changes while running.
 //!
 //! Polling rather than inotify: editors save by rename, configs may sit on network
 //! filesystems, and a stat of a few dozen files every couple of seconds costs nothing.
@@ -18,8 +24,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{
     config::{Settings, Sources},
-    runtime::{Live, Runtime},
+    runtime::{KeyFile, Live, Runtime, keys},
     schedule::Planner,
+    store::Store,
 };
 
 #[derive(Clone)]
@@ -27,20 +34,24 @@ pub struct Reloader {
     sources: Sources,
     live: Live,
     planner: Planner,
+    store: Store,
 }
 
 impl Reloader {
-    pub fn new(sources: Sources, live: Live, planner: Planner) -> Self {
+    pub fn new(sources: Sources, live: Live, planner: Planner, store: Store) -> Self {
         Self {
             sources,
             live,
             planner,
+            store,
         }
     }
 
     /// Tries to load everything again. Returns the error text if the new configuration
-    /// was refused.
-    pub fn reload(&self, why: &str) -> Result<(), String> {
+    /// was refused: it does not load, or its token key does not match the database's.
+    /// Settings fixed at start keep their running values (each changed one is logged at
+    /// WARN), and the running token keys are kept whatever the file says.
+    pub async fn reload(&self, why: &str) -> Result<(), String> {
         let files: Vec<String> = self
             .sources
             .files()
@@ -48,21 +59,18 @@ impl Reloader {
             .map(|f| f.display().to_string())
             .collect();
         let files = files.join(" + ");
-        let built = self
-            .sources
-            .load()
-            .map_err(|e| e.to_string())
-            .and_then(|settings| Runtime::build(settings).map_err(|e| e.to_string()));
-        match built {
-            Ok(mut runtime) => {
+        match self.build().await {
+            Ok((mut runtime, kept)) => {
                 runtime.loaded_ms = Some(self.planner.now_ms());
-                let restart = needs_restart(&self.live.settings(), &runtime.settings);
                 self.live.replace(runtime);
                 self.planner.nudge();
                 metrics::counter!("harborlist_reloads_total", "result" => "ok").increment(1);
                 tracing::info!(trigger = why, %files, "configuration reloaded");
-                if !restart.is_empty() {
-                    tracing::warn!(keys = %restart.join(", "), "these settings changed but take effect only after a restart");
+                for key in kept {
+                    tracing::warn!(
+                        key,
+                        "{key} changed, but is read only at start: not applied; restart to apply it"
+                    );
                 }
                 Ok(())
             }
@@ -72,6 +80,26 @@ impl Reloader {
                 Err(error)
             }
         }
+    }
+
+    /// The new runtime, and the fixed settings it kept from the running one.
+    async fn build(&self) -> Result<(Runtime, Vec<&'static str>), String> {
+        let mut settings = self.sources.load().map_err(|e| e.to_string())?;
+        let running = self.live.current();
+        // The new file's keys must still fit the database, even though they are not
+        // applied: a file that would be refused at the next start is refused now.
+        let ring = keys::load(&settings, KeyFile::MustExist).map_err(|e| e.to_string())?;
+        let pinned = match keys::pinned(&self.store).await {
+            Ok(Some(pinned)) => pinned,
+            // Unreadable now, or gone: the running key was checked against it at start.
+            Ok(None) | Err(_) => running.key.fingerprint(),
+        };
+        keys::agreement(Some(&pinned), &ring, &keys::key_source(&settings))
+            .map_err(|e| e.to_string())?;
+        let kept = keep_fixed(&running.settings, &mut settings);
+        let runtime =
+            Runtime::build_keyed(settings, running.key_ring()).map_err(|e| e.to_string())?;
+        Ok((runtime, kept))
     }
 
     /// Polls the config files and the template directory until shutdown.
@@ -92,7 +120,7 @@ impl Reloader {
                 // Give an editor that writes in several steps a moment to finish.
                 tokio::time::sleep(Duration::from_millis(200)).await;
                 last = self.fingerprint();
-                let _ = self.reload("file change");
+                let _ = self.reload("file change").await;
             }
         }
     }
@@ -129,36 +157,62 @@ fn collect(dir: &Path, out: &mut Vec<PathBuf>) {
     }
 }
 
-/// Settings read once at start; a reload can't apply them to running parts.
-fn needs_restart(old: &Settings, new: &Settings) -> Vec<&'static str> {
-    let mut keys = Vec::new();
-    if old.server.bind != new.server.bind {
-        keys.push("server.bind");
+/// Puts back into `new` each setting that is read only at start (the parts built from it
+/// keep running), so that the live settings say what is in effect; returns the keys that
+/// had changed.
+fn keep_fixed(running: &Settings, new: &mut Settings) -> Vec<&'static str> {
+    let mut kept = Vec::new();
+    macro_rules! fixed {
+        ($($key:literal => $($field:ident).+;)*) => {$(
+            if new.$($field).+ != running.$($field).+ {
+                new.$($field).+ = running.$($field).+.clone();
+                kept.push($key);
+            }
+        )*};
     }
-    if old.database.url != new.database.url
-        || old.database.max_connections != new.database.max_connections
-    {
-        keys.push("database");
+    fixed! {
+        "server.bind" => server.bind;
+        "database.url" => database.url;
+        "database.max_connections" => database.max_connections;
+        "mail.transport" => mail.transport;
+        "mail.smtp_url" => mail.smtp_url;
+        "mail.outbox_dir" => mail.outbox_dir;
+        "mail.pool_size" => mail.pool_size;
+        "mail.max_per_second" => mail.max_per_second;
+        "mail.max_attempts" => mail.max_attempts;
+        "mail.retry_base" => mail.retry_base;
+        "mail.retry_max" => mail.retry_max;
+        "mail.smtp_timeout" => mail.smtp_timeout;
+        "mail.lease" => mail.lease;
+        "schedule.poll" => schedule.poll;
+        "schedule.tick" => schedule.tick;
+        "subscriptions.max_requests_per_ip_per_hour" => subscriptions.max_requests_per_ip_per_hour;
+        "log.format" => log.format;
+        "log.level" => log.level;
+        "security.token_key" => security.token_key;
+        "security.token_key_file" => security.token_key_file;
+        "security.previous_token_keys" => security.previous_token_keys;
     }
-    let (a, b) = (&old.mail, &new.mail);
-    if a.transport != b.transport
-        || a.smtp_url != b.smtp_url
-        || a.outbox_dir != b.outbox_dir
-        || a.pool_size != b.pool_size
-        || a.max_per_second != b.max_per_second
-        || a.max_attempts != b.max_attempts
-        || a.smtp_timeout != b.smtp_timeout
-        || a.lease != b.lease
-    {
-        keys.push("mail (transport, pool, rate, retries)");
+    kept
+}
+
+#[cfg(test)]
+mod tests {
+    use super::keep_fixed;
+
+    #[test]
+    fn fixed_settings_keep_their_running_values_and_the_rest_applies() {
+        let running = crate::config::load_from(std::path::Path::new("config"), None)
+            .expect("default config loads");
+        let mut new = running.clone();
+        new.schedule.tick = "5s".parse().expect("duration");
+        new.security.token_key = Some("x".repeat(44));
+        new.list.name = "Renamed".into();
+        let kept = keep_fixed(&running, &mut new);
+        assert_eq!(kept, ["schedule.tick", "security.token_key"]);
+        assert_eq!(new.schedule.tick, running.schedule.tick);
+        assert_eq!(new.security.token_key, None);
+        assert_eq!(new.list.name, "Renamed");
+        assert!(keep_fixed(&running, &mut running.clone()).is_empty());
     }
-    if old.subscriptions.max_requests_per_ip_per_hour
-        != new.subscriptions.max_requests_per_ip_per_hour
-    {
-        keys.push("subscriptions.max_requests_per_ip_per_hour");
-    }
-    if old.log.format != new.log.format || old.log.level != new.log.level {
-        keys.push("log");
-    }
-    keys
 }

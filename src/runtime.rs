@@ -3,13 +3,15 @@
 //! [`Runtime`] holds the templates, token key, calendar and composer built from one
 //! [`Settings`]. It sits behind [`Live`], which every task reads from and which a reload
 //! swaps in one step, so a request or a batch always sees one consistent version. Building
-//! a runtime has no side effects except creating the token key file on a fresh install, so
-//! a reload can try it and keep the old one on error.
+//! a runtime has no side effects except creating the token key file on a fresh install
+//! (only when asked, see [`keys::KeyFile`]), so a reload can try it and keep the old one on
+//! error. [`keys`] loads the token keys and checks them against the database.
 
-use std::{
-    path::PathBuf,
-    sync::{Arc, RwLock},
-};
+pub mod keys;
+
+use std::sync::{Arc, RwLock};
+
+pub use keys::KeyFile;
 
 use crate::{
     calendar::Calendar,
@@ -39,6 +41,8 @@ pub struct Runtime {
     pub composer: Composer,
     pub web: Arc<WebTemplates>,
     pub key: TokenKey,
+    /// `security.previous_token_keys`: only to recognise the key a rotation comes from.
+    pub previous_keys: Vec<TokenKey>,
     pub calendar: Arc<Calendar>,
     /// When this process loaded the configuration, by its clock; `None` if not stamped.
     /// Several instances can hold different configurations for a moment (one has reloaded
@@ -48,11 +52,10 @@ pub struct Runtime {
 }
 
 impl Runtime {
-    /// Loads and checks everything the settings point at, creating the token key file if
-    /// it is missing (the daemon's first start). Fails without other side effects, so a
-    /// reload can try it and keep the old runtime on error.
+    /// Loads and checks everything the settings point at; a missing key file is an error.
+    /// Fails without side effects, so a reload can try it and keep the old runtime.
     pub fn build(settings: Settings) -> Result<Self, RuntimeError> {
-        Self::build_with(settings, KeyFile::Create)
+        Self::build_with(settings, KeyFile::MustExist)
     }
 
     /// As [`Runtime::build`], but never writes: a missing key file gives a throwaway key.
@@ -68,7 +71,22 @@ impl Runtime {
         self.loaded_ms.unwrap_or(i64::MAX)
     }
 
-    fn build_with(settings: Settings, key_file: KeyFile) -> Result<Self, RuntimeError> {
+    /// The token keys this runtime holds.
+    pub fn key_ring(&self) -> keys::KeyRing {
+        keys::KeyRing {
+            current: self.key.clone(),
+            previous: self.previous_keys.clone(),
+        }
+    }
+
+    /// As [`Runtime::build`], with `key_file` saying what a missing key file means.
+    pub fn build_with(settings: Settings, key_file: KeyFile) -> Result<Self, RuntimeError> {
+        let ring = keys::load(&settings, key_file)?;
+        Self::build_keyed(settings, ring)
+    }
+
+    /// As [`Runtime::build`], with keys already loaded: a reload keeps the running ones.
+    pub fn build_keyed(settings: Settings, ring: keys::KeyRing) -> Result<Self, RuntimeError> {
         let calendar = settings.calendar()?;
         let email = Arc::new(EmailTemplates::load(&settings.templates.dir)?);
         let web = Arc::new(WebTemplates::load(&settings.templates.dir)?);
@@ -99,69 +117,23 @@ impl Runtime {
                 .into());
             }
         }
-        let key = token_key(&settings, key_file)?;
         let dkim = settings.mail.dkim.as_ref().map(dkim::load).transpose()?;
-        let composer = Composer::new(Identity::from_settings(&settings), email, key.clone(), dkim);
+        let composer = Composer::new(
+            Identity::from_settings(&settings),
+            email,
+            ring.current.clone(),
+            dkim,
+        );
         Ok(Self {
             settings: Arc::new(settings),
             composer,
             web,
-            key,
+            key: ring.current,
+            previous_keys: ring.previous,
             calendar: Arc::new(calendar),
             loaded_ms: None,
         })
     }
-}
-
-/// The token key: `security.token_key` if set, else the key file (created on first use,
-/// readable only by us). Several instances must share one key: set it in config or point
-/// them at the same file.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum KeyFile {
-    Create,
-    Ephemeral,
-}
-
-fn token_key(settings: &Settings, key_file: KeyFile) -> Result<TokenKey, RuntimeError> {
-    if let Some(text) = &settings.security.token_key {
-        return TokenKey::parse(text)
-            .map_err(|e| RuntimeError::Key(format!("security.token_key: {e}")));
-    }
-    let path = settings
-        .security
-        .token_key_file
-        .clone()
-        .unwrap_or_else(|| PathBuf::from("data/harborlist.key"));
-    let key_err = |what: String| RuntimeError::Key(format!("security.token_key_file: {what}"));
-    if !path.exists() && key_file == KeyFile::Ephemeral {
-        return TokenKey::parse(&TokenKey::generate_text()).map_err(|e| key_err(e.to_string()));
-    }
-    if !path.exists() {
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir)
-                .map_err(|e| key_err(format!("cannot create {}: {e}", dir.display())))?;
-        }
-        write_private(&path, &TokenKey::generate_text())
-            .map_err(|e| key_err(format!("cannot create {}: {e}", path.display())))?;
-        tracing::info!(path = %path.display(), "created a new token key");
-    }
-    let text = std::fs::read_to_string(&path)
-        .map_err(|e| key_err(format!("cannot read {}: {e}", path.display())))?;
-    TokenKey::parse(&text).map_err(|e| key_err(format!("{}: {e}", path.display())))
-}
-
-fn write_private(path: &std::path::Path, text: &str) -> std::io::Result<()> {
-    use std::io::Write;
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        options.mode(0o600);
-    }
-    let mut file = options.open(path)?;
-    file.write_all(text.as_bytes())?;
-    file.sync_all()
 }
 
 /// The current [`Runtime`], swappable by a reload.

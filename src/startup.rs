@@ -15,6 +15,7 @@ use std::{
 use tokio::{net::TcpListener, sync::Notify, task::JoinSet};
 use tokio_util::sync::CancellationToken;
 
+use crate::runtime::{KeyFile, keys};
 pub use crate::runtime::{Live, Runtime, RuntimeError};
 use crate::{
     clock::SharedClock,
@@ -68,11 +69,12 @@ pub struct Application {
 
 impl Application {
     pub async fn build(settings: Settings, clock: SharedClock) -> Result<Self, StartupError> {
-        let mut runtime = Runtime::build(settings)?;
-        runtime.loaded_ms = Some(crate::clock::to_millis(clock.now()));
-        let settings = runtime.settings.clone();
         let store =
             Store::connect(&settings.database.url, settings.database.max_connections).await?;
+        let now_ms = crate::clock::to_millis(clock.now());
+        let mut runtime = keyed_runtime(&store, settings, now_ms).await?;
+        runtime.loaded_ms = Some(now_ms);
+        let settings = runtime.settings.clone();
         let transport =
             Transport::from_settings(&settings.mail).map_err(StartupError::Transport)?;
         let listener = TcpListener::bind(settings.server.bind)
@@ -139,7 +141,12 @@ impl Application {
     /// Lets the running app reload `sources` on file changes; the returned handle reloads
     /// on demand (SIGHUP).
     pub fn enable_reload(&mut self, sources: Sources) -> Reloader {
-        let reloader = Reloader::new(sources, self.state.live.clone(), self.planner.clone());
+        let reloader = Reloader::new(
+            sources,
+            self.state.live.clone(),
+            self.planner.clone(),
+            self.state.store.clone(),
+        );
         self.reloader = Some(reloader.clone());
         reloader
     }
@@ -319,6 +326,25 @@ fn describe(e: tokio::task::JoinError) -> String {
         .or_else(|| payload.downcast_ref::<String>().cloned())
         .unwrap_or_else(|| "no message".into());
     format!("panicked: {text}")
+}
+
+/// The runtime, its token key checked against the database (and pinned there on a fresh
+/// install, the only time a key file may be created; see `crate::runtime::keys`).
+async fn keyed_runtime(
+    store: &Store,
+    settings: Settings,
+    now_ms: i64,
+) -> Result<Runtime, StartupError> {
+    let fresh = keys::pinned(store).await?.is_none();
+    let source = keys::key_source(&settings);
+    let key_file = if fresh {
+        KeyFile::Create
+    } else {
+        KeyFile::MustExist
+    };
+    let runtime = Runtime::build_with(settings, key_file)?;
+    keys::claim(store, &runtime.key_ring(), &source, now_ms).await?;
+    Ok(runtime)
 }
 
 /// Deliveries per claim. Between two claims the connections wait while the last outcomes

@@ -4,6 +4,7 @@
 //! Errors leave through `anyhow` here, at the edge, with their causes attached.
 
 mod check;
+mod database;
 mod preview;
 pub mod samples;
 mod serve;

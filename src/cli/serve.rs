@@ -38,7 +38,7 @@ async fn reload_on_hangup(reloader: Reloader) {
         };
         while hup.recv().await.is_some() {
             tracing::info!("SIGHUP received");
-            let _ = reloader.reload("SIGHUP");
+            let _ = reloader.reload("SIGHUP").await;
         }
     }
     #[cfg(not(unix))]

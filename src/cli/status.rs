@@ -30,7 +30,7 @@ pub struct Args {
 pub async fn run(settings: &Settings, args: &Args) -> anyhow::Result<ExitCode> {
     let calendar = settings.calendar()?;
     let tz = calendar.timezone();
-    let store = Store::connect(&settings.database.url, 2).await?;
+    let store = super::database::open(settings).await?;
     // On PostgreSQL, messages recorded as sent are counted as sent once the sent log is
     // folded into `deliveries`, which a sender does when it is idle. Folding here makes
     // the counts exact in the middle of a mailing; it is safe beside running senders.

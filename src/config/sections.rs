@@ -220,11 +220,26 @@ fn default_per_ip() -> u32 {
 #[serde(deny_unknown_fields)]
 pub struct SecuritySettings {
     /// Secret that link tokens are derived from (base64, ≥ 32 bytes). If unset, the key in
-    /// `token_key_file` is used, and created on first start.
+    /// `token_key_file` is used, and created on first start (a database that has no key
+    /// fingerprint yet).
     #[serde(default)]
     pub token_key: Option<String>,
     #[serde(default)]
     pub token_key_file: Option<PathBuf>,
+    /// Keys used before the current one, for a rotation: each `{ key = "…" }` (base64) or
+    /// `{ file = "…" }` (a key file). See `crate::runtime::keys`.
+    #[serde(default)]
+    pub previous_token_keys: Vec<PreviousTokenKey>,
+}
+
+/// One entry of `security.previous_token_keys`: exactly one of `key` and `file`.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct PreviousTokenKey {
+    #[serde(default)]
+    pub key: Option<String>,
+    #[serde(default)]
+    pub file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]

@@ -74,6 +74,17 @@ impl TokenKey {
         base64::engine::general_purpose::STANDARD.encode(random_bytes::<32>())
     }
 
+    /// A one-way fingerprint of the key, for the database to remember which key its links
+    /// were made with: `base64(HMAC-SHA256(key, label))`. It names the key without
+    /// revealing it (HMAC does not give up its key), and no link token can equal it (the
+    /// label is not a purpose).
+    pub fn fingerprint(&self) -> String {
+        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&self.0)
+            .unwrap_or_else(|_| unreachable!("HMAC takes keys of any length"));
+        mac.update(b"harborlist token key fingerprint v1");
+        base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes())
+    }
+
     pub fn derive(&self, purpose: TokenPurpose, nonce: &str) -> Token {
         let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&self.0)
             .unwrap_or_else(|_| unreachable!("HMAC takes keys of any length"));
@@ -168,5 +179,18 @@ mod tests {
         assert!(TokenKey::parse(&TokenKey::generate_text()).is_ok());
         assert_eq!(Token::parse("short"), None);
         assert_eq!(Token::parse(&"a".repeat(42).replace('a', "%")), None);
+    }
+
+    #[test]
+    fn a_fingerprint_tells_keys_apart_and_is_no_token() {
+        let other = TokenKey::parse(&"cd".repeat(32)).expect("hex key");
+        assert_eq!(key().fingerprint(), key().fingerprint());
+        assert_ne!(key().fingerprint(), other.fingerprint());
+        assert!(!key().fingerprint().contains(&"ab".repeat(32)));
+        assert_eq!(
+            Token::parse(&key().fingerprint()),
+            None,
+            "padded base64, not a link"
+        );
     }
 }

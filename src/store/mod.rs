@@ -10,11 +10,13 @@
 //! * [`delivery`]: deliveries — claim, lease renewal and expiry;
 //! * [`record`]: outcomes — the recorder, and on PostgreSQL the sent log and its fold;
 //! * [`trainings`]: what was last announced about each training;
-//! * [`state`]: facts about the installation (the key fingerprint, the relay state).
+//! * [`state`]: facts about the installation (the key fingerprint, the relay state);
+//! * [`relink`]: a token-key rotation's writes (links registered under the new key).
 
 pub mod delivery;
 pub mod queue;
 pub mod record;
+pub mod relink;
 pub mod report;
 pub mod roster;
 pub mod state;

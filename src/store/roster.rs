@@ -41,7 +41,7 @@ pub const IMPORT_BATCH: usize = 10_000;
 /// SQLite driver looks each `$N` up by name, a linear search, so binding is quadratic in a
 /// statement's parameter count, and many small statements each cost a round trip to its
 /// SQLite thread. Parsing JSON is the databases' own C code and costs a few percent.
-fn json_rows(backend: Backend, param: usize) -> String {
+pub(super) fn json_rows(backend: Backend, param: usize) -> String {
     match backend {
         // Elements as SQL values: text for strings, JSON text for arrays.
         Backend::Sqlite => format!("json_each(${param})"),

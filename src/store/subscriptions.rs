@@ -109,6 +109,17 @@ pub struct SubscriberRow {
 
 const DAY_MS: i64 = 86_400_000;
 
+/// The subscriber whose unsubscribe link hashes to `$1`: under the current key
+/// (`unsub_hash`), or under an earlier one (`unsub_links`, written by a key rotation). Two
+/// indexed lookups, then the primary key.
+macro_rules! unsub_link {
+    () => {
+        "id = COALESCE(
+            (SELECT id FROM subscribers WHERE unsub_hash = $1),
+            (SELECT subscriber_id FROM unsub_links WHERE hash = $1))"
+    };
+}
+
 impl Store {
     pub async fn request_subscription(
         &self,
@@ -295,10 +306,11 @@ impl Store {
         Ok(ConfirmOutcome::Confirmed { subscriber_id: id })
     }
 
-    /// Whether an unsubscribe link is known (for the GET page).
+    /// Whether an unsubscribe link is known (for the GET page). A link is known by the
+    /// subscriber's current hash, or by one kept from before a key rotation.
     pub async fn unsubscribe_link_known(&self, unsub_hash: &str) -> Result<bool> {
         Ok(
-            sqlx::query("SELECT id FROM subscribers WHERE unsub_hash = $1")
+            sqlx::query(concat!("SELECT id FROM subscribers WHERE ", unsub_link!()))
                 .bind(unsub_hash)
                 .fetch_optional(self.pool())
                 .await?
@@ -314,10 +326,13 @@ impl Store {
         send_goodbye: bool,
     ) -> Result<UnsubscribeOutcome> {
         let mut tx = self.begin().await?;
-        let row = sqlx::query("SELECT id, email, status FROM subscribers WHERE unsub_hash = $1")
-            .bind(unsub_hash)
-            .fetch_optional(&mut *tx)
-            .await?;
+        let row = sqlx::query(concat!(
+            "SELECT id, email, status FROM subscribers WHERE ",
+            unsub_link!()
+        ))
+        .bind(unsub_hash)
+        .fetch_optional(&mut *tx)
+        .await?;
         let Some(row) = row else {
             tx.rollback().await?;
             return Ok(UnsubscribeOutcome::Unknown);

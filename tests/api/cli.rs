@@ -234,6 +234,7 @@ async fn subscribers_list_prints_json_with_email_and_status(backend: Backend) {
     let out = harborlist()
         .args(["subscribers", "list", "--json"])
         .env("HARBORLIST__DATABASE__URL", &app.db.url)
+        .env("HARBORLIST__SECURITY__TOKEN_KEY", app.token_key())
         .output()
         .unwrap();
     assert_success(&out);
@@ -248,6 +249,7 @@ async fn subscribers_list_prints_json_with_email_and_status(backend: Backend) {
     let out = harborlist()
         .args(["subscribers", "list"])
         .env("HARBORLIST__DATABASE__URL", &app.db.url)
+        .env("HARBORLIST__SECURITY__TOKEN_KEY", app.token_key())
         .output()
         .unwrap();
     let table = String::from_utf8_lossy(&out.stdout);
@@ -434,6 +436,7 @@ async fn status_shows_upcoming_and_recent_mailings_with_counts(backend: Backend)
     let out = harborlist()
         .args(["status", "--json"])
         .env("HARBORLIST__DATABASE__URL", &app.db.url)
+        .env("HARBORLIST__SECURITY__TOKEN_KEY", app.token_key())
         .output()
         .unwrap();
     assert_success(&out);
@@ -466,6 +469,7 @@ async fn status_shows_upcoming_and_recent_mailings_with_counts(backend: Backend)
     let out = harborlist()
         .arg("status")
         .env("HARBORLIST__DATABASE__URL", &app.db.url)
+        .env("HARBORLIST__SECURITY__TOKEN_KEY", app.token_key())
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);

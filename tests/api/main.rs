@@ -10,6 +10,7 @@ mod cli;
 mod config_errors;
 mod delivery;
 mod format;
+mod keys;
 mod leases;
 mod observability;
 mod relay_faults;

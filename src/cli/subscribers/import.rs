@@ -23,14 +23,13 @@ use crate::{
     domain::{
         EmailError, SubscriberEmail, SubscriberName, TokenKey, TokenPurpose, new_nonce, redact,
     },
-    runtime::Runtime,
     store::{
         Backend,
         roster::{IMPORT_BATCH, ImportCandidate, ImportCounts},
     },
 };
 
-use super::{connect, now_ms};
+use super::now_ms;
 
 /// Where the columns are, from the header row.
 #[derive(Debug, Clone, Copy)]
@@ -60,9 +59,9 @@ pub(super) async fn run(settings: &Settings, file: &Path) -> anyhow::Result<Exit
             return Ok(ExitCode::FAILURE);
         }
     };
-    // Unsubscribe links must verify against the key the server uses.
-    let key = Runtime::build(settings.clone())?.key;
-    let store = connect(settings).await?;
+    // Unsubscribe links must verify against the key the server uses: the one the
+    // database's fingerprint names (pinned here on a fresh install).
+    let (store, key) = crate::cli::database::open_to_add(settings, now_ms()).await?;
 
     let progress = progress_bar(size);
     // The reader prepares the next batch while this task writes one; a single slot keeps

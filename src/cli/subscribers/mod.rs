@@ -117,7 +117,7 @@ pub async fn run(settings: &Settings, cmd: Command) -> anyhow::Result<ExitCode> 
 }
 
 async fn connect(settings: &Settings) -> anyhow::Result<Store> {
-    Ok(Store::connect(&settings.database.url, 2).await?)
+    super::database::open(settings).await
 }
 
 fn now_ms() -> i64 {

@@ -185,6 +185,20 @@ impl TestApp {
         .await
     }
 
+    /// Stops, then starts again on the same database and sink with changed settings.
+    pub async fn restart_with(mut self, change: impl FnOnce(&mut Settings)) -> Self {
+        self.stop().await;
+        let mut settings = self.settings.clone();
+        change(&mut settings);
+        Self::launch(
+            settings,
+            self.sink.clone(),
+            self.db.clone(),
+            self.clock.clone(),
+        )
+        .await
+    }
+
     /// Starts a second process-like instance on the same database and sink.
     pub async fn sibling(&self) -> Self {
         let mut settings = self.settings.clone();
@@ -197,6 +211,16 @@ impl TestApp {
             self.clock.clone(),
         )
         .await
+    }
+
+    /// The token key the app runs with (`security.token_key`), for CLI commands on its
+    /// database.
+    pub fn token_key(&self) -> &str {
+        self.settings
+            .security
+            .token_key
+            .as_deref()
+            .expect("test settings set a token key")
     }
 
     pub fn url(&self, path: &str) -> String {

@@ -26,6 +26,8 @@ pub struct DaemonSetup {
     extra: String,
     env: Vec<(String, String)>,
     launched: Arc<AtomicUsize>,
+    /// The `[security]` section's body; by default `token_key = "<token_key>"`.
+    security: Option<String>,
 }
 
 impl DaemonSetup {
@@ -46,7 +48,84 @@ impl DaemonSetup {
             extra: extra.to_owned(),
             env: Vec::new(),
             launched: Arc::new(AtomicUsize::new(0)),
+            security: None,
         }
+    }
+
+    /// The `[security]` section's body for every daemon launched from now on, in place of
+    /// `token_key = "<token_key>"` (say, a key file, or a rotation).
+    pub fn security(mut self, body: &str) -> Self {
+        self.security = Some(body.to_owned());
+        self
+    }
+
+    /// The setup's own directory (the daemons' working directory).
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Writes the next instance's config on a fresh port; returns its name and the port.
+    fn write_local(&self) -> (usize, String, u16, u16) {
+        let n = self.launched.fetch_add(1, Ordering::SeqCst);
+        let port = free_port();
+        let metrics_port = free_port();
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let security = self
+            .security
+            .clone()
+            .unwrap_or_else(|| format!("token_key = \"{}\"", self.token_key));
+        let local = format!(
+            "[server]\nbind = \"127.0.0.1:{port}\"\npublic_url = \"http://127.0.0.1:{port}\"\nmetrics_bind = \"127.0.0.1:{metrics_port}\"\n\
+             [database]\nurl = \"{}\"\n\
+             [mail]\ntransport = \"smtp\"\nsmtp_url = \"{}\"\nretry_base = \"200ms\"\nretry_max = \"1s\"\nsmtp_timeout = \"3s\"\n\
+             [security]\n{security}\n\
+             [templates]\ndir = \"{}\"\n{}\n",
+            self.db_url,
+            self.smtp_url,
+            root.join("templates").display(),
+            self.extra
+        );
+        let config = format!("local-{n}.toml");
+        std::fs::write(self.dir.path().join(&config), local).unwrap();
+        (n, config, port, metrics_port)
+    }
+
+    /// The binary with this setup's environment, run in its directory.
+    fn command(&self) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_harborlist"));
+        for (k, _) in std::env::vars() {
+            if k.starts_with("HARBORLIST") || k == "RUST_LOG" {
+                cmd.env_remove(k);
+            }
+        }
+        cmd.envs(self.env.iter().map(|(k, v)| (k, v)));
+        cmd.current_dir(self.dir.path());
+        cmd
+    }
+
+    /// Runs one command (`status`, `subscribers …`, or a `serve` expected to stop by
+    /// itself) with the next instance's config, and returns its output. A command still
+    /// running after 30 s is killed and the test fails.
+    pub async fn run(&self, args: &[&str]) -> std::process::Output {
+        let (_, config, _, _) = self.write_local();
+        let mut child = self
+            .command()
+            .arg("--config")
+            .arg(&config)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn harborlist");
+        for _ in 0..300 {
+            if let Ok(Some(_)) = child.try_wait() {
+                return child.wait_with_output().expect("output");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let _ = child.kill();
+        panic!("harborlist {args:?} still running after 30 s");
     }
 
     /// An environment variable for every daemon this setup launches.
@@ -68,35 +147,11 @@ impl DaemonSetup {
 
     /// Starts one more `harborlist serve` on a fresh port and waits for `/healthz`.
     pub async fn launch(&self) -> Daemon {
-        let n = self.launched.fetch_add(1, Ordering::SeqCst);
-        let port = free_port();
-        let metrics_port = free_port();
-        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-        let local = format!(
-            "[server]\nbind = \"127.0.0.1:{port}\"\npublic_url = \"http://127.0.0.1:{port}\"\nmetrics_bind = \"127.0.0.1:{metrics_port}\"\n\
-             [database]\nurl = \"{}\"\n\
-             [mail]\ntransport = \"smtp\"\nsmtp_url = \"{}\"\nretry_base = \"200ms\"\nretry_max = \"1s\"\nsmtp_timeout = \"3s\"\n\
-             [security]\ntoken_key = \"{}\"\n\
-             [templates]\ndir = \"{}\"\n{}\n",
-            self.db_url,
-            self.smtp_url,
-            self.token_key,
-            root.join("templates").display(),
-            self.extra
-        );
-        let config = format!("local-{n}.toml");
-        std::fs::write(self.dir.path().join(&config), local).unwrap();
+        let (n, config, port, metrics_port) = self.write_local();
         let log_path = self.dir.path().join(format!("daemon-{n}.log"));
         let log = std::fs::File::create(&log_path).unwrap();
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_harborlist"));
-        for (k, _) in std::env::vars() {
-            if k.starts_with("HARBORLIST") || k == "RUST_LOG" {
-                cmd.env_remove(k);
-            }
-        }
-        cmd.envs(self.env.iter().map(|(k, v)| (k, v)));
-        let child = cmd
-            .current_dir(self.dir.path())
+        let child = self
+            .command()
             .args(["--config", &config, "serve"])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -109,6 +164,7 @@ impl DaemonSetup {
             metrics: format!("http://127.0.0.1:{metrics_port}/metrics"),
             token_key: self.token_key.clone(),
             log_path,
+            config_path: self.dir.path().join(&config),
             setup: self.clone(),
         };
         let health = format!("{}/healthz", daemon.address);
@@ -128,6 +184,7 @@ pub struct Daemon {
     pub metrics: String,
     pub token_key: String,
     log_path: PathBuf,
+    config_path: PathBuf,
     setup: DaemonSetup,
 }
 
@@ -158,6 +215,14 @@ impl Daemon {
 
     pub fn write_announcements(&self, toml: &str) {
         self.setup.write_announcements(toml);
+    }
+
+    /// Edits this instance's own config file (`--config`), for a reload to pick up.
+    pub fn edit_config(&self, edit: impl FnOnce(String) -> String) {
+        let text = std::fs::read_to_string(&self.config_path).unwrap();
+        let tmp = self.config_path.with_extension("tmp");
+        std::fs::write(&tmp, edit(text)).unwrap();
+        std::fs::rename(tmp, &self.config_path).unwrap();
     }
 
     pub fn pid(&self) -> u32 {
