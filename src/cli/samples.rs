@@ -27,7 +27,7 @@ pub fn mailing_data(
     match template {
         "confirm" => json!({
             "confirm_nonce": new_nonce(),
-            "expires_at_ms": to_millis(now + settings.subscriptions.confirm_ttl.chrono()),
+            "expires_at_ms": to_millis(settings.subscriptions.confirm_ttl.after(now)),
         }),
         "welcome" | "goodbye" => json!({}),
         "announcement" => {
@@ -39,6 +39,7 @@ pub fn mailing_data(
                 template: None,
                 vars: Default::default(),
                 training: session.map(|s| s.original_date),
+                send_late: false,
             };
             match settings.calendar() {
                 Ok(calendar) => announcements::mailing(&sample, settings, &calendar, 0).data,

@@ -24,6 +24,9 @@ pub struct AnnouncementSettings {
     pub vars: BTreeMap<String, serde_json::Value>,
     #[serde(default)]
     pub training: Option<NaiveDate>,
+    /// Send it even if `send_at` is more than `announcements.max_late` in the past.
+    #[serde(default)]
+    pub send_late: bool,
 }
 
 /// The body, once validation has made sure exactly one kind is given.

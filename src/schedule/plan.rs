@@ -59,12 +59,14 @@ pub fn reminders(
 pub fn due_at(start: DateTime<Tz>, before: HumanDuration) -> DateTime<Utc> {
     let exact = before.std();
     if exact.subsec_nanos() == 0 && exact.as_secs() > 0 && exact.as_secs().is_multiple_of(86_400) {
-        let local = start.naive_local() - Days::new(exact.as_secs() / 86_400);
-        if let Some(t) = start.timezone().from_local_datetime(&local).earliest() {
+        let local = start
+            .naive_local()
+            .checked_sub_days(Days::new(exact.as_secs() / 86_400));
+        if let Some(t) = local.and_then(|l| start.timezone().from_local_datetime(&l).earliest()) {
             return t.with_timezone(&Utc);
         }
     }
-    start.with_timezone(&Utc) - before.chrono()
+    before.before(start.with_timezone(&Utc))
 }
 
 /// If `m` is an overdue reminder and a later reminder for the same training is also due,

@@ -30,7 +30,7 @@ pub async fn trainings(p: &Planner, report: &mut TurnReport) -> Result<(), Store
     let settings = &runtime.settings;
     let now = p.clock.now();
     let now_ms = to_millis(now);
-    let horizon = now + settings.schedule.horizon.chrono();
+    let horizon = settings.schedule.horizon.after(now);
     let prodid = content::prodid(&settings.list.name);
     let sessions: Vec<Session> = runtime.calendar.sessions_between(now, horizon);
     let seen: HashSet<&str> = sessions.iter().map(|s| s.uid.as_str()).collect();

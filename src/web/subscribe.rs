@@ -112,7 +112,7 @@ pub async fn submit(
         unsub_hash: &unsub_hash,
         confirm_nonce: &confirm_nonce,
         confirm_hash: &confirm_hash,
-        confirm_expires_ms: to_millis(now + settings.subscriptions.confirm_ttl.chrono()),
+        confirm_expires_ms: to_millis(settings.subscriptions.confirm_ttl.after(now)),
         max_per_day: settings.subscriptions.max_confirmations_per_day,
     };
     match state.store.request_subscription(&request).await {

@@ -10,6 +10,7 @@ mod config_errors;
 mod delivery;
 mod format;
 mod leases;
+mod limits;
 mod observability;
 mod reload;
 mod reminders;
