@@ -52,7 +52,13 @@ impl Reloader {
             .sources
             .load()
             .map_err(|e| e.to_string())
-            .and_then(|settings| Runtime::build(settings).map_err(|e| e.to_string()));
+            .and_then(|settings| {
+                // The same checks as `check` and start-up: templates meet real-shaped data.
+                let runtime = Runtime::build(settings).map_err(|e| e.to_string())?;
+                crate::preflight::verify(&runtime, chrono::Utc::now())
+                    .map_err(|e| e.to_string())?;
+                Ok(runtime)
+            });
         match built {
             Ok(mut runtime) => {
                 runtime.loaded_ms = Some(self.planner.now_ms());

@@ -56,6 +56,8 @@ pub struct Application {
 impl Application {
     pub async fn build(settings: Settings, clock: SharedClock) -> Result<Self, StartupError> {
         let mut runtime = Runtime::build(settings)?;
+        // What `check` checks: every template rendered with data of the real shape.
+        crate::preflight::verify(&runtime, clock.now())?;
         runtime.loaded_ms = Some(crate::clock::to_millis(clock.now()));
         let settings = runtime.settings.clone();
         let store =

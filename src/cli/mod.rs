@@ -5,7 +5,7 @@
 
 mod check;
 mod preview;
-pub mod samples;
+
 mod serve;
 mod status;
 mod subscribers;

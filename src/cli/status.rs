@@ -40,6 +40,7 @@ pub async fn run(settings: &Settings, args: &Args) -> anyhow::Result<ExitCode> {
         .personal_mail_since(to_millis(now - Duration::hours(24)))
         .await?;
     let queue = store.queue_depth().await?;
+    let skipped = store.skipped_mailings(args.limit).await?;
     store.close().await;
 
     let when = |ms: i64| {
@@ -61,6 +62,8 @@ pub async fn run(settings: &Settings, args: &Args) -> anyhow::Result<ExitCode> {
             "recent": recent.iter().map(summary).collect::<Vec<_>>(),
             "personal_last_24h": { "sent": personal.0, "failed": personal.1, "pending": personal.2 },
             "queue_depth": queue,
+            "skipped": skipped.iter().map(|m| json!({ "key": m.key, "kind": m.kind, "due": from_millis(m.due_ms).to_rfc3339(),
+                "skipped_at": from_millis(m.skipped_ms).to_rfc3339(), "reason": m.reason })).collect::<Vec<_>>(),
         });
         serde_json::to_writer_pretty(&mut out, &doc)?;
         writeln!(out)?;
@@ -131,6 +134,12 @@ pub async fn run(settings: &Settings, args: &Args) -> anyhow::Result<ExitCode> {
     }
     tw.flush()?;
     out.write_all(&tw.into_inner()?)?;
+    if !skipped.is_empty() {
+        writeln!(out, "\nSkipped, not sent")?;
+        for m in &skipped {
+            writeln!(out, "  {}: {}", m.key, m.reason)?;
+        }
+    }
     writeln!(
         out,
         "\nConfirmations and welcomes, last 24 h: {} sent, {} failed, {} pending. Messages waiting now: {queue}.",

@@ -36,10 +36,7 @@ pub fn reminders(
             let due = due_at(session.start, r.before);
             // DTSTAMP is the due time, not "now": the planned row must not change on every
             // turn, and the invitation is created, for the reader, when it is sent.
-            let mut data =
-                content::training_data(session, *sequence, due, prodid, content::Notice::Invite);
-            data["reminder"] =
-                serde_json::json!({ "name": r.name, "before": r.before.to_string() });
+            let data = content::reminder_data(session, *sequence, due, prodid, r);
             out.push(PlannedMailing {
                 key: reminder_key(&session.uid, &r.name),
                 kind: "reminder".into(),

@@ -25,7 +25,7 @@ use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use tokio::sync::Notify;
 use tower_http::{limit::RequestBodyLimitLayer, trace::TraceLayer};
 
-pub use pages::Page;
+pub use pages::{PAGES, Page, samples as page_samples};
 
 use crate::{clock::SharedClock, health::Health, runtime::Live, store::Store};
 

@@ -40,12 +40,12 @@ fn form_page(
     name: &str,
     error: Option<String>,
 ) -> Response {
-    pages::render(
-        state,
-        status,
-        "subscribe",
-        json!({ "title": "Join the list", "email": email, "name": name, "error": error }),
-    )
+    pages::render(state, status, "subscribe", form_data(email, name, error))
+}
+
+/// What `subscribe.html.hbs` is rendered with.
+pub(super) fn form_data(email: &str, name: &str, error: Option<String>) -> serde_json::Value {
+    json!({ "title": "Join the list", "email": email, "name": name, "error": error })
 }
 
 pub async fn submit(

@@ -69,7 +69,10 @@ fn serve_refuses_each_out_of_range_value_with_key_and_range() {
 
 /// Runs `serve` and waits (at most 20 s) for it to give up; a serve still running then is
 /// killed and the test fails.
-fn serve_until_exit(cwd: &std::path::Path, config: &std::path::Path) -> (Option<i32>, String) {
+pub(crate) fn serve_until_exit(
+    cwd: &std::path::Path,
+    config: &std::path::Path,
+) -> (Option<i32>, String) {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_harborlist"));
     for (k, _) in std::env::vars() {
         if k.starts_with("HARBORLIST") || k == "RUST_LOG" {

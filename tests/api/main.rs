@@ -4,6 +4,7 @@
 
 mod helpers;
 
+mod agree;
 mod announcements;
 mod cli;
 mod config_errors;
