@@ -10,6 +10,7 @@ mod cli;
 mod config_errors;
 mod delivery;
 mod format;
+mod fuzz;
 mod late;
 mod leases;
 mod limits;
