@@ -154,7 +154,7 @@ impl SendAt {
     pub fn to_config(&self) -> String {
         match self {
             Self::Instant(t) => t.to_rfc3339_opts(SecondsFormat::Secs, true),
-            Self::Local(l) if l.and_utc().timestamp() % 60 == 0 => {
+            Self::Local(l) if l.and_utc().timestamp().rem_euclid(60) == 0 => {
                 l.format("%Y-%m-%dT%H:%M").to_string()
             }
             Self::Local(l) => l.format("%Y-%m-%dT%H:%M:%S").to_string(),

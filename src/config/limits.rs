@@ -191,7 +191,7 @@ impl Range {
 /// A duration as config is written: in the largest unit that divides it ("30d", "1h").
 fn human(d: Duration) -> String {
     let ms = d.as_millis();
-    if d.subsec_nanos() % 1_000_000 != 0 {
+    if !d.subsec_nanos().is_multiple_of(1_000_000) {
         return humantime::format_duration(d).to_string();
     }
     if ms == 0 {
@@ -203,7 +203,7 @@ fn human(d: Duration) -> String {
         ("m", 60_000),
         ("s", 1_000),
     ] {
-        if ms % size == 0 {
+        if ms.is_multiple_of(size) {
             return format!("{}{unit}", ms / size);
         }
     }

@@ -31,8 +31,10 @@ fn templates() -> tempfile::TempDir {
     dir
 }
 
-/// Each way of breaking the templates, and what the refusal must say.
-fn breakages() -> Vec<(&'static str, Box<dyn Fn(&Path)>, Vec<&'static str>)> {
+/// A way of breaking the templates: what, how, and the words the refusal must say.
+type Breakage = (&'static str, Box<dyn Fn(&Path)>, Vec<&'static str>);
+
+fn breakages() -> Vec<Breakage> {
     vec![
         (
             "a removed web/page.html.hbs",

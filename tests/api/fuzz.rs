@@ -129,7 +129,7 @@ fn mutate(rng: &mut Rng, text: &str) -> String {
                     .filter(|p| line.is_char_boundary(*p))
                     .nth(rng.below(line.len() + 1))
                     .unwrap_or(0);
-                let j: &str = *rng.pick(junk);
+                let j = junk[rng.below(junk.len())];
                 line.insert_str(at, j);
                 lines[i] = line;
             }
