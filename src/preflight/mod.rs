@@ -17,7 +17,8 @@ pub mod samples;
 use chrono::{DateTime, Utc};
 
 use crate::{
-    mail::{Letter, Recipient},
+    config::TransportKind,
+    mail::{Letter, Recipient, smtp::Relay},
     runtime::{Runtime, RuntimeError},
     templates::TemplateError,
     web,
@@ -34,7 +35,8 @@ pub struct Finding {
 
 /// Everything [`verify`] checks, each with its outcome.
 pub fn findings(runtime: &Runtime, now: DateTime<Utc>) -> Vec<Finding> {
-    let mut out = web_findings(runtime, now);
+    let mut out = relay_finding(runtime).into_iter().collect::<Vec<_>>();
+    out.extend(web_findings(runtime, now));
     out.extend(email_findings(runtime, now));
     out
 }
@@ -52,6 +54,21 @@ pub fn verify(runtime: &Runtime, now: DateTime<Utc>) -> Result<(), RuntimeError>
         }) => Err(TemplateError::Preflight { subject, problem }.into()),
         _ => Ok(()),
     }
+}
+
+/// The relay URL as the SMTP pool reads it (config validation asked lettre, which accepts
+/// more), so that `check` refuses what would stop `serve` from building its transport.
+fn relay_finding(runtime: &Runtime) -> Option<Finding> {
+    let mail = &runtime.settings.mail;
+    if mail.transport != TransportKind::Smtp {
+        return None;
+    }
+    let url = mail.smtp_url.as_deref().unwrap_or_default();
+    Some(Finding {
+        subject: "mail.smtp_url".into(),
+        outcome: Relay::parse(url).map(|_| String::new()),
+        announcement: None,
+    })
 }
 
 fn web_findings(runtime: &Runtime, now: DateTime<Utc>) -> Vec<Finding> {

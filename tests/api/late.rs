@@ -21,7 +21,54 @@ both_backends!(
     fixing_the_year_plans_a_skipped_announcement_again,
     status_shows_a_skipped_announcement_and_why,
     check_notes_an_announcement_already_sent,
+    the_daemon_on_a_new_database_skips_a_stale_announcement_and_sends_one_marked_send_late,
 );
+
+/// The whole daemon, on a fresh database: a two-day-old announcement reaches nobody, the
+/// same one marked `send_late` reaches everyone.
+async fn the_daemon_on_a_new_database_skips_a_stale_announcement_and_sends_one_marked_send_late(
+    backend: Backend,
+) {
+    let stale = Utc::now() - Duration::days(2);
+    let app = crate::helpers::app(backend)
+        .with(move |s| {
+            s.announcements
+                .push(announcement("stale", stale, "Stale news"));
+            let mut late = announcement("late", stale, "Late on purpose");
+            late.send_late = true;
+            s.announcements.push(late);
+        })
+        .spawn()
+        .await;
+    let key =
+        harborlist::domain::TokenKey::parse(app.settings.security.token_key.as_deref().unwrap())
+            .unwrap();
+    crate::helpers::seed(&app.store, &key, "a@example.org", "active").await;
+    app.sink.wait_for(1, 20).await;
+    let skipped = crate::helpers::eventually(10, "the stale one skipped", || async {
+        let m = app
+            .store
+            .mailing_by_key("announcement:stale")
+            .await
+            .ok()??;
+        (m.state == "skipped").then_some(m)
+    })
+    .await;
+    assert_eq!(skipped.state, "skipped");
+    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    let subjects: Vec<String> = app
+        .sink
+        .messages()
+        .iter()
+        .map(|m| {
+            crate::helpers::parse(&m.bytes)
+                .subject()
+                .unwrap_or_default()
+                .to_owned()
+        })
+        .collect();
+    assert_eq!(subjects, vec!["Late on purpose".to_owned()]);
+}
 
 /// Staff meant 2027 and wrote 2026; the planner first sees it on 1 December 2026.
 const TYPO: &str = "2026-05-01T14:00:00Z";
