@@ -65,6 +65,11 @@ pub fn mailing(
         not_after = Some(to_millis(session.start.with_timezone(&Utc)));
     }
     let mut announcement = json!({ "id": a.id, "subject": a.subject });
+    // In the row, so that an edit setting it is written like any other edit (and an
+    // instance that has not reloaded it yet does not skip what the edit lets go late).
+    if a.send_late {
+        announcement["send_late"] = json!(true);
+    }
     if let (Some(obj), Some(extra)) = (announcement.as_object_mut(), body.as_object()) {
         obj.extend(extra.clone());
     }
@@ -132,17 +137,16 @@ pub async fn skip_if_late(
     now_ms: i64,
     report: &mut TurnReport,
 ) -> Result<bool, StoreError> {
-    let Some(id) = m.key.strip_prefix("announcement:") else {
+    if m.kind != "announcement" {
         return Ok(false);
-    };
+    }
     let runtime = p.live.current();
     let rules = &runtime.settings.announcement_rules;
     let late = lateness(m.due_ms, now_ms);
-    let send_late = runtime
-        .settings
-        .announcements
-        .iter()
-        .any(|a| a.id == id && a.send_late);
+    let send_late = serde_json::from_str::<serde_json::Value>(&m.data)
+        .ok()
+        .and_then(|d| d["announcement"]["send_late"].as_bool())
+        .unwrap_or(false);
     if send_late || late <= rules.max_late.chrono() {
         return Ok(false);
     }

@@ -171,6 +171,9 @@ impl Store {
     }
 
     /// Closes a planned mailing as `skipped`, with the reason staff will read in `status`.
+    /// Not limited by the configuration's stamp: the row itself says whether it may go late
+    /// (an announcement's `send_late` is in its data), and the planner that just inserted a
+    /// row must be able to skip it.
     pub async fn skip_planned(&self, id: i64, reason: &str, now_ms: i64) -> Result<bool> {
         let res = sqlx::query(
             "UPDATE mailings SET state = 'skipped', reason = $1, updated_at = $2
