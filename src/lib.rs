@@ -19,6 +19,7 @@ pub mod config;
 pub mod domain;
 pub mod health;
 pub mod mail;
+pub mod preflight;
 pub mod reload;
 pub mod runtime;
 pub mod schedule;

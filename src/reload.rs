@@ -99,6 +99,8 @@ impl Reloader {
         let kept = keep_fixed(&running.settings, &mut settings);
         let runtime =
             Runtime::build_keyed(settings, running.key_ring()).map_err(|e| e.to_string())?;
+        // The same checks as `check` and start-up: templates meet real-shaped data.
+        crate::preflight::verify(&runtime, chrono::Utc::now()).map_err(|e| e.to_string())?;
         Ok((runtime, kept))
     }
 

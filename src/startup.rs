@@ -73,6 +73,8 @@ impl Application {
             Store::connect(&settings.database.url, settings.database.max_connections).await?;
         let now_ms = crate::clock::to_millis(clock.now());
         let mut runtime = keyed_runtime(&store, settings, now_ms).await?;
+        // What `check` checks: every template rendered with data of the real shape.
+        crate::preflight::verify(&runtime, clock.now())?;
         runtime.loaded_ms = Some(now_ms);
         let settings = runtime.settings.clone();
         let transport =

@@ -30,6 +30,8 @@ pub enum TemplateError {
     },
     #[error("template {name}: {problem}")]
     Render { name: String, problem: String },
+    #[error("{subject}: {problem}")]
+    Preflight { subject: String, problem: String },
     #[error("the subject rendered from template {0:?} contains a line break")]
     SubjectLineBreak(String),
 }

@@ -48,6 +48,7 @@ async fn a_postgresql_restart_mid_mailing_loses_nothing() {
                 template: None,
                 vars: Default::default(),
                 training: None,
+                send_late: false,
             });
         })
         .spawn()

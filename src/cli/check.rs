@@ -1,16 +1,22 @@
 //! `harborlist check`: everything that can be wrong before the daemon starts, at once.
+//!
+//! It loads the settings as `serve` does, then prints every finding of
+//! [`crate::preflight`], the check `serve` and a reload run too, so a configuration that
+//! passes here is one they accept. On top, it looks at announcements the way staff need:
+//! one whose `send_at` is past `announcements.max_late` is an error (the planner would skip
+//! it), and, if the database can be read (read-only; none is ever created), one that was
+//! already sent is noted as such.
 
 use std::process::ExitCode;
 
-use chrono::Utc;
-use serde_json::json;
+use chrono::{DateTime, Utc};
 
-use super::samples;
 use crate::{
-    config::Sources,
-    mail::{Letter, Recipient, context::is_list_mail},
+    config::{AnnouncementSettings, Settings, Sources},
+    preflight,
     runtime::Runtime,
     schedule::announcements,
+    store::report::{MailingFate, peek_mailings},
 };
 
 pub async fn run(sources: &Sources) -> anyhow::Result<ExitCode> {
@@ -35,76 +41,28 @@ pub async fn run(sources: &Sources) -> anyhow::Result<ExitCode> {
         }
     };
     let now = Utc::now();
-    let next = samples::next_session(&runtime.calendar, now);
-    match &next {
+    match runtime.calendar.upcoming(now, 1).first() {
         Some(s) => println!(
             "ok   calendar (next training: {})",
             crate::calendar::human::when(s)
         ),
         None => println!("ok   calendar (no upcoming trainings)"),
     }
+    let fates = sent_announcements(&runtime.settings).await;
     let mut failures = 0;
-    let composer = &runtime.composer;
-    let names: Vec<String> = composer.templates().names().map(str::to_owned).collect();
-    for name in &names {
-        let data = samples::mailing_data(&runtime.settings, name, next.as_ref(), now);
-        let letter = Letter {
-            mailing_key: "check",
-            template: name,
-            list_mail: is_list_mail(name),
-            data: &data,
-        };
-        let to = Recipient {
-            subscriber_id: 1,
-            email: "sample@example.org",
-            name: Some("Sam <Sample>"),
-            unsub_nonce: "0",
-        };
-        match composer.compose(&letter, &to, now) {
-            Ok(_) => println!("ok   email template {name}"),
-            Err(e) => {
-                eprintln!("FAIL email template {name}: {e}");
-                failures += 1;
+    for finding in preflight::findings(&runtime, now) {
+        let outcome = match (&finding.outcome, finding.announcement) {
+            (Ok(_), Some(i)) => {
+                let a = &runtime.settings.announcements[i];
+                announcement(sources, &runtime, a, fates.as_deref(), now)
             }
-        }
-    }
-    for a in &runtime.settings.announcements {
-        let m = announcements::mailing(a, &runtime.settings, &runtime.calendar, 0);
-        let letter = Letter {
-            mailing_key: &m.key,
-            template: &m.template,
-            list_mail: true,
-            data: &m.data,
+            _ => finding.outcome.clone(),
         };
-        let to = Recipient {
-            subscriber_id: 1,
-            email: "sample@example.org",
-            name: None,
-            unsub_nonce: "0",
-        };
-        let due = crate::clock::from_millis(m.due_ms).with_timezone(&runtime.calendar.timezone());
-        match composer.compose(&letter, &to, now) {
-            Ok(_) => println!(
-                "ok   announcement {} (sends {})",
-                a.id,
-                due.format("%a %b %-d %Y, %-I:%M %p %Z")
-            ),
-            Err(e) => {
-                eprintln!("FAIL announcement {}: {e}", a.id);
-                failures += 1;
-            }
-        }
-    }
-    let page = json!({
-        "title": "t", "paragraphs": ["p"], "form": { "action": "/", "button": "b", "hidden": [] },
-        "links": [], "email": "", "name": "", "error": null, "sessions": [], "calendar_url": "/trainings.ics",
-        "list": { "name": "n", "organization": "o", "postal_address": "a" },
-    });
-    for p in runtime.web.pages() {
-        match runtime.web.render(p, &page) {
-            Ok(_) => println!("ok   web page {p}"),
-            Err(e) => {
-                eprintln!("FAIL web page {p}: {e}");
+        match outcome {
+            Ok(note) if note.is_empty() => println!("ok   {}", finding.subject),
+            Ok(note) => println!("ok   {} ({note})", finding.subject),
+            Err(problem) => {
+                eprintln!("FAIL {}: {problem}", finding.subject);
                 failures += 1;
             }
         }
@@ -115,4 +73,82 @@ pub async fn run(sources: &Sources) -> anyhow::Result<ExitCode> {
     }
     println!("all good");
     Ok(ExitCode::SUCCESS)
+}
+
+/// What the database says about each announcement, if there is one to read.
+async fn sent_announcements(settings: &Settings) -> Option<Vec<(String, MailingFate)>> {
+    let keys: Vec<String> = settings
+        .announcements
+        .iter()
+        .map(|a| announcements::key(&a.id))
+        .collect();
+    if keys.is_empty() {
+        return None;
+    }
+    peek_mailings(&settings.database.url, &keys)
+        .await
+        .ok()
+        .flatten()
+}
+
+/// The line for one announcement that composes: when it sends, that it already went, or
+/// why it would not be sent.
+fn announcement(
+    sources: &Sources,
+    runtime: &Runtime,
+    a: &AnnouncementSettings,
+    fates: Option<&[(String, MailingFate)]>,
+    now: DateTime<Utc>,
+) -> Result<String, String> {
+    let tz = runtime.calendar.timezone();
+    let when = |t: DateTime<Utc>| {
+        t.with_timezone(&tz)
+            .format("%a %b %-d %Y, %-I:%M %p %Z")
+            .to_string()
+    };
+    let key = announcements::key(&a.id);
+    let fate = fates.and_then(|f| f.iter().find(|(k, _)| *k == key).map(|(_, f)| f));
+    if let Some(MailingFate::Sent { at_ms }) = fate {
+        return Ok(format!(
+            "already sent on {}; edits will not be sent again",
+            when(crate::clock::from_millis(*at_ms))
+        ));
+    }
+    let due = announcements::due(a, &runtime.calendar);
+    let late = now - due;
+    let max_late = &runtime.settings.announcement_rules.max_late;
+    if late <= max_late.chrono() {
+        return Ok(format!("sends {}", when(due)));
+    }
+    let reason = announcements::late_reason(crate::clock::to_millis(due), late, tz);
+    if a.send_late {
+        return Ok(format!("{reason}; send_late = true, so it goes out late"));
+    }
+    Err(late_problem(sources, a, &reason, max_late, tz, now, fate))
+}
+
+fn late_problem(
+    sources: &Sources,
+    a: &AnnouncementSettings,
+    reason: &str,
+    max_late: &crate::domain::HumanDuration,
+    tz: chrono_tz::Tz,
+    now: DateTime<Utc>,
+    fate: Option<&MailingFate>,
+) -> String {
+    let file = sources.file_of_announcement(&a.id).map_or_else(
+        || "the configuration".to_owned(),
+        |f| f.display().to_string(),
+    );
+    let mut text = format!(
+        "in {file}: {reason}, more than announcements.max_late ({max_late}), so it will not be sent"
+    );
+    if let Some(MailingFate::Closed { state, .. }) = fate {
+        text.push_str(&format!(" (the database has it as {state})"));
+    }
+    if let Some(fixed) = a.send_at.future_year(tz, now) {
+        text.push_str(&format!("; did you mean {}?", fixed.to_config()));
+    }
+    text.push_str(" To send it anyway, set send_late = true on the entry.");
+    text
 }

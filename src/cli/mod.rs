@@ -6,7 +6,7 @@
 mod check;
 mod database;
 mod preview;
-pub mod samples;
+
 mod serve;
 mod status;
 mod subscribers;

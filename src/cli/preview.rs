@@ -6,7 +6,7 @@ use std::{path::PathBuf, process::ExitCode};
 use anyhow::{Context, bail};
 use chrono::{DateTime, NaiveDate, Utc};
 
-use super::samples;
+use crate::preflight::samples;
 use crate::{
     config::Settings,
     domain::{SubscriberEmail, new_nonce},

@@ -45,6 +45,7 @@ pub async fn run(settings: &Settings, args: &Args) -> anyhow::Result<ExitCode> {
         .await?;
     let queue = store.queue_depth().await?;
     let relay = relay_status(&store).await?;
+    let skipped = store.skipped_mailings(args.limit).await?;
     store.close().await;
 
     let when = |ms: i64| {
@@ -71,6 +72,8 @@ pub async fn run(settings: &Settings, args: &Args) -> anyhow::Result<ExitCode> {
                 "since": relay.as_ref().and_then(|r| r.since_ms).map(|ms| from_millis(ms).to_rfc3339()),
                 "last_error": relay.as_ref().and_then(|r| r.last_error.clone()),
             },
+            "skipped": skipped.iter().map(|m| json!({ "key": m.key, "kind": m.kind, "due": from_millis(m.due_ms).to_rfc3339(),
+                "skipped_at": from_millis(m.skipped_ms).to_rfc3339(), "reason": m.reason })).collect::<Vec<_>>(),
         });
         serde_json::to_writer_pretty(&mut out, &doc)?;
         writeln!(out)?;
@@ -142,6 +145,12 @@ pub async fn run(settings: &Settings, args: &Args) -> anyhow::Result<ExitCode> {
     }
     tw.flush()?;
     out.write_all(&tw.into_inner()?)?;
+    if !skipped.is_empty() {
+        writeln!(out, "\nSkipped, not sent")?;
+        for m in &skipped {
+            writeln!(out, "  {}: {}", m.key, m.reason)?;
+        }
+    }
     writeln!(
         out,
         "\nConfirmations and welcomes, last 24 h: {} sent, {} failed, {} pending. Messages waiting now: {queue}.",

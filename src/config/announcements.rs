@@ -7,7 +7,7 @@
 
 use std::collections::BTreeMap;
 
-use chrono::{DateTime, NaiveDate, NaiveDateTime, TimeZone, Utc};
+use chrono::{DateTime, Datelike, NaiveDate, NaiveDateTime, SecondsFormat, TimeZone, Utc};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -24,6 +24,9 @@ pub struct AnnouncementSettings {
     pub vars: BTreeMap<String, serde_json::Value>,
     #[serde(default)]
     pub training: Option<NaiveDate>,
+    /// Send it even if `send_at` is more than `announcements.max_late` in the past.
+    #[serde(default)]
+    pub send_late: bool,
 }
 
 /// The body, once validation has made sure exactly one kind is given.
@@ -121,6 +124,43 @@ impl SendAt {
         }
     }
 
+    /// The same date and time in `year`, if that date exists then (29 February).
+    pub fn in_year(&self, year: i32) -> Option<Self> {
+        match self {
+            Self::Instant(t) => t.with_year(year).map(Self::Instant),
+            Self::Local(l) => l.with_year(year).map(Self::Local),
+        }
+    }
+
+    /// For a `send_at` in the past: the first later year, up to next year, that puts it
+    /// after `now` ("did you mean 2027-05-01T09:00?"), or `None` if no year would.
+    pub fn future_year(&self, tz: chrono_tz::Tz, now: DateTime<Utc>) -> Option<Self> {
+        let year = match self {
+            Self::Instant(t) => t.year(),
+            Self::Local(l) => l.year(),
+        };
+        (year.saturating_add(1)..=now.year().saturating_add(1))
+            .filter_map(|y| self.in_year(y))
+            .find(|c| {
+                let exists = match c {
+                    Self::Local(l) => tz.from_local_datetime(l).earliest().is_some(),
+                    Self::Instant(_) => true,
+                };
+                exists && c.resolve(tz) > now
+            })
+    }
+
+    /// As staff write it in the file.
+    pub fn to_config(&self) -> String {
+        match self {
+            Self::Instant(t) => t.to_rfc3339_opts(SecondsFormat::Secs, true),
+            Self::Local(l) if l.and_utc().timestamp().rem_euclid(60) == 0 => {
+                l.format("%Y-%m-%dT%H:%M").to_string()
+            }
+            Self::Local(l) => l.format("%Y-%m-%dT%H:%M:%S").to_string(),
+        }
+    }
+
     pub fn parse(s: &str) -> Result<Self, String> {
         let s = s.trim();
         if let Ok(t) = DateTime::parse_from_rfc3339(s) {
@@ -176,5 +216,26 @@ mod tests {
             "local time in summer is CDT"
         );
         assert!(SendAt::parse("next tuesday").is_err());
+    }
+
+    #[test]
+    fn a_past_send_at_suggests_the_year_that_puts_it_ahead() {
+        let tz = chrono_tz::America::Chicago;
+        let now: DateTime<Utc> = "2026-12-01T12:00:00Z".parse().unwrap();
+        let typo = SendAt::parse("2026-05-01T09:00").unwrap();
+        assert_eq!(
+            typo.future_year(tz, now).map(|s| s.to_config()).as_deref(),
+            Some("2027-05-01T09:00")
+        );
+        let leap = SendAt::parse("2024-02-29T09:00").unwrap();
+        assert_eq!(leap.future_year(tz, now), None, "2027 has no 29 February");
+        let instant = SendAt::parse("2025-12-24T15:00:00Z").unwrap();
+        assert_eq!(
+            instant
+                .future_year(tz, now)
+                .map(|s| s.to_config())
+                .as_deref(),
+            Some("2026-12-24T15:00:00Z")
+        );
     }
 }

@@ -12,6 +12,7 @@
 //! program reads raw configuration.
 
 mod announcements;
+pub mod limits;
 mod sections;
 
 use std::path::{Path, PathBuf};
@@ -73,18 +74,12 @@ impl Sources {
 
     pub fn load(&self) -> Result<Settings, ConfigError> {
         let mut builder = config::Config::builder();
+        let mut max_late = None;
         // The committed defaults are required only if they exist: a packaged install may ship
         // one complete file instead, named with --config.
-        builder = builder.add_source(
-            config::File::from(self.default_file.as_path())
-                .format(config::FileFormat::Toml)
-                .required(self.extra_file.is_none()),
-        );
-        builder = builder.add_source(
-            config::File::from(self.announcements_file().as_path())
-                .format(config::FileFormat::Toml)
-                .required(false),
-        );
+        let required = self.extra_file.is_none();
+        builder = add_file(builder, &self.default_file, required, &mut max_late)?;
+        builder = add_file(builder, &self.announcements_file(), false, &mut max_late)?;
         if let Some(extra) = &self.extra_file {
             if !extra.exists() {
                 return Err(ConfigError::Load(format!(
@@ -92,34 +87,126 @@ impl Sources {
                     extra.display()
                 )));
             }
-            builder = builder.add_source(
-                config::File::from(extra.as_path())
-                    .format(config::FileFormat::Toml)
-                    .required(true),
-            );
+            builder = add_file(builder, extra, true, &mut max_late)?;
+        }
+        let mut env: config::Map<String, String> = std::env::vars().collect();
+        if let Some(value) = env.remove(MAX_LATE_ENV) {
+            max_late = Some(value);
         }
         builder = builder.add_source(
             config::Environment::with_prefix("HARBORLIST")
                 .prefix_separator("__")
                 .separator("__")
-                .try_parsing(true),
+                .try_parsing(true)
+                .source(Some(env)),
         );
         let raw = builder
             .build()
             .map_err(|e| ConfigError::Load(e.to_string()))?;
-        let settings: Settings = raw
+        let mut settings: Settings = raw
             .try_deserialize()
             .map_err(|e| ConfigError::Load(e.to_string()))?;
+        if let Some(text) = max_late {
+            settings.announcement_rules.max_late = text
+                .parse()
+                .map_err(|e| ConfigError::invalid("announcements.max_late", e))?;
+        }
         settings.validate()?;
         Ok(settings)
     }
+
+    /// The file among [`Sources::files`] that defines the announcement `id`: the last one
+    /// with an `[[announcements]]` entry of that id (later files replace earlier lists).
+    pub fn file_of_announcement(&self, id: &str) -> Option<PathBuf> {
+        self.files().into_iter().rev().find(|file| {
+            let Ok(text) = std::fs::read_to_string(file) else {
+                return false;
+            };
+            let Ok(doc) = text.parse::<toml::Table>() else {
+                return false;
+            };
+            doc.get("announcements")
+                .and_then(toml::Value::as_array)
+                .is_some_and(|entries| {
+                    entries
+                        .iter()
+                        .any(|e| e.get("id").and_then(toml::Value::as_str) == Some(id))
+                })
+        })
+    }
+}
+
+/// `HARBORLIST__ANNOUNCEMENTS__MAX_LATE`, read apart from the other variables for the same
+/// reason as the `[announcements]` table below.
+const MAX_LATE_ENV: &str = "HARBORLIST__ANNOUNCEMENTS__MAX_LATE";
+
+type Builder = config::ConfigBuilder<config::builder::DefaultState>;
+
+/// Adds one TOML file. `[[announcements]]` is an array of tables, so `announcements.max_late`
+/// can only be written as an `[announcements]` table in a file without entries (TOML allows
+/// only one of the two per file), and merged as it is, one would replace the other. So a
+/// file holding that table is read here: its `max_late` is kept aside (the last file wins)
+/// and the rest goes to the merge. Other files go in untouched, so their errors name them.
+fn add_file(
+    builder: Builder,
+    path: &Path,
+    required: bool,
+    max_late: &mut Option<String>,
+) -> Result<Builder, ConfigError> {
+    let untouched = |b: Builder| {
+        b.add_source(
+            config::File::from(path)
+                .format(config::FileFormat::Toml)
+                .required(required),
+        )
+    };
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return Ok(untouched(builder));
+    };
+    let Ok(mut doc) = text.parse::<toml::Table>() else {
+        return Ok(untouched(builder));
+    };
+    let Some(toml::Value::Table(rules)) = doc.remove("announcements") else {
+        return Ok(untouched(builder));
+    };
+    let at = |key: &str| format!("{} ({})", key, path.display());
+    for (key, value) in rules {
+        match (key.as_str(), value) {
+            ("max_late", toml::Value::String(v)) => *max_late = Some(v),
+            ("max_late", _) => {
+                return Err(ConfigError::invalid(
+                    at("announcements.max_late"),
+                    "write it as a duration in quotes, like \"1h\"",
+                ));
+            }
+            (other, _) => {
+                return Err(ConfigError::invalid(
+                    at(&format!("announcements.{other}")),
+                    "unknown key; [announcements] holds only max_late, and each announcement is an [[announcements]] entry",
+                ));
+            }
+        }
+    }
+    let rest =
+        toml::to_string(&doc).map_err(|e| ConfigError::Load(format!("{}: {e}", path.display())))?;
+    Ok(builder.add_source(config::File::from_str(&rest, config::FileFormat::Toml)))
 }
 
 impl Settings {
     /// Checks that span keys, or need more than a type to check. Field types already
-    /// refused anything unparseable.
+    /// refused anything unparseable; [`limits`] holds the range of every duration and count.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.validate_server()?;
+        self.validate_listeners()?;
+        self.validate_mail()?;
+        limits::check(self)?;
+        self.validate_list()?;
+        self.validate_reminders()?;
+        self.validate_announcements()
+    }
+
     /// The listeners: the metrics address, and the origins allowed to post forms.
-    fn validate_server(&self) -> Result<(), ConfigError> {
+    fn validate_listeners(&self) -> Result<(), ConfigError> {
         self.server
             .metrics_addr()
             .map_err(|e| ConfigError::invalid("server.metrics_bind", e))?;
@@ -140,8 +227,7 @@ impl Settings {
         Ok(())
     }
 
-    pub fn validate(&self) -> Result<(), ConfigError> {
-        self.validate_server()?;
+    fn validate_server(&self) -> Result<(), ConfigError> {
         if self.server.public_url.cannot_be_a_base() {
             return Err(ConfigError::invalid(
                 "server.public_url",
@@ -159,6 +245,10 @@ impl Settings {
         }
         crate::store::Backend::from_url(&self.database.url)
             .map_err(|e| ConfigError::invalid("database.url", e))?;
+        Ok(())
+    }
+
+    fn validate_mail(&self) -> Result<(), ConfigError> {
         if self.mail.transport == TransportKind::Smtp {
             let url = self.mail.smtp_url.as_deref().unwrap_or("");
             if url.is_empty() {
@@ -170,21 +260,24 @@ impl Settings {
             lettre::AsyncSmtpTransport::<lettre::Tokio1Executor>::from_url(url)
                 .map_err(|e| ConfigError::invalid("mail.smtp_url", e))?;
         }
-        if self.mail.pool_size == 0 {
-            return Err(ConfigError::invalid("mail.pool_size", "must be at least 1"));
-        }
-        if !(self.mail.max_per_second >= 0.0 && self.mail.max_per_second.is_finite()) {
+        if !self.mail.max_per_second.is_finite() {
             return Err(ConfigError::invalid(
                 "mail.max_per_second",
                 "must be 0 (no limit) or a positive number",
             ));
         }
-        if self.mail.max_attempts == 0 {
-            return Err(ConfigError::invalid(
-                "mail.max_attempts",
-                "must be at least 1",
-            ));
+        if let Some(dkim) = &self.mail.dkim {
+            one_line("mail.dkim.selector", &dkim.selector)?;
+            one_line("mail.dkim.domain", &dkim.domain)?;
         }
+        Ok(())
+    }
+
+    fn validate_list(&self) -> Result<(), ConfigError> {
+        // These go into headers (List-Id, the calendar's PRODID) or subjects.
+        one_line("list.name", &self.list.name)?;
+        one_line("list.id", &self.list.id)?;
+        one_line("list.organization", &self.list.organization)?;
         if self.list.id.contains(['<', '>', ' ', '@']) || !self.list.id.contains('.') {
             return Err(ConfigError::invalid(
                 "list.id",
@@ -197,12 +290,10 @@ impl Settings {
                 "is required: bulk mail must carry the sender's postal address (CAN-SPAM)",
             ));
         }
-        if self.subscriptions.max_confirmations_per_day == 0 {
-            return Err(ConfigError::invalid(
-                "subscriptions.max_confirmations_per_day",
-                "must be at least 1",
-            ));
-        }
+        Ok(())
+    }
+
+    fn validate_reminders(&self) -> Result<(), ConfigError> {
         let mut names = std::collections::HashSet::new();
         for (i, r) in self.reminders.iter().enumerate() {
             if !names.insert(r.name.as_str()) {
@@ -223,6 +314,10 @@ impl Settings {
                 ));
             }
         }
+        Ok(())
+    }
+
+    fn validate_announcements(&self) -> Result<(), ConfigError> {
         let calendar = self.calendar()?;
         let mut ids = std::collections::HashSet::new();
         for (i, a) in self.announcements.iter().enumerate() {
@@ -264,6 +359,17 @@ impl Settings {
     pub fn trainings(&self) -> &TrainingsSettings {
         &self.trainings
     }
+}
+
+/// Refuses a line break or other control character in a value that goes into a header.
+fn one_line(key: &str, value: &str) -> Result<(), ConfigError> {
+    if value.chars().any(char::is_control) {
+        return Err(ConfigError::invalid(
+            key,
+            "must be one line (no line breaks or control characters): it goes into mail headers",
+        ));
+    }
+    Ok(())
 }
 
 /// A settings value built only from the committed defaults, for tests and `preview`.

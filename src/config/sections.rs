@@ -29,6 +29,27 @@ pub struct Settings {
     pub reminders: Vec<ReminderSettings>,
     #[serde(default)]
     pub announcements: Vec<super::AnnouncementSettings>,
+    /// `announcements.max_late`. TOML can't hold a table and an array of tables under one
+    /// name, so [`super::Sources::load`] takes it out of the files before they are merged
+    /// (see `config/mod.rs`) and sets it here.
+    #[serde(skip)]
+    pub announcement_rules: AnnouncementRules,
+}
+
+/// Rules for all announcements, from the `[announcements]` table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AnnouncementRules {
+    /// An announcement whose `send_at` is further in the past than this when the planner
+    /// would send it is skipped instead (unless its entry says `send_late = true`).
+    pub max_late: HumanDuration,
+}
+
+impl Default for AnnouncementRules {
+    fn default() -> Self {
+        Self {
+            max_late: HumanDuration::from_secs(3600),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]

@@ -2,6 +2,7 @@
 
 use std::{fmt, str::FromStr, time::Duration};
 
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -18,6 +19,19 @@ impl HumanDuration {
 
     pub fn chrono(self) -> chrono::Duration {
         chrono::Duration::from_std(self.0).unwrap_or(chrono::Duration::MAX)
+    }
+
+    /// `t` plus this duration, or the last instant chrono can hold: `+` would panic past
+    /// it, and the duration comes from config.
+    pub fn after(self, t: DateTime<Utc>) -> DateTime<Utc> {
+        t.checked_add_signed(self.chrono())
+            .unwrap_or(DateTime::<Utc>::MAX_UTC)
+    }
+
+    /// `t` minus this duration, or the first instant chrono can hold.
+    pub fn before(self, t: DateTime<Utc>) -> DateTime<Utc> {
+        t.checked_sub_signed(self.chrono())
+            .unwrap_or(DateTime::<Utc>::MIN_UTC)
     }
 }
 
@@ -76,5 +90,13 @@ mod tests {
         );
         assert!("72".parse::<HumanDuration>().is_err());
         assert!("soon".parse::<HumanDuration>().is_err());
+    }
+
+    #[test]
+    fn arithmetic_past_the_calendar_saturates() {
+        let huge: HumanDuration = "100000000d".parse().unwrap();
+        let now = Utc::now();
+        assert_eq!(huge.after(now), DateTime::<Utc>::MAX_UTC);
+        assert_eq!(huge.before(now), DateTime::<Utc>::MIN_UTC);
     }
 }

@@ -4,10 +4,17 @@
 //! still planned updates it (a new `send_at` reschedules it); editing one that already went
 //! out changes nothing, because only planned rows are updated; removing one that is still
 //! planned closes it as cancelled.
+//!
+//! An announcement is never sent late by surprise: one that the planner would fan out more
+//! than `announcements.max_late` after its `send_at` (a year typo, a fresh or restored
+//! database, a long outage) is closed as `skipped` instead, with the reason in staff's words
+//! ("send_at Fri May 1 2026 9:00 AM CDT was 214 days ago"), logged at WARN and shown by
+//! `status`. `send_late = true` on the entry lets it go out late. When staff fix the
+//! `send_at`, or set `send_late`, the skipped row is planned again.
 
 use std::collections::HashSet;
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, TimeDelta, Utc};
 use serde_json::json;
 
 use super::{
@@ -19,7 +26,10 @@ use crate::{
     clock::to_millis,
     config::{AnnouncementBody, AnnouncementSettings, Settings},
     mail::markdown,
-    store::{StoreError, queue::PlannedMailing},
+    store::{
+        StoreError,
+        queue::{LATE_REASON_PREFIX, MailingRow, PlannedMailing},
+    },
 };
 
 pub fn key(id: &str) -> String {
@@ -55,6 +65,11 @@ pub fn mailing(
         not_after = Some(to_millis(session.start.with_timezone(&Utc)));
     }
     let mut announcement = json!({ "id": a.id, "subject": a.subject });
+    // In the row, so that an edit setting it is written like any other edit (and an
+    // instance that has not reloaded it yet does not skip what the edit lets go late).
+    if a.send_late {
+        announcement["send_late"] = json!(true);
+    }
     if let (Some(obj), Some(extra)) = (announcement.as_object_mut(), body.as_object()) {
         obj.extend(extra.clone());
     }
@@ -88,6 +103,13 @@ pub async fn reconcile(p: &Planner, report: &mut TurnReport) -> Result<(), Store
         if p.store.upsert_planned(&m, now_ms, config_ms).await? {
             report.planned += 1;
         }
+        let late = lateness(m.due_ms, now_ms);
+        if (a.send_late || late <= runtime.settings.announcement_rules.max_late.chrono())
+            && p.store.replan_late(&m, now_ms, config_ms).await?
+        {
+            tracing::info!(mailing = %m.key, "planned again: it was skipped as late, and its send_at or send_late changed");
+            report.planned += 1;
+        }
     }
     for stale in p.store.planned_with_prefix("announcement:").await? {
         if !wanted.contains(&stale.key)
@@ -100,6 +122,65 @@ pub async fn reconcile(p: &Planner, report: &mut TurnReport) -> Result<(), Store
         }
     }
     Ok(())
+}
+
+/// How far past `due_ms` the instant `now_ms` is (negative before it).
+fn lateness(due_ms: i64, now_ms: i64) -> TimeDelta {
+    TimeDelta::milliseconds(now_ms.saturating_sub(due_ms))
+}
+
+/// If `m` is an announcement due more than `announcements.max_late` ago and its entry does
+/// not say `send_late = true`, closes it as skipped with the reason. Returns whether it did.
+pub async fn skip_if_late(
+    p: &Planner,
+    m: &MailingRow,
+    now_ms: i64,
+    report: &mut TurnReport,
+) -> Result<bool, StoreError> {
+    if m.kind != "announcement" {
+        return Ok(false);
+    }
+    let runtime = p.live.current();
+    let rules = &runtime.settings.announcement_rules;
+    let late = lateness(m.due_ms, now_ms);
+    let send_late = serde_json::from_str::<serde_json::Value>(&m.data)
+        .ok()
+        .and_then(|d| d["announcement"]["send_late"].as_bool())
+        .unwrap_or(false);
+    if send_late || late <= rules.max_late.chrono() {
+        return Ok(false);
+    }
+    let reason = late_reason(m.due_ms, late, runtime.calendar.timezone());
+    if p.store.skip_planned(m.id, &reason, now_ms).await? {
+        tracing::warn!(
+            mailing = %m.key,
+            %reason,
+            max_late = %rules.max_late,
+            "skipped, not sent: more than announcements.max_late late (set send_late = true on the entry to send it anyway)"
+        );
+        report.skipped += 1;
+    }
+    Ok(true)
+}
+
+/// "send_at Fri May 1 2026 9:00 AM CDT was 214 days ago".
+pub fn late_reason(due_ms: i64, late: TimeDelta, tz: chrono_tz::Tz) -> String {
+    let when = crate::clock::from_millis(due_ms)
+        .with_timezone(&tz)
+        .format("%a %b %-d %Y %-I:%M %p %Z");
+    format!("{LATE_REASON_PREFIX}{when} was {} ago", ago(late))
+}
+
+/// "214 days", "1 day", "3 hours", "5 minutes".
+pub fn ago(late: TimeDelta) -> String {
+    let (n, unit) = if late.num_days() > 0 {
+        (late.num_days(), "day")
+    } else if late.num_hours() > 0 {
+        (late.num_hours(), "hour")
+    } else {
+        (late.num_minutes(), "minute")
+    };
+    format!("{n} {unit}{}", if n == 1 { "" } else { "s" })
 }
 
 /// When an announcement is due, for `status` and tests.

@@ -4,9 +4,12 @@
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde_json::{Value, json};
 
-use crate::calendar::{
-    Session, human,
-    ics::{self, IcsEvent, Method},
+use crate::{
+    calendar::{
+        Session, human,
+        ics::{self, IcsEvent, Method},
+    },
+    config::ReminderSettings,
 };
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -37,6 +40,34 @@ pub fn training_data(
         "training": training_json(session),
         "calendar": { "method": if notice == Notice::Cancel { "CANCEL" } else { "PUBLISH" }, "body": body },
     })
+}
+
+/// A reminder's data: the session, its invite, and which reminder this is.
+pub fn reminder_data(
+    session: &Session,
+    sequence: u32,
+    due: DateTime<Utc>,
+    prodid: &str,
+    reminder: &ReminderSettings,
+) -> Value {
+    let mut data = training_data(session, sequence, due, prodid, Notice::Invite);
+    data["reminder"] = json!({ "name": reminder.name, "before": reminder.before.to_string() });
+    data
+}
+
+/// An update's or cancellation's data: the session now, and as it was (null if the stored
+/// snapshot could not be read).
+pub fn notice_data(
+    session: &Session,
+    sequence: u32,
+    stamp: DateTime<Utc>,
+    prodid: &str,
+    notice: Notice,
+    previous: Option<&Session>,
+) -> Value {
+    let mut data = training_data(session, sequence, stamp, prodid, notice);
+    data["previous"] = previous.map_or(Value::Null, training_json);
+    data
 }
 
 /// The fields templates and `harborlist trainings --json` use.

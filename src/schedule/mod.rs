@@ -182,6 +182,9 @@ impl Planner {
         metrics::gauge!("harborlist_scheduler_lag_seconds").set(lag);
         for m in &due {
             if m.state == "planned" {
+                if announcements::skip_if_late(self, m, now_ms, report).await? {
+                    continue;
+                }
                 if m.not_after_ms.is_some_and(|na| na <= now_ms) {
                     tracing::warn!(mailing = %m.key, "skipped: its training began before it could be sent");
                     self.store

@@ -36,10 +36,7 @@ pub fn reminders(
             let due = due_at(session.start, r.before);
             // DTSTAMP is the due time, not "now": the planned row must not change on every
             // turn, and the invitation is created, for the reader, when it is sent.
-            let mut data =
-                content::training_data(session, *sequence, due, prodid, content::Notice::Invite);
-            data["reminder"] =
-                serde_json::json!({ "name": r.name, "before": r.before.to_string() });
+            let data = content::reminder_data(session, *sequence, due, prodid, r);
             out.push(PlannedMailing {
                 key: reminder_key(&session.uid, &r.name),
                 kind: "reminder".into(),
@@ -59,12 +56,14 @@ pub fn reminders(
 pub fn due_at(start: DateTime<Tz>, before: HumanDuration) -> DateTime<Utc> {
     let exact = before.std();
     if exact.subsec_nanos() == 0 && exact.as_secs() > 0 && exact.as_secs().is_multiple_of(86_400) {
-        let local = start.naive_local() - Days::new(exact.as_secs() / 86_400);
-        if let Some(t) = start.timezone().from_local_datetime(&local).earliest() {
+        let local = start
+            .naive_local()
+            .checked_sub_days(Days::new(exact.as_secs() / 86_400));
+        if let Some(t) = local.and_then(|l| start.timezone().from_local_datetime(&l).earliest()) {
             return t.with_timezone(&Utc);
         }
     }
-    start.with_timezone(&Utc) - before.chrono()
+    before.before(start.with_timezone(&Utc))
 }
 
 /// If `m` is an overdue reminder and a later reminder for the same training is also due,

@@ -30,7 +30,7 @@ pub async fn trainings(p: &Planner, report: &mut TurnReport) -> Result<(), Store
     let settings = &runtime.settings;
     let now = p.clock.now();
     let now_ms = to_millis(now);
-    let horizon = now + settings.schedule.horizon.chrono();
+    let horizon = settings.schedule.horizon.after(now);
     let prodid = content::prodid(&settings.list.name);
     let sessions: Vec<Session> = runtime.calendar.sessions_between(now, horizon);
     let seen: HashSet<&str> = sessions.iter().map(|s| s.uid.as_str()).collect();
@@ -133,10 +133,15 @@ async fn record(
             ("update", Notice::Update)
         };
         let stamp = p.clock.now();
-        let mut data = content::training_data(s, seq32, stamp, prodid, notice);
-        data["previous"] = serde_json::from_str::<SnapshotSession>(&previous.snapshot)
-            .map(|old| content::training_json(&old.0))
-            .unwrap_or(serde_json::Value::Null);
+        let before = serde_json::from_str::<SnapshotSession>(&previous.snapshot).ok();
+        let data = content::notice_data(
+            s,
+            seq32,
+            stamp,
+            prodid,
+            notice,
+            before.as_ref().map(|b| &b.0),
+        );
         let mailing = PlannedMailing {
             key: format!("{kind}:{}:{sequence}", s.uid),
             kind: kind.into(),

@@ -14,6 +14,10 @@ use super::{Result, Store};
 pub const PRIORITY_PERSONAL: i64 = 0;
 pub const PRIORITY_LIST: i64 = 1;
 
+/// How the reason of an announcement skipped for being late begins ("send_at Fri May 1
+/// 2026 9:00 AM CDT was 214 days ago"): only those are planned again when staff fix it.
+pub const LATE_REASON_PREFIX: &str = "send_at ";
+
 /// A mailing to one subscriber, written in the caller's transaction together with the row
 /// change that caused it.
 pub struct SingleMail {
@@ -160,6 +164,54 @@ impl Store {
         .bind(state)
         .bind(now_ms)
         .bind(id)
+        .bind(config_ms)
+        .execute(self.pool())
+        .await?;
+        Ok(res.rows_affected() > 0)
+    }
+
+    /// Closes a planned mailing as `skipped`, with the reason staff will read in `status`.
+    /// Not limited by the configuration's stamp: the row itself says whether it may go late
+    /// (an announcement's `send_late` is in its data), and the planner that just inserted a
+    /// row must be able to skip it.
+    pub async fn skip_planned(&self, id: i64, reason: &str, now_ms: i64) -> Result<bool> {
+        let res = sqlx::query(
+            "UPDATE mailings SET state = 'skipped', reason = $1, updated_at = $2
+             WHERE id = $3 AND state = 'planned'",
+        )
+        .bind(reason)
+        .bind(now_ms)
+        .bind(id)
+        .execute(self.pool())
+        .await?;
+        Ok(res.rows_affected() > 0)
+    }
+
+    /// Plans again an announcement that was skipped for being late ([`LATE_REASON_PREFIX`])
+    /// and never fanned out, as `m` now wants it: staff fixed its `send_at` or set
+    /// `send_late`. Like [`Store::upsert_planned`], only if the row was last written no later
+    /// than `config_ms`. Returns whether it was planned again.
+    pub async fn replan_late(
+        &self,
+        m: &PlannedMailing,
+        now_ms: i64,
+        config_ms: i64,
+    ) -> Result<bool> {
+        let res = sqlx::query(
+            "UPDATE mailings SET state = 'planned', reason = NULL, template = $1, data = $2,
+                 due_at = $3, not_after = $4, updated_at = $5
+             WHERE key = $6 AND state = 'skipped' AND substr(reason, 1, CAST($7 AS INTEGER)) = $8
+               AND updated_at <= $9
+               AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.mailing_id = mailings.id)",
+        )
+        .bind(&m.template)
+        .bind(m.data.to_string())
+        .bind(m.due_ms)
+        .bind(m.not_after_ms)
+        .bind(now_ms)
+        .bind(&m.key)
+        .bind(LATE_REASON_PREFIX.len() as i64)
+        .bind(LATE_REASON_PREFIX)
         .bind(config_ms)
         .execute(self.pool())
         .await?;

@@ -3,7 +3,7 @@
 use serde::Serialize;
 use sqlx::Row;
 
-use super::{Result, Store};
+use super::{Backend, Result, Store, StoreError};
 
 #[derive(Debug, Clone, Serialize)]
 pub struct MailingSummary {
@@ -18,6 +18,92 @@ pub struct MailingSummary {
     pub failed: i64,
     pub pending: i64,
     pub skipped: i64,
+}
+
+/// A mailing closed without sending, and why.
+#[derive(Debug, Clone, Serialize)]
+pub struct SkippedMailing {
+    pub key: String,
+    pub kind: String,
+    pub due_ms: i64,
+    pub skipped_ms: i64,
+    pub reason: String,
+}
+
+/// What the database says about one mailing, for `check`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MailingFate {
+    /// Fanned out (or fanning): when its first message went, or when fan-out began.
+    Sent {
+        at_ms: i64,
+    },
+    /// Closed without sending.
+    Closed {
+        state: String,
+        reason: Option<String>,
+    },
+    Planned,
+}
+
+/// Looks mailings up by key without changing anything: no migration, no file created, and
+/// on SQLite a read-only connection. `Ok(None)` when there is no database to read (no
+/// file yet, or a server that does not answer within a few seconds).
+pub async fn peek_mailings(
+    url: &str,
+    keys: &[String],
+) -> Result<Option<Vec<(String, MailingFate)>>> {
+    use sqlx::{AnyConnection, Connection};
+    sqlx::any::install_default_drivers();
+    let url = match Backend::from_url(url).map_err(StoreError::Corrupt)? {
+        Backend::Sqlite => {
+            let rest = url
+                .trim_start_matches("sqlite://")
+                .trim_start_matches("sqlite:");
+            let path = rest.split('?').next().unwrap_or("");
+            if path.is_empty() || path == ":memory:" || !std::path::Path::new(path).is_file() {
+                return Ok(None);
+            }
+            format!("sqlite://{path}?mode=ro")
+        }
+        Backend::Postgres => url.to_owned(),
+    };
+    let connect = AnyConnection::connect(&url);
+    let Ok(Ok(mut conn)) = tokio::time::timeout(std::time::Duration::from_secs(3), connect).await
+    else {
+        return Ok(None);
+    };
+    let mut out = Vec::new();
+    for key in keys {
+        let row = sqlx::query(
+            "SELECT m.state, m.reason, m.updated_at,
+                    (SELECT MIN(d.sent_at) FROM deliveries d WHERE d.mailing_id = m.id) AS first_sent
+             FROM mailings m WHERE m.key = $1",
+        )
+        .bind(key)
+        .fetch_optional(&mut conn)
+        .await;
+        // A database from before these tables, or not ours: nothing to say.
+        let Ok(row) = row else {
+            return Ok(None);
+        };
+        let Some(row) = row else { continue };
+        let state: String = row.try_get("state")?;
+        let fate = match state.as_str() {
+            "fanning" | "fanned" => MailingFate::Sent {
+                at_ms: row
+                    .try_get::<Option<i64>, _>("first_sent")?
+                    .unwrap_or(row.try_get("updated_at")?),
+            },
+            "planned" => MailingFate::Planned,
+            _ => MailingFate::Closed {
+                state,
+                reason: row.try_get("reason")?,
+            },
+        };
+        out.push((key.clone(), fate));
+    }
+    let _ = conn.close().await;
+    Ok(Some(out))
 }
 
 impl Store {
@@ -86,6 +172,29 @@ impl Store {
                     failed: r.try_get("failed")?,
                     pending: r.try_get("pending")?,
                     skipped: r.try_get("skipped")?,
+                })
+            })
+            .collect()
+    }
+
+    /// List mailings closed without sending and with a reason, most recently closed first.
+    pub async fn skipped_mailings(&self, limit: i64) -> Result<Vec<SkippedMailing>> {
+        let rows = sqlx::query(
+            "SELECT key, kind, due_at, updated_at, reason FROM mailings
+             WHERE audience = 'list' AND state = 'skipped' AND reason IS NOT NULL
+             ORDER BY updated_at DESC, id DESC LIMIT $1",
+        )
+        .bind(limit)
+        .fetch_all(self.pool())
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(SkippedMailing {
+                    key: r.try_get("key")?,
+                    kind: r.try_get("kind")?,
+                    due_ms: r.try_get("due_at")?,
+                    skipped_ms: r.try_get("updated_at")?,
+                    reason: r.try_get("reason")?,
                 })
             })
             .collect()

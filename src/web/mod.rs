@@ -28,7 +28,7 @@ use tokio::sync::Notify;
 use tower_http::{limit::RequestBodyLimitLayer, timeout::TimeoutLayer, trace::TraceLayer};
 
 pub use limit::IpLimiter;
-pub use pages::Page;
+pub use pages::{PAGES, Page, samples as page_samples};
 
 use crate::{
     clock::SharedClock,

@@ -8,7 +8,8 @@ use axum::{
 use serde::Serialize;
 use serde_json::json;
 
-use super::AppState;
+use super::{AppState, subscribe, trainings};
+use crate::{calendar::Session, config::Settings};
 
 #[derive(Debug, Serialize)]
 struct Form {
@@ -81,15 +82,61 @@ impl Page {
         self
     }
 
-    pub fn render(self, state: &AppState) -> Response {
-        let data = json!({
+    /// What `page.html.hbs` is rendered with, before [`with_list`].
+    fn data(&self) -> serde_json::Value {
+        json!({
             "title": self.title,
             "paragraphs": self.paragraphs,
             "form": self.form,
             "links": self.links,
-        });
+        })
+    }
+
+    pub fn render(self, state: &AppState) -> Response {
+        let data = self.data();
         render(state, self.status, "page", data)
     }
+}
+
+/// The pages every route renders with: each must exist under `templates/web/`.
+pub const PAGES: &[&str] = &["page", "subscribe", "trainings"];
+
+/// Adds the list's details as `list`, as every page gets them.
+fn with_list(settings: &Settings, mut data: serde_json::Value) -> serde_json::Value {
+    data["list"] = json!({
+        "name": settings.list.name,
+        "organization": settings.list.organization,
+        "postal_address": settings.list.postal_address,
+    });
+    data
+}
+
+/// Each page with each shape of context its routes give it, built by the same code, so a
+/// template that renders with all of these in strict mode renders for every request.
+pub fn samples(
+    settings: &Settings,
+    sessions: &[Session],
+) -> Vec<(&'static str, serde_json::Value)> {
+    let full = Page::new("A page", StatusCode::OK)
+        .message("A paragraph.")
+        .button("/confirm/sample", "Confirm")
+        .hidden("name", "value")
+        .link("Back", "/");
+    let bare = Page::new("A page", StatusCode::OK);
+    [
+        ("page", full.data()),
+        ("page", bare.data()),
+        ("subscribe", subscribe::form_data("", "", None)),
+        (
+            "subscribe",
+            subscribe::form_data("a@example.org", "A", Some("A problem".into())),
+        ),
+        ("trainings", trainings::page_data(sessions)),
+        ("trainings", trainings::page_data(&[])),
+    ]
+    .into_iter()
+    .map(|(page, data)| (page, with_list(settings, data)))
+    .collect()
 }
 
 /// Renders `templates/web/<page>.html.hbs` with the list's details added as `list`.
@@ -97,14 +144,9 @@ pub fn render(
     state: &AppState,
     status: StatusCode,
     page: &str,
-    mut data: serde_json::Value,
+    data: serde_json::Value,
 ) -> Response {
-    let settings = state.live.settings();
-    data["list"] = json!({
-        "name": settings.list.name,
-        "organization": settings.list.organization,
-        "postal_address": settings.list.postal_address,
-    });
+    let data = with_list(&state.live.settings(), data);
     match state.live.web().render(page, &data) {
         Ok(html) => (status, Html(html)).into_response(),
         Err(e) => {

@@ -40,12 +40,12 @@ fn form_page(
     name: &str,
     error: Option<String>,
 ) -> Response {
-    pages::render(
-        state,
-        status,
-        "subscribe",
-        json!({ "title": "Join the list", "email": email, "name": name, "error": error }),
-    )
+    pages::render(state, status, "subscribe", form_data(email, name, error))
+}
+
+/// What `subscribe.html.hbs` is rendered with.
+pub(super) fn form_data(email: &str, name: &str, error: Option<String>) -> serde_json::Value {
+    json!({ "title": "Join the list", "email": email, "name": name, "error": error })
 }
 
 pub async fn submit(
@@ -133,7 +133,7 @@ async fn request(
         unsub_hash: &unsub_hash,
         confirm_nonce: &confirm_nonce,
         confirm_hash: &confirm_hash,
-        confirm_expires_ms: to_millis(now + settings.subscriptions.confirm_ttl.chrono()),
+        confirm_expires_ms: to_millis(settings.subscriptions.confirm_ttl.after(now)),
         max_per_day: settings.subscriptions.max_confirmations_per_day,
     };
     match state.store.request_subscription(&request).await {

@@ -19,13 +19,13 @@ const SHOWN: usize = 12;
 
 pub async fn page(State(state): State<AppState>) -> Response {
     let sessions = state.live.calendar().upcoming(state.clock.now(), SHOWN);
+    pages::render(&state, StatusCode::OK, "trainings", page_data(&sessions))
+}
+
+/// What `trainings.html.hbs` is rendered with.
+pub(super) fn page_data(sessions: &[crate::calendar::Session]) -> serde_json::Value {
     let list: Vec<_> = sessions.iter().map(training_json).collect();
-    pages::render(
-        &state,
-        StatusCode::OK,
-        "trainings",
-        json!({ "title": "Upcoming trainings", "sessions": list, "calendar_url": "/trainings.ics" }),
-    )
+    json!({ "title": "Upcoming trainings", "sessions": list, "calendar_url": "/trainings.ics" })
 }
 
 pub async fn feed(State(state): State<AppState>) -> Response {

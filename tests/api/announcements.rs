@@ -30,6 +30,7 @@ pub fn announcement(id: &str, send_at: DateTime<Utc>, subject: &str) -> Announce
         template: None,
         vars: Default::default(),
         training: None,
+        send_late: false,
     }
 }
 

@@ -33,15 +33,15 @@ fn bad_values_name_their_key() {
             "server.public_url",
             "relative URL",
         ),
-        ("[mail]\nfrom = \"nobody\"", "mail.from", ""),
+        ("[mail]\nfrom = \"nobody\"", "mail.from", "Invalid input"),
         ("[mail]\ntransport = \"pigeon\"", "mail.transport", "pigeon"),
         ("[mail]\ntransport = \"smtp\"", "mail.smtp_url", "required"),
         (
             "[mail]\ntransport = \"smtp\"\nsmtp_url = \"ftp://x\"",
             "mail.smtp_url",
-            "",
+            "Unknown scheme 'ftp'",
         ),
-        ("[mail]\npool_size = 0", "mail.pool_size", "at least 1"),
+        ("[mail]\npool_size = 0", "mail.pool_size", "use 1 to 100"),
         ("[mail]\nsmtp_ulr = \"smtp://x\"", "mail", "smtp_ulr"),
         (
             "[database]\nurl = \"mysql://x\"",
@@ -70,6 +70,135 @@ fn bad_values_name_their_key() {
             "{toml:?}: error {err:?} does not say {problem:?}"
         );
     }
+}
+
+/// Every ranged value, out of range: (TOML, key, the error's words). The same table drives
+/// the `check` and `serve` tests in `tests/api/limits.rs`.
+pub const OUT_OF_RANGE: &[(&str, &str, &str)] = &[
+    (
+        "[subscriptions]\nconfirm_ttl = \"100000000d\"",
+        "subscriptions.confirm_ttl",
+        "\"100000000d\" is out of range; use 1m to 30d",
+    ),
+    (
+        "[subscriptions]\nmax_confirmations_per_day = 0",
+        "subscriptions.max_confirmations_per_day",
+        "0 is out of range; use 1 to 1000",
+    ),
+    (
+        "[subscriptions]\nmax_requests_per_ip_per_hour = 0",
+        "subscriptions.max_requests_per_ip_per_hour",
+        "use 1 to 1000000",
+    ),
+    (
+        "[schedule]\nhorizon = \"100000000d\"",
+        "schedule.horizon",
+        "use 0s to 1100d",
+    ),
+    (
+        "[schedule]\ntick = \"0s\"",
+        "schedule.tick",
+        "\"0s\" is out of range; use 1s to 1h",
+    ),
+    (
+        "[schedule]\npoll = \"1ms\"",
+        "schedule.poll",
+        "use 50ms to 10m",
+    ),
+    (
+        "[schedule]\nwatch = \"10ms\"",
+        "schedule.watch",
+        "use 0s (never) or 100ms to 1h",
+    ),
+    (
+        "[[reminders]]\nname = \"x\"\nbefore = \"100000000d\"\ntemplate = \"reminder\"",
+        "reminders[0].before",
+        "use 1m to 365d",
+    ),
+    (
+        "[mail]\npool_size = 4294967295",
+        "mail.pool_size",
+        "4294967295 is out of range; use 1 to 100",
+    ),
+    (
+        "[mail]\nmax_per_second = 0.001",
+        "mail.max_per_second",
+        "use 0 (no limit) or 0.01 to 100000",
+    ),
+    (
+        "[mail]\nmax_per_second = -1",
+        "mail.max_per_second",
+        "use 0 (no limit) or 0.01 to 100000",
+    ),
+    ("[mail]\nlease = \"0s\"", "mail.lease", "use 1s to 1d"),
+    (
+        "[mail]\nretry_base = \"0s\"",
+        "mail.retry_base",
+        "use 100ms to 1d",
+    ),
+    (
+        "[mail]\nretry_max = \"100000000d\"",
+        "mail.retry_max",
+        "use 100ms to 7d",
+    ),
+    (
+        "[mail]\nretry_base = \"2h\"\nretry_max = \"1h\"",
+        "mail.retry_base",
+        "longer than mail.retry_max",
+    ),
+    (
+        "[mail]\nmax_attempts = 0",
+        "mail.max_attempts",
+        "use 1 to 100",
+    ),
+    (
+        "[mail]\nsmtp_timeout = \"0s\"",
+        "mail.smtp_timeout",
+        "use 1s to 10m",
+    ),
+    (
+        "[database]\nmax_connections = 0",
+        "database.max_connections",
+        "use 1 to 100",
+    ),
+    (
+        "[announcements]\nmax_late = \"0s\"",
+        "announcements.max_late",
+        "use 1m to 30d",
+    ),
+    (
+        "[list]\nname = \"Safe Harbor\\r\\nBcc: everyone@example.org\"",
+        "list.name",
+        "must be one line",
+    ),
+];
+
+#[test]
+fn out_of_range_values_name_their_key_and_range() {
+    for (toml, key, problem) in OUT_OF_RANGE {
+        let err = load_with(toml).expect_err(toml);
+        assert!(
+            err.contains(&format!("{key}: ")) && err.contains(problem),
+            "{toml:?}: error {err:?} does not name {key} and say {problem:?}"
+        );
+    }
+}
+
+#[test]
+fn announcements_max_late_is_read_beside_the_entries() {
+    let s = load_with("[announcements]\nmax_late = \"3h\"").expect("valid");
+    assert_eq!(s.announcement_rules.max_late.std().as_secs(), 3 * 3600);
+    let s = load_with("").expect("valid");
+    assert_eq!(
+        s.announcement_rules.max_late.std().as_secs(),
+        3600,
+        "1h by default"
+    );
+    let err = load_with("[announcements]\nmax_lat = \"3h\"").unwrap_err();
+    assert!(
+        err.contains("announcements.max_lat") && err.contains("unknown key"),
+        "{err}"
+    );
 }
 
 #[test]

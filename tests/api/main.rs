@@ -5,13 +5,17 @@
 mod helpers;
 
 mod abuse;
+mod agree;
 mod announcements;
 mod cli;
 mod config_errors;
 mod delivery;
 mod format;
+mod fuzz;
 mod keys;
+mod late;
 mod leases;
+mod limits;
 mod observability;
 mod relay_faults;
 mod reload;

@@ -1,0 +1,156 @@
+//! Everything that must hold before a configuration goes live, checked by one function.
+//!
+//! `check` prints every [`Finding`]; `serve` and a reload call [`verify`] on the runtime
+//! they built and refuse it on the first failure. So whatever serve or a reload would
+//! refuse, `check` refuses too. Settings themselves (types, ranges, keys that span
+//! sections) were checked when they were loaded; here the templates meet the data:
+//!
+//! * every web page the routes render exists, and renders in strict mode with each shape
+//!   of context its routes give it (`web::page_samples`);
+//! * every email the daemon can send (confirmation, welcome, goodbye, update,
+//!   cancellation, each reminder, each announcement) is composed, for a recipient with a
+//!   name and one without, from data built by the real path's own functions
+//!   ([`samples`]).
+
+pub mod samples;
+
+use chrono::{DateTime, Utc};
+
+use crate::{
+    config::TransportKind,
+    mail::{Letter, Recipient, smtp::Relay},
+    runtime::{Runtime, RuntimeError},
+    templates::TemplateError,
+    web,
+};
+
+/// One thing checked: what, and either a note for `check`'s "ok" line or the problem.
+#[derive(Debug)]
+pub struct Finding {
+    pub subject: String,
+    pub outcome: Result<String, String>,
+    /// For announcements: its index in `settings.announcements`.
+    pub announcement: Option<usize>,
+}
+
+/// Everything [`verify`] checks, each with its outcome.
+pub fn findings(runtime: &Runtime, now: DateTime<Utc>) -> Vec<Finding> {
+    let mut out = relay_finding(runtime).into_iter().collect::<Vec<_>>();
+    out.extend(web_findings(runtime, now));
+    out.extend(email_findings(runtime, now));
+    out
+}
+
+/// The first problem [`findings`] reports, as the error that refuses the runtime.
+pub fn verify(runtime: &Runtime, now: DateTime<Utc>) -> Result<(), RuntimeError> {
+    match findings(runtime, now)
+        .into_iter()
+        .find(|f| f.outcome.is_err())
+    {
+        Some(Finding {
+            subject,
+            outcome: Err(problem),
+            ..
+        }) => Err(TemplateError::Preflight { subject, problem }.into()),
+        _ => Ok(()),
+    }
+}
+
+/// The relay URL as the SMTP pool reads it (config validation asked lettre, which accepts
+/// more), so that `check` refuses what would stop `serve` from building its transport.
+fn relay_finding(runtime: &Runtime) -> Option<Finding> {
+    let mail = &runtime.settings.mail;
+    if mail.transport != TransportKind::Smtp {
+        return None;
+    }
+    let url = mail.smtp_url.as_deref().unwrap_or_default();
+    Some(Finding {
+        subject: "mail.smtp_url".into(),
+        outcome: Relay::parse(url).map(|_| String::new()),
+        announcement: None,
+    })
+}
+
+fn web_findings(runtime: &Runtime, now: DateTime<Utc>) -> Vec<Finding> {
+    let sessions = runtime.calendar.upcoming(now, 3);
+    let samples = web::page_samples(&runtime.settings, &sessions);
+    let dir = runtime.settings.templates.dir.join("web");
+    let mut pages: Vec<&str> = web::PAGES.to_vec();
+    pages.extend(
+        runtime
+            .web
+            .pages()
+            .iter()
+            .map(String::as_str)
+            .filter(|p| !web::PAGES.contains(p)),
+    );
+    pages
+        .into_iter()
+        .map(|page| {
+            let outcome = if !runtime.web.pages().iter().any(|p| p == page) {
+                Err(format!(
+                    "{} is missing; the web pages are rendered with it",
+                    dir.join(format!("{page}.html.hbs")).display()
+                ))
+            } else if !web::PAGES.contains(&page) {
+                Ok("not used by any route".to_owned())
+            } else {
+                samples
+                    .iter()
+                    .filter(|(p, _)| *p == page)
+                    .try_for_each(|(_, data)| runtime.web.render(page, data).map(drop))
+                    .map(|()| String::new())
+                    .map_err(|e| e.to_string())
+            };
+            Finding {
+                subject: format!("web page {page}"),
+                outcome,
+                announcement: None,
+            }
+        })
+        .collect()
+}
+
+fn email_findings(runtime: &Runtime, now: DateTime<Utc>) -> Vec<Finding> {
+    let session = samples::next_session(&runtime.calendar, now);
+    let uses = samples::uses(&runtime.settings, &runtime.calendar, session.as_ref(), now);
+    let mut out: Vec<Finding> = uses
+        .iter()
+        .map(|u| {
+            let letter = Letter {
+                mailing_key: "check",
+                template: &u.template,
+                list_mail: u.list_mail,
+                data: &u.data,
+            };
+            let outcome = [Some("Sam <Sample>"), None]
+                .into_iter()
+                .try_for_each(|name| {
+                    let to = Recipient {
+                        subscriber_id: 1,
+                        email: "sample@example.org",
+                        name,
+                        unsub_nonce: "0",
+                    };
+                    runtime.composer.compose(&letter, &to, now).map(drop)
+                })
+                .map(|()| String::new())
+                .map_err(|e| e.to_string());
+            Finding {
+                subject: u.label.clone(),
+                outcome,
+                announcement: u.announcement,
+            }
+        })
+        .collect();
+    for name in runtime.composer.templates().names() {
+        if !uses.iter().any(|u| u.template == name) {
+            out.push(Finding {
+                subject: format!("email template {name}"),
+                outcome: Ok("not used by any mailing".into()),
+                announcement: None,
+            });
+        }
+    }
+    out
+}
