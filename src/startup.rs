@@ -219,7 +219,8 @@ impl Application {
         let mut tasks = Tasks::default();
         if let Some(listener) = metrics_listener {
             let metrics = web::metrics_router(state.clone());
-            let serving = web::server::serve(listener, metrics, limits, http_stop.clone());
+            let bare = web::bare_headers(&settings);
+            let serving = web::server::serve(listener, metrics, limits, bare, http_stop.clone());
             tasks.spawn("metrics server", async move {
                 if let Err(e) = serving.await {
                     tracing::error!(error = %e, "the metrics server failed");
@@ -227,7 +228,8 @@ impl Application {
             });
         }
         let app = web::router(state);
-        let http = web::server::serve(listener, app, limits, http_stop.clone());
+        let bare = web::bare_headers(&settings);
+        let http = web::server::serve(listener, app, limits, bare, http_stop.clone());
         tasks.spawn("HTTP server", async move {
             if let Err(e) = http.await {
                 tracing::error!(error = %e, "the HTTP server failed");

@@ -19,7 +19,7 @@ use axum::{
 use super::{AppState, Page};
 
 /// One year, the least HSTS preload lists accept.
-const HSTS: &str = "max-age=31536000";
+pub const HSTS: &str = "max-age=31536000";
 /// A 429 that doesn't say: the per-IP window is an hour.
 const DEFAULT_RETRY_AFTER: &str = "3600";
 

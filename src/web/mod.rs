@@ -56,6 +56,19 @@ impl AppState {
     }
 }
 
+/// The security headers as raw lines, for the answers hyper writes by itself (see
+/// `server.rs`): the same ones the middleware sets, HSTS included when it applies.
+pub fn bare_headers(settings: &crate::config::Settings) -> server::BareHeaders {
+    let mut lines = String::new();
+    for (name, value) in guard::STATIC_HEADERS {
+        lines.push_str(&format!("{name}: {value}\r\n"));
+    }
+    if settings.server.public_url.scheme() == "https" {
+        lines.push_str(&format!("strict-transport-security: {}\r\n", guard::HSTS));
+    }
+    lines.into_bytes().into()
+}
+
 /// The private listener's routes (`server.metrics_bind`): only `/metrics`, which must not
 /// be public (its counters move with what other people do).
 pub fn metrics_router(state: AppState) -> Router {

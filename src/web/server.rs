@@ -51,11 +51,17 @@ pub struct Limits {
     pub shutdown_timeout: Duration,
 }
 
+/// Header lines (each ending in CRLF) written into the answers hyper gives by itself (a
+/// 400 for a request it can't parse, 414, 431), which never reach the service and its
+/// headers middleware.
+pub type BareHeaders = Arc<[u8]>;
+
 /// Serves `app` on `listener` until `shutdown` fires, then drains within the limit.
 pub async fn serve(
     listener: TcpListener,
     app: Router,
     limits: Limits,
+    bare: BareHeaders,
     shutdown: CancellationToken,
 ) -> io::Result<()> {
     let closing = CancellationToken::new();
@@ -81,6 +87,7 @@ pub async fn serve(
             peer,
             app.clone(),
             limits,
+            bare.clone(),
             closing.clone(),
         ));
     }
@@ -107,6 +114,7 @@ async fn connection(
     peer: SocketAddr,
     app: Router,
     limits: Limits,
+    bare: BareHeaders,
     closing: CancellationToken,
 ) {
     let _ = stream.set_nodelay(true);
@@ -114,6 +122,9 @@ async fn connection(
     let io = TokioIo::new(Tracked {
         inner: stream,
         activity: activity.clone(),
+        bare,
+        pending: Vec::new(),
+        written: 0,
     });
     let service = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
         req.extensions_mut().insert(ConnectInfo(peer));
@@ -175,10 +186,58 @@ impl Activity {
     }
 }
 
-/// A stream that notes each read and write in its [`Activity`].
+/// A stream that notes each read and write in its [`Activity`], and adds the security
+/// headers to an answer hyper wrote by itself (see [`patch_bare_answer`]).
 struct Tracked {
     inner: TcpStream,
     activity: Arc<Activity>,
+    bare: BareHeaders,
+    /// A patched answer not yet fully written, and how much of it is.
+    pending: Vec<u8>,
+    written: usize,
+}
+
+impl Tracked {
+    /// Writes what is left of a patched answer before anything else.
+    fn poll_pending(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        while self.written < self.pending.len() {
+            match Pin::new(&mut self.inner).poll_write(cx, &self.pending[self.written..]) {
+                Poll::Ready(Ok(0)) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+                Poll::Ready(Ok(n)) => {
+                    self.written += n;
+                    self.activity.touch();
+                }
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+        self.pending.clear();
+        self.written = 0;
+        Poll::Ready(Ok(()))
+    }
+}
+
+/// `buf` with `bare` inserted into its head, if `buf` is a whole response head that our
+/// headers middleware never saw (it has no Content-Security-Policy): one of the error
+/// answers hyper writes itself before closing.
+fn patch_bare_answer(buf: &[u8], bare: &[u8]) -> Option<Vec<u8>> {
+    if !(buf.starts_with(b"HTTP/1.1 ") || buf.starts_with(b"HTTP/1.0 ")) {
+        return None;
+    }
+    let end = buf.windows(4).position(|w| w == b"\r\n\r\n")?;
+    let head = &buf[..end];
+    let ours = head.split(|b| *b == b'\n').any(|line| {
+        line.to_ascii_lowercase()
+            .starts_with(b"content-security-policy:")
+    });
+    if ours {
+        return None;
+    }
+    let mut patched = Vec::with_capacity(buf.len() + bare.len());
+    patched.extend_from_slice(&buf[..end + 2]);
+    patched.extend_from_slice(bare);
+    patched.extend_from_slice(&buf[end + 2..]);
+    Some(patched)
 }
 
 impl AsyncRead for Tracked {
@@ -202,18 +261,29 @@ impl AsyncWrite for Tracked {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        let polled = Pin::new(&mut self.inner).poll_write(cx, buf);
+        let this = &mut *self;
+        std::task::ready!(this.poll_pending(cx))?;
+        if let Some(patched) = patch_bare_answer(buf, &this.bare) {
+            // Taken whole; written out by this and the following calls.
+            this.pending = patched;
+            this.written = 0;
+            let _ = this.poll_pending(cx);
+            return Poll::Ready(Ok(buf.len()));
+        }
+        let polled = Pin::new(&mut this.inner).poll_write(cx, buf);
         if matches!(polled, Poll::Ready(Ok(n)) if n > 0) {
-            self.activity.touch();
+            this.activity.touch();
         }
         polled
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        std::task::ready!(self.poll_pending(cx))?;
         Pin::new(&mut self.inner).poll_flush(cx)
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        std::task::ready!(self.poll_pending(cx))?;
         Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }

@@ -15,6 +15,7 @@ both_backends!(
     names_that_disguise_text_are_refused,
     cross_site_form_posts_are_refused_and_store_nothing,
     every_answer_carries_the_security_headers,
+    answers_hyper_gives_by_itself_carry_the_headers_too,
 );
 
 /// POST /subscribe as if from `ip`, behind a proxy that sets X-Forwarded-For.
@@ -342,4 +343,62 @@ async fn every_answer_carries_the_security_headers(backend: Backend) {
         .and_then(|s| s.parse().ok())
         .expect("Retry-After in seconds");
     assert!(retry > 0);
+}
+
+/// The head of what the server answers to `request`, sent raw.
+async fn raw_answer(app: &TestApp, request: &[u8]) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut conn = tokio::net::TcpStream::connect(("127.0.0.1", app.port))
+        .await
+        .expect("connect");
+    let _ = conn.write_all(request).await;
+    let mut got = Vec::new();
+    let _ = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        conn.read_to_end(&mut got),
+    )
+    .await
+    .expect("the server answers and closes");
+    let text = String::from_utf8_lossy(&got).into_owned();
+    text.split("\r\n\r\n")
+        .next()
+        .unwrap_or("")
+        .to_ascii_lowercase()
+}
+
+async fn answers_hyper_gives_by_itself_carry_the_headers_too(backend: Backend) {
+    let app = app(backend)
+        .with(|s| s.server.public_url = "https://trainings.example.org".parse().expect("url"))
+        .spawn()
+        .await;
+    let huge = format!(
+        "GET / HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n",
+        "a".repeat(1 << 20)
+    );
+    let garbage = b"NOT AN HTTP REQUEST AT ALL\r\n\r\n".to_vec();
+    for (what, request, status) in [
+        ("headers too large", huge.into_bytes(), "431"),
+        ("an unparseable request", garbage, "400"),
+    ] {
+        let head = raw_answer(&app, &request).await;
+        assert!(
+            head.starts_with(&format!("http/1.1 {status}")),
+            "{what}: {head}"
+        );
+        for name in [
+            "content-security-policy: default-src 'none'",
+            "x-content-type-options: nosniff",
+            "referrer-policy: no-referrer",
+            "strict-transport-security: max-age=31536000",
+        ] {
+            assert!(head.contains(name), "{what} lacks {name}: {head}");
+        }
+    }
+    // Answers the service gives itself are not patched twice.
+    let own = raw_answer(
+        &app,
+        b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(own.matches("content-security-policy").count(), 1, "{own}");
 }

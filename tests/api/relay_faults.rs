@@ -121,7 +121,7 @@ async fn a_silent_relay_marks_no_one_and_mail_goes_once_it_answers(backend: Back
         Fault {
             script,
             url: format!("smtp://127.0.0.1:{port}"),
-            stage: "greeting: no answer from the relay within 500ms",
+            stage: "greeting: no answer from the relay within 1s",
             fix: Fix::Sink,
         },
     )
@@ -148,7 +148,7 @@ async fn relay_fault_harms_no_one(backend: Backend, port: u16, fault: Fault) -> 
     let db = TestDb::new(backend).await;
     let relay = ScriptedRelay::start_on(port, fault.script).await;
     let setup = DaemonSetup::new(&db.url, &fault.url, "[log]\nformat = \"json\"\n")
-        .env("HARBORLIST__MAIL__SMTP_TIMEOUT", "500ms")
+        .env("HARBORLIST__MAIL__SMTP_TIMEOUT", "1s")
         .env("HARBORLIST__MAIL__POOL_SIZE", "2");
     let store = Store::connect(&db.url, 2).await.expect("store");
     let key = TokenKey::parse(&setup.token_key).expect("key");

@@ -195,7 +195,8 @@ async fn an_idle_keep_alive_connection_is_closed() {
         shutdown_timeout: Duration::from_secs(1),
     };
     let stop = CancellationToken::new();
-    let serving = tokio::spawn(server::serve(listener, app, limits, stop.clone()));
+    let bare: server::BareHeaders = Vec::new().into();
+    let serving = tokio::spawn(server::serve(listener, app, limits, bare, stop.clone()));
     let mut conn = TcpStream::connect(("127.0.0.1", port))
         .await
         .expect("connect");

@@ -135,9 +135,10 @@ impl Sender {
             self.relay.ok();
         }
         let to = redact(&c.email);
-        let error = e.to_string();
-        // Relays echo addresses in their replies; logs get them shortened.
-        let shown = redact_addresses(&error);
+        // Relays echo addresses in their replies: shortened before they are logged or
+        // stored, so neither the log nor `last_error` becomes a copy of the list.
+        let error = redact_addresses(&e.to_string());
+        let shown = error.clone();
         match e.class {
             Class::RelayFault => {
                 self.relay.fault(e);
