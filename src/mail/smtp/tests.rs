@@ -2,21 +2,59 @@
 
 use std::sync::Mutex;
 
-use super::*;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use std::time::Instant;
 
-/// What the scripted relay saw: every chunk read from the socket, and the messages
-/// after undoing dot-stuffing.
+use super::{
+    error::{Class, Stage},
+    pipeline::dot_stuffed,
+    *,
+};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// What the scripted relay saw: every chunk read from the socket, each command line,
+/// the messages after undoing dot-stuffing, how many sessions said QUIT and how many ended.
 #[derive(Default)]
 struct Seen {
     chunks: Vec<String>,
+    commands: Vec<String>,
     messages: Vec<String>,
+    quits: usize,
+    ended: usize,
+}
+
+/// How a scripted relay answers.
+#[derive(Clone, Copy)]
+struct Script {
+    /// `None`: accept the connection and never say anything.
+    greeting: Option<&'static str>,
+    pipelining: bool,
+    /// EHLO keywords besides PIPELINING and 8BITMIME (`AUTH PLAIN`, `SMTPUTF8`, …).
+    keywords: &'static [&'static str],
+    /// A reply of its own to a command line (upper-cased, without CRLF), or to `.` (the end
+    /// of data): `Some("")` for silence, `None` for the default.
+    answer: fn(&str) -> Option<&'static str>,
+}
+
+impl Default for Script {
+    fn default() -> Self {
+        Self {
+            greeting: Some("220 relay ready\r\n"),
+            pipelining: true,
+            keywords: &[],
+            answer: |_| None,
+        }
+    }
 }
 
 /// A relay that offers PIPELINING, refuses MAIL from an address starting with "busy"
 /// (451) and RCPT to one starting with "gone" (550), and answers DATA with 554 when no
 /// recipient was accepted, as RFC 2920 requires.
 async fn scripted_relay() -> (u16, Arc<Mutex<Seen>>) {
+    relay_with(Script::default()).await
+}
+
+/// A relay answering as `script` says, and otherwise as [`scripted_relay`].
+async fn relay_with(script: Script) -> (u16, Arc<Mutex<Seen>>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
     let seen = Arc::new(Mutex::new(Seen::default()));
@@ -25,76 +63,138 @@ async fn scripted_relay() -> (u16, Arc<Mutex<Seen>>) {
         while let Ok((socket, _)) = listener.accept().await {
             let log = log.clone();
             tokio::spawn(async move {
-                let (read, mut write) = socket.into_split();
-                let mut read = BufReader::new(read);
-                write.write_all(b"220 relay ready\r\n").await.unwrap();
-                let (mut accepted, mut in_data, mut message) = (0, false, String::new());
-                let mut mail_ok = false;
-                loop {
-                    let mut chunk = vec![0u8; 8192];
-                    let n = if read.buffer().is_empty() {
-                        match read.read(&mut chunk).await {
-                            Ok(0) | Err(_) => return,
-                            Ok(n) => n,
-                        }
-                    } else {
-                        let buffered = read.buffer().len().min(chunk.len());
-                        chunk[..buffered].copy_from_slice(&read.buffer()[..buffered]);
-                        read.consume(buffered);
-                        buffered
-                    };
-                    let text = String::from_utf8_lossy(&chunk[..n]).into_owned();
-                    log.lock().unwrap().chunks.push(text.clone());
-                    let mut replies = String::new();
-                    for line in text.split_inclusive("\r\n") {
-                        if in_data {
-                            if line == ".\r\n" {
-                                in_data = false;
-                                let done = std::mem::take(&mut message);
-                                log.lock().unwrap().messages.push(done);
-                                replies.push_str("250 queued\r\n");
-                            } else {
-                                message.push_str(line.strip_prefix('.').unwrap_or(line));
-                            }
-                            continue;
-                        }
-                        let upper = line.to_ascii_uppercase();
-                        let reply = if upper.starts_with("EHLO") {
-                            "250-relay\r\n250-PIPELINING\r\n250 8BITMIME\r\n"
-                        } else if upper.starts_with("MAIL FROM:<BUSY") {
-                            (mail_ok, accepted) = (false, 0);
-                            "451 try later\r\n"
-                        } else if upper.starts_with("MAIL") {
-                            (mail_ok, accepted) = (true, 0);
-                            "250 ok\r\n"
-                        } else if upper.starts_with("RCPT") && !mail_ok {
-                            "503 need MAIL first\r\n"
-                        } else if upper.starts_with("RCPT TO:<GONE") {
-                            "550 no such user\r\n"
-                        } else if upper.starts_with("RCPT") {
-                            accepted += 1;
-                            "250 ok\r\n"
-                        } else if upper.starts_with("DATA") && accepted > 0 {
-                            in_data = true;
-                            "354 go on\r\n"
-                        } else if upper.starts_with("DATA") {
-                            "554 no valid recipients\r\n"
-                        } else if upper.starts_with("QUIT") {
-                            let _ = write.write_all(b"221 bye\r\n").await;
-                            return;
-                        } else {
-                            "502 what\r\n"
-                        };
-                        replies.push_str(reply);
-                    }
-                    if !replies.is_empty() && write.write_all(replies.as_bytes()).await.is_err() {
-                        return;
-                    }
-                }
+                serve(socket, script, &log).await;
+                log.lock().unwrap().ended += 1;
             });
         }
     });
     (port, seen)
+}
+
+/// One session of the scripted relay.
+async fn serve(socket: tokio::net::TcpStream, script: Script, log: &Mutex<Seen>) {
+    let (mut read, mut write) = socket.into_split();
+    if let Some(greeting) = script.greeting {
+        write.write_all(greeting.as_bytes()).await.unwrap();
+    }
+    let mut state = Dialogue::default();
+    let mut chunk = vec![0u8; 8192];
+    loop {
+        let n = match read.read(&mut chunk).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => n,
+        };
+        let text = String::from_utf8_lossy(&chunk[..n]).into_owned();
+        log.lock().unwrap().chunks.push(text.clone());
+        if script.greeting.is_none() {
+            continue;
+        }
+        let mut replies = String::new();
+        for line in text.split_inclusive("\r\n") {
+            match state.answer(line, &script, log) {
+                Reply::Say(reply) => replies.push_str(&reply),
+                Reply::Quit => {
+                    let _ = write.write_all(replies.as_bytes()).await;
+                    let _ = write.write_all(b"221 bye\r\n").await;
+                    return;
+                }
+            }
+        }
+        if !replies.is_empty() && write.write_all(replies.as_bytes()).await.is_err() {
+            return;
+        }
+    }
+}
+
+#[derive(Default)]
+struct Dialogue {
+    mail_ok: bool,
+    accepted: usize,
+    in_data: bool,
+    message: String,
+}
+
+enum Reply {
+    Say(String),
+    Quit,
+}
+
+impl Dialogue {
+    fn answer(&mut self, line: &str, script: &Script, log: &Mutex<Seen>) -> Reply {
+        if self.in_data {
+            if line != ".\r\n" {
+                self.message
+                    .push_str(line.strip_prefix('.').unwrap_or(line));
+                return Reply::Say(String::new());
+            }
+            self.in_data = false;
+            let reply = (script.answer)(".").unwrap_or("250 queued\r\n");
+            if reply.starts_with('2') {
+                let done = std::mem::take(&mut self.message);
+                log.lock().unwrap().messages.push(done);
+            }
+            self.message.clear();
+            return Reply::Say(reply.to_owned());
+        }
+        let upper = line.trim_end().to_ascii_uppercase();
+        log.lock().unwrap().commands.push(upper.clone());
+        if upper == "QUIT" {
+            log.lock().unwrap().quits += 1;
+            return Reply::Quit;
+        }
+        let scripted = (script.answer)(&upper);
+        let reply = match scripted {
+            Some(reply) => reply.to_owned(),
+            None => self.default_reply(&upper, script),
+        };
+        if upper.starts_with("MAIL") {
+            self.mail_ok = reply.starts_with('2');
+            self.accepted = 0;
+        } else if upper.starts_with("RCPT") && reply.starts_with('2') {
+            self.accepted += 1;
+        } else if upper.starts_with("DATA") && reply.starts_with("354") {
+            self.in_data = true;
+        }
+        Reply::Say(reply)
+    }
+
+    fn default_reply(&self, upper: &str, script: &Script) -> String {
+        let reply = if upper.starts_with("EHLO") {
+            let mut lines = vec!["relay"];
+            if script.pipelining {
+                lines.push("PIPELINING");
+            }
+            lines.extend(script.keywords);
+            lines.push("8BITMIME");
+            let last = lines.len() - 1;
+            return lines
+                .iter()
+                .enumerate()
+                .map(|(i, l)| format!("250{}{l}\r\n", if i == last { ' ' } else { '-' }))
+                .collect();
+        } else if upper.starts_with("MAIL FROM:<BUSY") {
+            "451 try later\r\n"
+        } else if upper.starts_with("MAIL") {
+            "250 ok\r\n"
+        } else if upper.starts_with("RCPT") && !self.mail_ok {
+            "503 need MAIL first\r\n"
+        } else if upper.starts_with("RCPT TO:<GONE") {
+            "550 no such user\r\n"
+        } else if upper.starts_with("RCPT") {
+            "250 ok\r\n"
+        } else if upper.starts_with("DATA") && self.accepted > 0 {
+            "354 go on\r\n"
+        } else if upper.starts_with("DATA") {
+            "554 no valid recipients\r\n"
+        } else if upper.starts_with("AUTH") {
+            "235 2.7.0 accepted\r\n"
+        } else if upper.starts_with("RSET") || upper.starts_with("NOOP") {
+            "250 ok\r\n"
+        } else {
+            "502 what\r\n"
+        };
+        reply.to_owned()
+    }
 }
 
 fn envelope(from: &str, to: &str) -> Envelope {
@@ -114,9 +214,7 @@ async fn send(
 }
 
 fn pool(port: u16) -> Pool {
-    let relay = Relay::parse(&format!("smtp://127.0.0.1:{port}"))
-        .unwrap()
-        .unwrap();
+    let relay = Relay::parse(&format!("smtp://127.0.0.1:{port}")).unwrap();
     Pool::new(relay, 2, Duration::from_secs(5))
 }
 
@@ -264,9 +362,7 @@ async fn a_refused_recipient_is_permanent_and_a_refused_sender_transient() {
 #[tokio::test]
 async fn queued_messages_ride_behind_the_previous_dot() {
     let (port, seen) = scripted_relay().await;
-    let relay = Relay::parse(&format!("smtp://127.0.0.1:{port}"))
-        .unwrap()
-        .unwrap();
+    let relay = Relay::parse(&format!("smtp://127.0.0.1:{port}")).unwrap();
     let pool = Arc::new(Pool::new(relay, 1, Duration::from_secs(5)));
     let gate = Arc::new(Semaphore::new(8));
     let body = |i: usize| format!("Subject: {i}\r\n\r\nmessage {i}\r\n");
@@ -334,22 +430,37 @@ fn dot_stuffing_doubles_leading_dots_and_terminates() {
 fn parses_lettre_style_urls() {
     assert_eq!(
         Relay::parse("smtp://127.0.0.1:2525"),
-        Ok(Some(Relay {
+        Ok(Relay {
             host: "127.0.0.1".into(),
             port: 2525,
+            implicit_tls: false,
             starttls: Starttls::Never,
             credentials: None
-        }))
+        })
     );
     assert_eq!(
         Relay::parse("smtp://us%40r:p%3Ass@relay.example.org:587?tls=required"),
-        Ok(Some(Relay {
+        Ok(Relay {
             host: "relay.example.org".into(),
             port: 587,
+            implicit_tls: false,
             starttls: Starttls::Required,
             credentials: Some(("us@r".into(), "p:ss".into()))
-        }))
+        })
     );
-    assert_eq!(Relay::parse("smtps://u:p@relay.example.org"), Ok(None));
+    assert_eq!(
+        Relay::parse("smtps://u:p@relay.example.org"),
+        Ok(Relay {
+            host: "relay.example.org".into(),
+            port: 465,
+            implicit_tls: true,
+            starttls: Starttls::Never,
+            credentials: Some(("u".into(), "p".into()))
+        })
+    );
+    assert_eq!(
+        redact_url("smtps://u:secret@relay.example.org"),
+        "smtps://u:***@relay.example.org"
+    );
     assert!(Relay::parse("smtp://relay?tls=maybe").is_err());
 }
