@@ -10,6 +10,7 @@ use super::{
     *,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio_rustls::rustls;
 
 /// What the scripted relay saw: every chunk read from the socket, each command line,
 /// the messages after undoing dot-stuffing, how many sessions said QUIT and how many ended.
@@ -72,8 +73,11 @@ async fn relay_with(script: Script) -> (u16, Arc<Mutex<Seen>>) {
 }
 
 /// One session of the scripted relay.
-async fn serve(socket: tokio::net::TcpStream, script: Script, log: &Mutex<Seen>) {
-    let (mut read, mut write) = socket.into_split();
+async fn serve<S>(socket: S, script: Script, log: &Mutex<Seen>)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite,
+{
+    let (mut read, mut write) = tokio::io::split(socket);
     if let Some(greeting) = script.greeting {
         write.write_all(greeting.as_bytes()).await.unwrap();
     }
@@ -463,4 +467,476 @@ fn parses_lettre_style_urls() {
         "smtps://u:***@relay.example.org"
     );
     assert!(Relay::parse("smtp://relay?tls=maybe").is_err());
+}
+
+/// A pool of one session to the relay at `port`, `url` being the URL's scheme and anything
+/// before the host (`smtp://`, `smtp://user:secret@`) and `query` what follows the port.
+fn pool_at(url: &str, port: u16, query: &str, timeout: Duration) -> Pool {
+    let relay = Relay::parse(&format!("{url}127.0.0.1:{port}{query}")).unwrap();
+    Pool::new(relay, 1, timeout)
+}
+
+/// Sends one message from `list@example.org` to `to` through `pool`.
+async fn send_to(pool: &Pool, to: &str) -> Result<(), SendError> {
+    let gate = Arc::new(Semaphore::new(1));
+    let mut permit = None;
+    let body = "Subject: x\r\n\r\nx\r\n";
+    send(&pool, &gate, &mut permit, ("list@example.org", to), body).await
+}
+
+/// One way a relay fails, and what the pool must make of it.
+struct Case {
+    name: &'static str,
+    script: Script,
+    url: &'static str,
+    query: &'static str,
+    stage: Stage,
+    class: Class,
+    code: Option<u16>,
+    enhanced: Option<&'static str>,
+}
+
+fn case(name: &'static str, script: Script, stage: Stage, class: Class) -> Case {
+    Case {
+        name,
+        script,
+        url: "smtp://",
+        query: "",
+        stage,
+        class,
+        code: None,
+        enhanced: None,
+    }
+}
+
+impl Case {
+    fn code(mut self, code: u16, enhanced: Option<&'static str>) -> Self {
+        (self.code, self.enhanced) = (Some(code), enhanced);
+        self
+    }
+}
+
+fn answering(answer: fn(&str) -> Option<&'static str>) -> Script {
+    Script {
+        answer,
+        ..Script::default()
+    }
+}
+
+fn failures() -> Vec<Case> {
+    let auth = Script {
+        keywords: &["AUTH PLAIN LOGIN"],
+        answer: |l| {
+            l.starts_with("AUTH")
+                .then_some("535 5.7.8 Authentication credentials invalid\r\n")
+        },
+        ..Script::default()
+    };
+    let greeting = Script {
+        greeting: Some("554 5.3.2 no service here\r\n"),
+        ..Script::default()
+    };
+    vec![
+        case("554 greeting", greeting, Stage::Greeting, Class::RelayFault).code(554, Some("5.3.2")),
+        Case {
+            url: "smtp://user:secret@",
+            ..case("535 at AUTH", auth, Stage::Auth, Class::RelayFault).code(535, Some("5.7.8"))
+        },
+        Case {
+            query: "?tls=required",
+            ..case(
+                "tls=required without STARTTLS",
+                Script::default(),
+                Stage::Starttls,
+                Class::RelayFault,
+            )
+        },
+        case(
+            "554 5.7.1 at MAIL FROM",
+            answering(|l| {
+                l.starts_with("MAIL")
+                    .then_some("554 5.7.1 sender not allowed\r\n")
+            }),
+            Stage::Mail,
+            Class::RelayFault,
+        )
+        .code(554, Some("5.7.1")),
+        case(
+            "550 5.1.1 at RCPT",
+            answering(|l| {
+                l.starts_with("RCPT")
+                    .then_some("550 5.1.1 no such user\r\n")
+            }),
+            Stage::Rcpt,
+            Class::Bounce,
+        )
+        .code(550, Some("5.1.1")),
+        case(
+            "550 5.7.1 at RCPT",
+            answering(|l| {
+                l.starts_with("RCPT")
+                    .then_some("550 5.7.1 relaying denied\r\n")
+            }),
+            Stage::Rcpt,
+            Class::Rejected,
+        )
+        .code(550, Some("5.7.1")),
+        case(
+            "451 at RCPT",
+            answering(|l| {
+                l.starts_with("RCPT")
+                    .then_some("451 4.3.0 try again later\r\n")
+            }),
+            Stage::Rcpt,
+            Class::Transient,
+        )
+        .code(451, Some("4.3.0")),
+        case(
+            "552 5.2.2 after data",
+            answering(|l| (l == ".").then_some("552 5.2.2 mailbox full\r\n")),
+            Stage::EndOfData,
+            Class::Bounce,
+        )
+        .code(552, Some("5.2.2")),
+        case(
+            "554 5.7.1 after data",
+            answering(|l| (l == ".").then_some("554 5.7.1 message refused as spam\r\n")),
+            Stage::EndOfData,
+            Class::Rejected,
+        )
+        .code(554, Some("5.7.1")),
+    ]
+}
+
+/// Every failure carries its stage, class, code and enhanced code, whether the relay
+/// pipelines or not, and none of them delivers anything or shows the password.
+#[tokio::test]
+async fn every_failure_is_tagged_with_its_stage_and_class() {
+    for pipelining in [true, false] {
+        for c in failures() {
+            let script = Script {
+                pipelining,
+                ..c.script
+            };
+            let (port, seen) = relay_with(script).await;
+            let pool = pool_at(c.url, port, c.query, Duration::from_secs(5));
+            let what = format!("{} (pipelining: {pipelining})", c.name);
+            let e = send_to(&pool, "a@example.org").await.expect_err(&what);
+            assert_eq!(
+                (e.stage, e.class, e.code, e.enhanced.as_deref()),
+                (c.stage, c.class, c.code, c.enhanced),
+                "{what}: {e}"
+            );
+            assert!(!e.to_string().contains("secret"), "{what}: {e}");
+            assert!(seen.lock().unwrap().messages.is_empty(), "{what}");
+        }
+    }
+}
+
+/// A relay that accepts the connection and never speaks costs one timeout, at the
+/// greeting, as a relay fault; one that stops after the greeting, at EHLO.
+#[tokio::test]
+async fn a_silent_relay_costs_one_timeout_at_the_stage_it_went_silent() {
+    let timeout = Duration::from_millis(300);
+    let silent = Script {
+        greeting: None,
+        ..Script::default()
+    };
+    let after_ehlo = answering(|l| l.starts_with("EHLO").then_some(""));
+    for (script, stage) in [(silent, Stage::Greeting), (after_ehlo, Stage::Ehlo)] {
+        let (port, _) = relay_with(script).await;
+        let pool = pool_at("smtp://", port, "", timeout);
+        let started = Instant::now();
+        let e = send_to(&pool, "a@example.org").await.expect_err("no reply");
+        let took = started.elapsed();
+        assert_eq!(
+            (e.stage, e.class, e.code),
+            (stage, Class::RelayFault, None),
+            "{e}"
+        );
+        assert!(
+            took >= timeout && took < timeout * 2,
+            "{stage}: took {took:?}"
+        );
+    }
+}
+
+/// Silence inside the envelope or after the dot is also bounded and tagged.
+#[tokio::test]
+async fn silence_mid_message_is_bounded_and_tagged() {
+    let timeout = Duration::from_millis(300);
+    let scripts = [
+        (
+            answering(|l| (l.starts_with("RCPT") || l == "DATA").then_some("")),
+            Stage::Rcpt,
+        ),
+        (answering(|l| (l == ".").then_some("")), Stage::EndOfData),
+    ];
+    for pipelining in [true, false] {
+        for (script, stage) in scripts {
+            let script = Script {
+                pipelining,
+                ..script
+            };
+            let (port, _) = relay_with(script).await;
+            let pool = pool_at("smtp://", port, "", timeout);
+            let started = Instant::now();
+            let e = send_to(&pool, "a@example.org").await.expect_err("no reply");
+            assert_eq!((e.stage, e.class), (stage, Class::Transient), "{e}");
+            assert!(started.elapsed() < timeout * 2, "{stage}");
+        }
+    }
+}
+
+/// Without PIPELINING the commands go one at a time, and the message still arrives.
+#[tokio::test]
+async fn a_relay_without_pipelining_gets_one_command_at_a_time() {
+    let (port, seen) = relay_with(Script {
+        pipelining: false,
+        ..Script::default()
+    })
+    .await;
+    let pool = pool_at("smtp://", port, "", Duration::from_secs(5));
+    send_to(&pool, "a@example.org").await.expect("sent");
+    send_to(&pool, "b@example.org")
+        .await
+        .expect("sent on the same session");
+    let seen = seen.lock().unwrap();
+    assert_eq!(seen.messages.len(), 2);
+    for chunk in &seen.chunks {
+        let commands = chunk.matches("\r\n").count();
+        assert!(
+            commands == 1 || chunk.ends_with("\r\n.\r\n"),
+            "one command per write: {chunk:?}"
+        );
+    }
+}
+
+/// A non-ASCII address needs SMTPUTF8: refused for good, before anything is sent, by a
+/// relay that does not offer it; sent with the parameter by one that does.
+#[tokio::test]
+async fn an_address_that_needs_smtputf8_goes_only_where_it_is_offered() {
+    let (port, seen) = scripted_relay().await;
+    let pool = pool_at("smtp://", port, "", Duration::from_secs(5));
+    let e = send_to(&pool, "jürgen@example.org")
+        .await
+        .expect_err("no SMTPUTF8");
+    assert_eq!((e.stage, e.class), (Stage::Local, Class::Rejected), "{e}");
+    assert!(e.is_permanent() && !e.counts_as_bounce());
+    assert!(e.text.contains("SMTPUTF8"), "{e}");
+    assert!(
+        !seen
+            .lock()
+            .unwrap()
+            .commands
+            .iter()
+            .any(|c| c.starts_with("MAIL")),
+        "nothing was offered to the relay"
+    );
+    // The session is still good for the next message.
+    send_to(&pool, "a@example.org")
+        .await
+        .expect("an ASCII address");
+
+    let (port, seen) = relay_with(Script {
+        keywords: &["SMTPUTF8"],
+        ..Script::default()
+    })
+    .await;
+    let pool = pool_at("smtp://", port, "", Duration::from_secs(5));
+    send_to(&pool, "jürgen@example.org")
+        .await
+        .expect("SMTPUTF8 offered");
+    let seen = seen.lock().unwrap();
+    assert!(
+        seen.commands
+            .iter()
+            .any(|c| c.starts_with("MAIL FROM:<LIST@EXAMPLE.ORG>") && c.ends_with(" SMTPUTF8")),
+        "{:?}",
+        seen.commands
+    );
+    assert_eq!(seen.messages.len(), 1);
+}
+
+/// Waits up to five seconds for `check` to hold of what the relay saw.
+async fn until(seen: &Mutex<Seen>, what: &str, check: impl Fn(&Seen) -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !check(&seen.lock().unwrap()) {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Sessions that end normally say QUIT: unused for the idle time, or the pool dropped.
+/// One that failed is dropped without it.
+#[tokio::test]
+async fn sessions_that_end_normally_end_with_quit() {
+    let (port, seen) = scripted_relay().await;
+    let mut pool = pool_at("smtp://", port, "", Duration::from_secs(5));
+    pool.idle = Duration::from_millis(200);
+    send_to(&pool, "a@example.org").await.expect("sent");
+    until(&seen, "QUIT after idling", |s| s.quits == 1 && s.ended == 1).await;
+    // The next message opens a new session; dropping the pool closes it with QUIT.
+    send_to(&pool, "b@example.org").await.expect("sent again");
+    drop(pool);
+    until(&seen, "QUIT at the pool's end", |s| {
+        s.quits == 2 && s.ended == 2
+    })
+    .await;
+
+    let (port, seen) = relay_with(answering(|l| {
+        (l == ".").then_some("554 5.7.1 message refused\r\n")
+    }))
+    .await;
+    let pool = pool_at("smtp://", port, "", Duration::from_secs(5));
+    send_to(&pool, "a@example.org").await.expect_err("refused");
+    until(&seen, "the failed session's end", |s| s.ended == 1).await;
+    assert_eq!(seen.lock().unwrap().quits, 0, "no QUIT after a failure");
+}
+
+/// Issue 15, item 4: a sender that gives up while the worker waits for its crash-bound
+/// permit has recorded a retry, so the worker must not send: one delivery per recipient.
+#[tokio::test]
+async fn a_message_whose_sender_gave_up_during_the_permit_wait_is_not_sent() {
+    let (port, seen) = scripted_relay().await;
+    let pool = pool_at("smtp://", port, "", Duration::from_secs(5));
+    let gate = Arc::new(Semaphore::new(1));
+    // The record path is stalled: every permit is held.
+    let held = gate.clone().acquire_owned().await.unwrap();
+    let body = "Subject: once\r\n\r\nonly once\r\n";
+    let mut permit = None;
+    let sending = send(
+        &pool,
+        &gate,
+        &mut permit,
+        ("list@example.org", "a@example.org"),
+        body,
+    );
+    // The sender's time limit fires while the worker waits inside DATA for the permit.
+    let gave_up = tokio::time::timeout(Duration::from_millis(300), sending).await;
+    assert!(
+        gave_up.is_err(),
+        "the send was still waiting for its permit"
+    );
+    until(&seen, "the envelope", |s| {
+        s.commands.iter().any(|c| c == "DATA")
+    })
+    .await;
+    drop(held);
+    until(&seen, "the dropped session", |s| s.ended == 1).await;
+    assert!(
+        seen.lock().unwrap().messages.is_empty(),
+        "sent although abandoned"
+    );
+    // The sender's retry delivers it, once.
+    let mut permit = None;
+    send(
+        &pool,
+        &gate,
+        &mut permit,
+        ("list@example.org", "a@example.org"),
+        body,
+    )
+    .await
+    .expect("the retry");
+    assert_eq!(seen.lock().unwrap().messages, vec![body.to_owned()]);
+}
+
+/// The test CA and the relay's certificate for 127.0.0.1 (see testdata/README.md).
+fn test_tls() -> (rustls::RootCertStore, tokio_rustls::TlsAcceptor) {
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
+    let mut roots = rustls::RootCertStore::empty();
+    let ca = CertificateDer::from_pem_slice(include_bytes!("testdata/ca.pem")).unwrap();
+    roots.add(ca).unwrap();
+    let chain = CertificateDer::pem_slice_iter(include_bytes!("testdata/relay.pem"))
+        .collect::<Result<Vec<_>, _>>()
+        .unwrap();
+    let key = PrivateKeyDer::from_pem_slice(include_bytes!("testdata/relay.key")).unwrap();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .unwrap();
+    (roots, tokio_rustls::TlsAcceptor::from(Arc::new(config)))
+}
+
+/// A scripted relay that speaks TLS from the first byte, as `smtps://` relays do.
+async fn tls_relay(script: Script, acceptor: tokio_rustls::TlsAcceptor) -> (u16, Arc<Mutex<Seen>>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let seen = Arc::new(Mutex::new(Seen::default()));
+    let log = seen.clone();
+    tokio::spawn(async move {
+        while let Ok((socket, _)) = listener.accept().await {
+            let (log, acceptor) = (log.clone(), acceptor.clone());
+            tokio::spawn(async move {
+                if let Ok(tls) = acceptor.accept(socket).await {
+                    serve(tls, script, &log).await;
+                }
+                log.lock().unwrap().ended += 1;
+            });
+        }
+    });
+    (port, seen)
+}
+
+/// `smtps://` goes through the same pool: pipelined, staged, and tagged on failure.
+#[tokio::test]
+async fn implicit_tls_relays_use_the_same_pool_and_stages() {
+    let (roots, acceptor) = test_tls();
+    let (port, seen) = tls_relay(Script::default(), acceptor.clone()).await;
+    let relay = Relay::parse(&format!("smtps://127.0.0.1:{port}")).unwrap();
+    let pool = Pool::over(
+        session::Connector::with_roots(relay, Duration::from_secs(5), roots.clone()),
+        1,
+    );
+    send_to(&pool, "a@example.org")
+        .await
+        .expect("sent over TLS");
+    send_to(&pool, "b@example.org")
+        .await
+        .expect("again, same session");
+    assert_eq!(seen.lock().unwrap().messages.len(), 2);
+    assert!(
+        seen.lock()
+            .unwrap()
+            .chunks
+            .iter()
+            .any(|c| c.ends_with("RCPT TO:<b@example.org>\r\nDATA\r\n")),
+        "pipelined over TLS"
+    );
+
+    let auth = Script {
+        keywords: &["AUTH PLAIN"],
+        answer: |l| {
+            l.starts_with("AUTH")
+                .then_some("535 5.7.8 bad credentials\r\n")
+        },
+        ..Script::default()
+    };
+    let (port, _) = tls_relay(auth, acceptor).await;
+    let relay = Relay::parse(&format!("smtps://u:secret@127.0.0.1:{port}")).unwrap();
+    let pool = Pool::over(
+        session::Connector::with_roots(relay, Duration::from_secs(5), roots),
+        1,
+    );
+    let e = send_to(&pool, "a@example.org").await.expect_err("535");
+    assert_eq!(
+        (e.stage, e.class, e.code, e.enhanced.as_deref()),
+        (Stage::Auth, Class::RelayFault, Some(535), Some("5.7.8"))
+    );
+
+    // A certificate nobody vouches for is a relay fault at connect.
+    let (port, _) = tls_relay(Script::default(), test_tls().1).await;
+    let pool = pool_at("smtps://", port, "", Duration::from_secs(5));
+    let e = send_to(&pool, "a@example.org")
+        .await
+        .expect_err("untrusted");
+    assert_eq!(
+        (e.stage, e.class),
+        (Stage::Connect, Class::RelayFault),
+        "{e}"
+    );
 }
