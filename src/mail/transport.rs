@@ -53,6 +53,14 @@ impl Transport {
         }
     }
 
+    /// Ends the relay's sessions with QUIT (waiting about one `mail.smtp_timeout` at
+    /// most); call it when the sender stops. Sends after it fail as interrupted.
+    pub async fn close(&self) {
+        if let Self::Pooled(pool, _) = self {
+            pool.close().await;
+        }
+    }
+
     /// Delivers one message. `message_id` (without angle brackets) names the outbox file, so
     /// a retry of the same delivery overwrites rather than duplicates.
     pub async fn send(

@@ -22,6 +22,7 @@ use std::{sync::Arc, time::Duration};
 
 use lettre::address::Envelope;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 pub mod error;
 mod pipeline;
@@ -33,7 +34,7 @@ use self::{error::SendError, session::Connector};
 
 /// The pool: `size` workers, each owning at most one SMTP session, all taking jobs from
 /// one queue. A session is dropped after any error, and closed with QUIT after a minute
-/// unused or when the pool is dropped.
+/// unused, at [`Pool::close`], or when the pool is dropped.
 pub struct Pool {
     connector: Arc<Connector>,
     size: usize,
@@ -41,6 +42,8 @@ pub struct Pool {
     jobs: flume::Sender<Job>,
     queue: flume::Receiver<Job>,
     workers: std::sync::Once,
+    running: TaskTracker,
+    closing: CancellationToken,
 }
 
 /// One message for a worker, and where to answer.
@@ -71,7 +74,18 @@ impl Pool {
             jobs,
             queue,
             workers: std::sync::Once::new(),
+            running: TaskTracker::new(),
+            closing: CancellationToken::new(),
         }
+    }
+
+    /// Ends every session with QUIT once its message in hand is done, and waits for that,
+    /// at most about one `mail.smtp_timeout`. Later sends fail as interrupted.
+    pub async fn close(&self) {
+        self.closing.cancel();
+        self.running.close();
+        let bound = self.connector.timeout() + Duration::from_secs(1);
+        let _ = tokio::time::timeout(bound, self.running.wait()).await;
     }
 
     /// Sends one message; see [`super::Transport::send_gated`] for `gate` and `permit`.
@@ -84,10 +98,15 @@ impl Pool {
     ) -> Result<(), SendError> {
         // Workers start with the first message, inside the runtime that sends it, and end
         // when the pool is dropped and their queue closes.
+        if self.closing.is_cancelled() {
+            return Err(SendError::interrupted("the SMTP pool has stopped"));
+        }
         self.workers.call_once(|| {
             for _ in 0..self.size {
                 let (connector, queue) = (Arc::clone(&self.connector), self.queue.clone());
-                tokio::spawn(worker::work(connector, queue, self.idle));
+                let closing = self.closing.clone();
+                self.running
+                    .spawn(worker::work(connector, queue, self.idle, closing));
             }
         });
         let (done, finished) = oneshot::channel();

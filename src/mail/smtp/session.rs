@@ -197,6 +197,10 @@ impl Connector {
         &self.relay
     }
 
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
     /// Connect, greeting, EHLO, STARTTLS (as asked), AUTH (with credentials).
     pub async fn open(&self) -> Result<Session, SendError> {
         let wire = self.connect().await?;

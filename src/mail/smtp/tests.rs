@@ -481,7 +481,7 @@ async fn send_to(pool: &Pool, to: &str) -> Result<(), SendError> {
     let gate = Arc::new(Semaphore::new(1));
     let mut permit = None;
     let body = "Subject: x\r\n\r\nx\r\n";
-    send(&pool, &gate, &mut permit, ("list@example.org", to), body).await
+    send(pool, &gate, &mut permit, ("list@example.org", to), body).await
 }
 
 /// One way a relay fails, and what the pool must make of it.
@@ -783,6 +783,13 @@ async fn sessions_that_end_normally_end_with_quit() {
         s.quits == 2 && s.ended == 2
     })
     .await;
+    // `close` (the sender stopping) waits for the QUIT, and refuses later sends.
+    let pool = pool_at("smtp://", port, "", Duration::from_secs(5));
+    send_to(&pool, "c@example.org").await.expect("sent");
+    pool.close().await;
+    assert_eq!(seen.lock().unwrap().quits, 3, "close waited for the QUIT");
+    let late = send_to(&pool, "d@example.org").await.expect_err("closed");
+    assert_eq!((late.stage, late.class), (Stage::Local, Class::Transient));
 
     let (port, seen) = relay_with(answering(|l| {
         (l == ".").then_some("554 5.7.1 message refused\r\n")

@@ -18,6 +18,7 @@ use std::{
 };
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio_util::sync::CancellationToken;
 
 use super::{
     Job,
@@ -40,15 +41,22 @@ struct Worker {
     queue: flume::Receiver<Job>,
     session: Option<Session>,
     idle: Duration,
+    closing: CancellationToken,
 }
 
-/// The queue loop; it ends, with QUIT, when the pool is dropped.
-pub(super) async fn work(connector: Arc<Connector>, queue: flume::Receiver<Job>, idle: Duration) {
+/// The queue loop; it ends, with QUIT, when the pool is closed or dropped.
+pub(super) async fn work(
+    connector: Arc<Connector>,
+    queue: flume::Receiver<Job>,
+    idle: Duration,
+    closing: CancellationToken,
+) {
     let mut worker = Worker {
         connector,
         queue,
         session: None,
         idle,
+        closing,
     };
     let mut carried: Option<Carried> = None;
     loop {
@@ -67,20 +75,31 @@ pub(super) async fn work(connector: Arc<Connector>, queue: flume::Receiver<Job>,
     if let Some(session) = worker.session.take() {
         session.quit().await;
     }
+    // Jobs queued as the pool closed are answered, not left to their time limit.
+    while let Ok(job) = worker.queue.try_recv() {
+        finish(
+            job,
+            Err(SendError::interrupted("the SMTP pool has stopped")),
+            None,
+        );
+    }
 }
 
 impl Worker {
-    /// The next job, closing the session with QUIT once it has been unused for `idle`
-    /// (a relay closes idle sessions after a while; don't bet a message on one).
+    /// The next job, or `None` once the pool closes. The session is closed with QUIT
+    /// once it has been unused for `idle` (a relay closes idle sessions after a while;
+    /// don't bet a message on one).
     async fn next(&mut self) -> Option<Job> {
         loop {
-            let Some(session) = &self.session else {
-                return self.queue.recv_async().await.ok();
+            let left = match &self.session {
+                Some(session) => self.idle.saturating_sub(session.used.elapsed()),
+                None => Duration::MAX,
             };
-            let left = self.idle.saturating_sub(session.used.elapsed());
-            match tokio::time::timeout(left, self.queue.recv_async()).await {
-                Ok(job) => return job.ok(),
-                Err(_) => self.close(),
+            tokio::select! {
+                biased;
+                () = self.closing.cancelled() => return None,
+                job = self.queue.recv_async() => return job.ok(),
+                () = tokio::time::sleep(left), if self.session.is_some() => self.close(),
             }
         }
     }
