@@ -21,7 +21,7 @@ use std::{
 
 use lettre::transport::smtp::{
     authentication::{Credentials, Mechanism},
-    client::{AsyncSmtpConnection, AsyncTokioStream, TlsParameters},
+    client::{AsyncSmtpConnection, AsyncTokioStream, Certificate, TlsParameters},
     commands::Ehlo,
     extension::{ClientId, Extension},
 };
@@ -128,6 +128,8 @@ pub(super) struct Connector {
     /// For `smtps://`: the roots a relay's certificate must chain to (an error only if
     /// the TLS library refuses its own defaults, reported at the first connect).
     tls: Result<Arc<rustls::ClientConfig>, String>,
+    /// Roots trusted for STARTTLS besides lettre's defaults (tests use their own CA).
+    starttls_roots: Vec<Certificate>,
 }
 
 /// An open SMTP session and what the relay offers.
@@ -179,8 +181,8 @@ impl Connector {
         Self::with_roots(relay, timeout, roots)
     }
 
-    /// A connector whose `smtps://` sessions trust `roots` (tests use their own CA).
-    pub fn with_roots(relay: Relay, timeout: Duration, roots: rustls::RootCertStore) -> Self {
+    /// A connector whose `smtps://` sessions trust `roots` only.
+    fn with_roots(relay: Relay, timeout: Duration, roots: rustls::RootCertStore) -> Self {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let tls = rustls::ClientConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
@@ -190,7 +192,22 @@ impl Connector {
             relay,
             timeout,
             tls,
+            starttls_roots: Vec::new(),
         }
+    }
+
+    /// A connector that trusts only the CA in `ca_pem` for `smtps://`, and it too for
+    /// STARTTLS: for tests, whose relays have certificates of their own.
+    #[cfg(test)]
+    pub fn with_test_ca(relay: Relay, timeout: Duration, ca_pem: &[u8]) -> Self {
+        use rustls::pki_types::{CertificateDer, pem::PemObject};
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in CertificateDer::pem_slice_iter(ca_pem).flatten() {
+            let _ = roots.add(cert);
+        }
+        let mut connector = Self::with_roots(relay, timeout, roots);
+        connector.starttls_roots = Certificate::from_pem(ca_pem).into_iter().collect();
+        connector
     }
 
     pub fn relay(&self) -> &Relay {
@@ -315,7 +332,12 @@ impl Connector {
             }
             _ => {}
         }
-        let params = TlsParameters::new(self.relay.host.clone())
+        let mut params = TlsParameters::builder(self.relay.host.clone());
+        for root in &self.starttls_roots {
+            params = params.add_root_certificate(root.clone());
+        }
+        let params = params
+            .build()
             .map_err(|e| SendError::no_reply(Stage::Starttls, format!("TLS setup: {e}")))?;
         timed(self.timeout, Stage::Starttls, smtp.starttls(params, hello)).await
     }

@@ -852,12 +852,11 @@ async fn a_message_whose_sender_gave_up_during_the_permit_wait_is_not_sent() {
     assert_eq!(seen.lock().unwrap().messages, vec![body.to_owned()]);
 }
 
-/// The test CA and the relay's certificate for 127.0.0.1 (see testdata/README.md).
-fn test_tls() -> (rustls::RootCertStore, tokio_rustls::TlsAcceptor) {
+const TEST_CA: &[u8] = include_bytes!("testdata/ca.pem");
+
+/// The relay's certificate for 127.0.0.1 (see testdata/README.md).
+fn test_tls() -> tokio_rustls::TlsAcceptor {
     use rustls::pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
-    let mut roots = rustls::RootCertStore::empty();
-    let ca = CertificateDer::from_pem_slice(include_bytes!("testdata/ca.pem")).unwrap();
-    roots.add(ca).unwrap();
     let chain = CertificateDer::pem_slice_iter(include_bytes!("testdata/relay.pem"))
         .collect::<Result<Vec<_>, _>>()
         .unwrap();
@@ -869,7 +868,7 @@ fn test_tls() -> (rustls::RootCertStore, tokio_rustls::TlsAcceptor) {
         .with_no_client_auth()
         .with_single_cert(chain, key)
         .unwrap();
-    (roots, tokio_rustls::TlsAcceptor::from(Arc::new(config)))
+    tokio_rustls::TlsAcceptor::from(Arc::new(config))
 }
 
 /// A scripted relay that speaks TLS from the first byte, as `smtps://` relays do.
@@ -895,11 +894,11 @@ async fn tls_relay(script: Script, acceptor: tokio_rustls::TlsAcceptor) -> (u16,
 /// `smtps://` goes through the same pool: pipelined, staged, and tagged on failure.
 #[tokio::test]
 async fn implicit_tls_relays_use_the_same_pool_and_stages() {
-    let (roots, acceptor) = test_tls();
+    let acceptor = test_tls();
     let (port, seen) = tls_relay(Script::default(), acceptor.clone()).await;
     let relay = Relay::parse(&format!("smtps://127.0.0.1:{port}")).unwrap();
     let pool = Pool::over(
-        session::Connector::with_roots(relay, Duration::from_secs(5), roots.clone()),
+        session::Connector::with_test_ca(relay, Duration::from_secs(5), TEST_CA),
         1,
     );
     send_to(&pool, "a@example.org")
@@ -929,7 +928,7 @@ async fn implicit_tls_relays_use_the_same_pool_and_stages() {
     let (port, _) = tls_relay(auth, acceptor).await;
     let relay = Relay::parse(&format!("smtps://u:secret@127.0.0.1:{port}")).unwrap();
     let pool = Pool::over(
-        session::Connector::with_roots(relay, Duration::from_secs(5), roots),
+        session::Connector::with_test_ca(relay, Duration::from_secs(5), TEST_CA),
         1,
     );
     let e = send_to(&pool, "a@example.org").await.expect_err("535");
@@ -939,7 +938,7 @@ async fn implicit_tls_relays_use_the_same_pool_and_stages() {
     );
 
     // A certificate nobody vouches for is a relay fault at connect.
-    let (port, _) = tls_relay(Script::default(), test_tls().1).await;
+    let (port, _) = tls_relay(Script::default(), test_tls()).await;
     let pool = pool_at("smtps://", port, "", Duration::from_secs(5));
     let e = send_to(&pool, "a@example.org")
         .await
@@ -949,4 +948,78 @@ async fn implicit_tls_relays_use_the_same_pool_and_stages() {
         (Stage::Connect, Class::RelayFault),
         "{e}"
     );
+}
+
+/// Reads one CRLF line from the plain socket, byte by byte (nothing past it: the TLS
+/// handshake follows).
+async fn plain_line(socket: &mut tokio::net::TcpStream) -> String {
+    let mut line = Vec::new();
+    let mut byte = [0u8; 1];
+    while !line.ends_with(b"\n") {
+        if socket.read(&mut byte).await.unwrap_or(0) == 0 {
+            break;
+        }
+        line.push(byte[0]);
+    }
+    String::from_utf8_lossy(&line).into_owned()
+}
+
+/// A relay that offers STARTTLS, then speaks `script` over TLS.
+async fn starttls_relay(script: Script) -> (u16, Arc<Mutex<Seen>>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let seen = Arc::new(Mutex::new(Seen::default()));
+    let log = seen.clone();
+    let acceptor = test_tls();
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            let (log, acceptor) = (log.clone(), acceptor.clone());
+            tokio::spawn(async move {
+                socket.write_all(b"220 relay ready\r\n").await.unwrap();
+                loop {
+                    let line = plain_line(&mut socket).await;
+                    if line.is_empty() {
+                        break;
+                    }
+                    log.lock()
+                        .unwrap()
+                        .commands
+                        .push(line.trim_end().to_owned());
+                    if line.to_ascii_uppercase().starts_with("STARTTLS") {
+                        socket.write_all(b"220 go ahead\r\n").await.unwrap();
+                        if let Ok(tls) = acceptor.accept(socket).await {
+                            let after = Script {
+                                greeting: Some(""),
+                                ..script
+                            };
+                            serve(tls, after, &log).await;
+                        }
+                        break;
+                    }
+                    let _ = socket.write_all(b"250-relay\r\n250 STARTTLS\r\n").await;
+                }
+                log.lock().unwrap().ended += 1;
+            });
+        }
+    });
+    (port, seen)
+}
+
+/// `tls=required` upgrades the session before anything else is said.
+#[tokio::test]
+async fn starttls_upgrades_before_the_envelope() {
+    let (port, seen) = starttls_relay(Script::default()).await;
+    let relay = Relay::parse(&format!("smtp://127.0.0.1:{port}?tls=required")).unwrap();
+    let pool = Pool::over(
+        session::Connector::with_test_ca(relay, Duration::from_secs(5), TEST_CA),
+        1,
+    );
+    send_to(&pool, "a@example.org")
+        .await
+        .expect("sent over STARTTLS");
+    let seen = seen.lock().unwrap();
+    assert_eq!(seen.messages.len(), 1);
+    let starttls = seen.commands.iter().position(|c| c == "STARTTLS");
+    let mail = seen.commands.iter().position(|c| c.starts_with("MAIL"));
+    assert!(starttls.is_some() && starttls < mail, "{:?}", seen.commands);
 }
