@@ -84,13 +84,7 @@ pub(super) async fn offer_envelope(
     let smtp = &mut session.smtp;
     if session.pipelining {
         let commands = envelope_commands(envelope, params);
-        // `command` writes them all and reads the first reply (MAIL's).
-        let first = tokio::time::timeout(timeout, smtp.command(Raw(&commands))).await;
-        let first = match first {
-            Err(_) => return Err(silent(Stage::Mail, timeout)),
-            Ok(reply) => reply.err().map(|e| (Stage::Mail, e)),
-        };
-        return read_replies(session, envelope.to().len(), 1, first).await;
+        return read_replies(session, envelope.to().len(), Some(&commands)).await;
     }
     let mail = Mail::new(envelope.from().cloned(), params);
     timed(timeout, Stage::Mail, smtp.command(mail)).await?;
@@ -102,41 +96,47 @@ pub(super) async fn offer_envelope(
     Ok(())
 }
 
-/// Reads the replies to a pipelined `MAIL`, `rcpts` × `RCPT` and `DATA`, in order, from the
-/// `skip`-th on (the ones before were read by the caller, `first_error` the first refusal
-/// among them), each under the timeout. All of them are read even after a refusal, so the
+/// Reads the replies to a pipelined `MAIL`, `rcpts` × `RCPT` and `DATA`, in order, all
+/// within one timeout (they come together), after writing `commands` if given (else they
+/// went behind the last message's dot). All of them are read even after a refusal, so the
 /// first refusal is the one reported (what follows it is only "bad sequence"), with the
-/// stage of the command it answered; only a broken or silent session stops the reading.
+/// stage of the command it answered; only a broken or silent session stops the reading,
+/// silence tagged with the stage of the reply that did not come.
 pub(super) async fn read_replies(
     session: &mut Session,
     rcpts: usize,
-    skip: usize,
-    mut first_error: Option<(Stage, lettre::transport::smtp::Error)>,
+    commands: Option<&str>,
 ) -> Result<(), SendError> {
-    for i in skip..rcpts + 2 {
-        let stage = match i {
-            0 => Stage::Mail,
-            i if i <= rcpts => Stage::Rcpt,
-            _ => Stage::Data,
-        };
-        let reply = tokio::time::timeout(session.timeout, session.smtp.read_response()).await;
-        let Ok(reply) = reply else {
-            return Err(match first_error {
-                Some((stage, e)) => SendError::from_lettre(stage, &e),
-                None => silent(stage, session.timeout),
-            });
-        };
-        if let Err(e) = reply {
-            let broken = e.is_timeout() || !(e.is_transient() || e.is_permanent());
-            first_error.get_or_insert((stage, e));
-            if broken {
-                break;
+    let stage = |i: usize| match i {
+        0 => Stage::Mail,
+        i if i <= rcpts => Stage::Rcpt,
+        _ => Stage::Data,
+    };
+    let mut first_error = None;
+    let mut waiting_for = 0;
+    let smtp = &mut session.smtp;
+    let reading = tokio::time::timeout(session.timeout, async {
+        for i in 0..rcpts + 2 {
+            waiting_for = i;
+            let reply = match commands {
+                // `command` writes them all and reads the first reply (MAIL's).
+                Some(commands) if i == 0 => smtp.command(Raw(commands)).await,
+                _ => smtp.read_response().await,
+            };
+            if let Err(e) = reply {
+                let broken = e.is_timeout() || !(e.is_transient() || e.is_permanent());
+                first_error.get_or_insert((stage(i), e));
+                if broken {
+                    break;
+                }
             }
         }
-    }
-    match first_error {
-        Some((stage, e)) => Err(SendError::from_lettre(stage, &e)),
-        None => Ok(()),
+    })
+    .await;
+    match (first_error, reading) {
+        (Some((stage, e)), _) => Err(SendError::from_lettre(stage, &e)),
+        (None, Err(_)) => Err(silent(stage(waiting_for), session.timeout)),
+        (None, Ok(())) => Ok(()),
     }
 }
 

@@ -201,7 +201,7 @@ impl Worker {
         if behind.is_none() {
             return Some(Carried::Fresh(next));
         }
-        match read_replies(session, next.envelope.to().len(), 0, None).await {
+        match read_replies(session, next.envelope.to().len(), None).await {
             Ok(()) => Some(Carried::Staged(next)),
             Err(e) => {
                 self.session = None;
