@@ -4,7 +4,7 @@
 //! Errors carry the SMTP stage they happened at and their class (see
 //! [`super::smtp::error`]), which decides what the sender does about them.
 
-use std::{path::PathBuf, sync::Arc, time::Duration};
+use std::{path::PathBuf, sync::Arc};
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
@@ -16,9 +16,9 @@ use crate::config::{MailSettings, TransportKind};
 
 #[derive(Clone)]
 pub enum Transport {
-    /// Any relay: our NODELAY pool (see [`super::smtp`]), and a bound on one whole send
-    /// (the pool times each step; this bounds a send that waits in its queue too).
-    Pooled(Arc<Pool>, Duration),
+    /// Any relay: our NODELAY pool (see [`super::smtp`]), which bounds each step and
+    /// each whole send.
+    Pooled(Arc<Pool>),
     File(PathBuf),
 }
 
@@ -45,10 +45,9 @@ impl Transport {
             }
             TransportKind::Smtp => {
                 let url = mail.smtp_url.as_deref().unwrap_or_default();
-                let limit = mail.smtp_timeout.std() * 3;
                 let relay = Relay::parse(url).map_err(|e| format!("mail.smtp_url: {e}"))?;
                 let pool = Pool::new(relay, mail.pool_size, mail.smtp_timeout.std());
-                Ok(Self::Pooled(Arc::new(pool), limit))
+                Ok(Self::Pooled(Arc::new(pool)))
             }
         }
     }
@@ -56,7 +55,7 @@ impl Transport {
     /// Ends the relay's sessions with QUIT (waiting about one `mail.smtp_timeout` at
     /// most); call it when the sender stops. Sends after it fail as interrupted.
     pub async fn close(&self) {
-        if let Self::Pooled(pool, _) = self {
+        if let Self::Pooled(pool) = self {
             pool.close().await;
         }
     }
@@ -88,17 +87,7 @@ impl Transport {
     ) -> (Result<(), SendError>, Option<OwnedSemaphorePermit>) {
         let mut permit = None;
         let result = match self {
-            Self::Pooled(pool, limit) => {
-                match tokio::time::timeout(*limit, pool.send(envelope, bytes, gate, &mut permit))
-                    .await
-                {
-                    Ok(result) => result,
-                    Err(_) => Err(SendError::no_reply(
-                        Stage::EndOfData,
-                        format!("no answer from the relay within {limit:?}"),
-                    )),
-                }
-            }
+            Self::Pooled(pool) => pool.send(envelope, bytes, gate, &mut permit).await,
             Self::File(dir) => {
                 permit = gate.clone().acquire_owned().await.ok();
                 let safe: String = message_id

@@ -18,7 +18,13 @@
 //! next job if one is already queued. A busy session so spends one round trip per message.
 //! [`error`] says what each failure means for the message, the subscriber and the relay.
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicU8, Ordering},
+    },
+    time::Duration,
+};
 
 use lettre::address::Envelope;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
@@ -30,7 +36,10 @@ pub mod session;
 mod worker;
 
 pub use self::session::{Relay, RelayCheck, Starttls, check_relay, redact_url};
-use self::{error::SendError, session::Connector};
+use self::{
+    error::{SendError, Stage},
+    session::Connector,
+};
 
 /// The pool: `size` workers, each owning at most one SMTP session, all taking jobs from
 /// one queue. A session is dropped after any error, and closed with QUIT after a minute
@@ -39,6 +48,8 @@ pub struct Pool {
     connector: Arc<Connector>,
     size: usize,
     idle: Duration,
+    /// The bound on one whole send, queue wait included.
+    limit: Duration,
     jobs: flume::Sender<Job>,
     queue: flume::Receiver<Job>,
     workers: std::sync::Once,
@@ -52,6 +63,27 @@ struct Job {
     bytes: Vec<u8>,
     gate: Arc<Semaphore>,
     done: oneshot::Sender<Finished>,
+    reached: Arc<Reached>,
+}
+
+/// How far a job got, for a sender whose time limit fires before the answer: a job still
+/// queued or opening its session failed at no fault of the recipient's.
+#[derive(Default)]
+struct Reached(AtomicU8);
+
+/// The stages a worker marks, in order (0 is "still queued").
+const MARKED: [Stage; 4] = [Stage::Connect, Stage::Mail, Stage::Data, Stage::EndOfData];
+
+impl Reached {
+    fn mark(&self, stage: Stage) {
+        let at = MARKED.iter().position(|s| *s == stage).map_or(0, |i| i + 1);
+        self.0.store(at as u8, Ordering::Relaxed);
+    }
+
+    fn stage(&self) -> Option<Stage> {
+        let at = self.0.load(Ordering::Relaxed) as usize;
+        at.checked_sub(1).and_then(|i| MARKED.get(i).copied())
+    }
 }
 
 /// A job's result, with the `gate` permit if one was taken.
@@ -60,7 +92,8 @@ type Finished = (Result<(), SendError>, Option<OwnedSemaphorePermit>);
 const IDLE_FOR: Duration = Duration::from_secs(60);
 
 impl Pool {
-    /// A pool of `size` sessions to `relay`, each reply awaited at most `timeout`.
+    /// A pool of `size` sessions to `relay`, each step and reply awaited at most
+    /// `timeout`, and one whole send (its wait in the queue included) three times that.
     pub fn new(relay: Relay, size: u32, timeout: Duration) -> Self {
         Self::over(Connector::new(relay, timeout), size)
     }
@@ -68,6 +101,7 @@ impl Pool {
     fn over(connector: Connector, size: u32) -> Self {
         let (jobs, queue) = flume::unbounded();
         Self {
+            limit: connector.timeout() * 3,
             connector: Arc::new(connector),
             size: size.max(1) as usize,
             idle: IDLE_FOR,
@@ -110,21 +144,42 @@ impl Pool {
             }
         });
         let (done, finished) = oneshot::channel();
+        let reached = Arc::new(Reached::default());
         let job = Job {
             envelope: envelope.clone(),
             bytes: bytes.to_vec(),
             gate: Arc::clone(gate),
             done,
+            reached: Arc::clone(&reached),
         };
         self.jobs
             .send(job)
             .map_err(|_| SendError::interrupted("the SMTP pool has stopped"))?;
-        let (result, taken) = finished.await.unwrap_or_else(|_| {
-            let stopped = SendError::interrupted("the SMTP pool has stopped");
-            (Err(stopped), None)
-        });
+        let (result, taken) = match tokio::time::timeout(self.limit, finished).await {
+            Ok(Ok(finished)) => finished,
+            Ok(Err(_)) => {
+                let stopped = SendError::interrupted("the SMTP pool has stopped");
+                (Err(stopped), None)
+            }
+            // Dropping `finished` tells the worker nobody will record this message.
+            Err(_) => (Err(self.gave_up(reached.stage())), None),
+        };
         *permit = taken;
         result
+    }
+
+    /// The failure of a send that outlasted the limit, at the stage its job had reached.
+    fn gave_up(&self, reached: Option<Stage>) -> SendError {
+        let limit = self.limit;
+        match reached {
+            None => SendError::no_reply(
+                Stage::Connect,
+                format!("no session to the relay was free within {limit:?}"),
+            ),
+            Some(stage) => {
+                SendError::no_reply(stage, format!("no answer from the relay within {limit:?}"))
+            }
+        }
     }
 }
 

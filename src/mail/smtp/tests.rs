@@ -1023,3 +1023,35 @@ async fn starttls_upgrades_before_the_envelope() {
     let mail = seen.commands.iter().position(|c| c.starts_with("MAIL"));
     assert!(starttls.is_some() && starttls < mail, "{:?}", seen.commands);
 }
+
+/// Messages queued behind a silent relay's sessions outlast the pool's whole-send limit
+/// before a session is free: they too are relay faults, not attempts against the message.
+#[tokio::test]
+async fn messages_waiting_for_a_silent_relay_are_relay_faults_too() {
+    let (port, _) = relay_with(Script {
+        greeting: None,
+        ..Script::default()
+    })
+    .await;
+    let pool = pool_at("smtp://", port, "", Duration::from_millis(200));
+    let sends = (0..6).map(|i| {
+        let pool = &pool;
+        async move { send_to(pool, &format!("p{i}@example.org")).await }
+    });
+    let results = futures_util::future::join_all(sends).await;
+    let stages: Vec<_> = results
+        .iter()
+        .map(|r| r.as_ref().map_err(|e| (e.stage, e.class)))
+        .collect();
+    assert!(
+        stages.iter().all(|r| matches!(
+            r,
+            Err((Stage::Greeting | Stage::Connect, Class::RelayFault))
+        )),
+        "{stages:?}"
+    );
+    assert!(
+        stages.iter().any(|r| matches!(r, Err((Stage::Connect, _)))),
+        "some waited out the limit in the queue: {stages:?}"
+    );
+}

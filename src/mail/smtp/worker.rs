@@ -119,6 +119,7 @@ impl Worker {
             // The sender gave up waiting (its time limit) and has recorded a retry.
             return None;
         }
+        job.reached.mark(Stage::Connect);
         if self.session.as_ref().is_some_and(|s| s.smtp.has_broken()) {
             self.session = None;
         } else if self
@@ -146,11 +147,13 @@ impl Worker {
                 return None;
             }
         };
+        job.reached.mark(Stage::Mail);
         if let Err(e) = offer_envelope(session, &job.envelope, params).await {
             self.session = None;
             finish(job, Err(e), None);
             return None;
         }
+        job.reached.mark(Stage::Data);
         Some(job)
     }
 
@@ -186,6 +189,10 @@ impl Worker {
             .then(|| self.queue.try_recv().ok())
             .flatten();
         let behind = next.as_ref().and_then(|n| ride_behind(session, &job, n));
+        job.reached.mark(Stage::EndOfData);
+        if let (Some(n), Some(_)) = (&next, &behind) {
+            n.reached.mark(Stage::Mail);
+        }
         let writing = Instant::now();
         let sent = send_message(session, &job.bytes, behind.as_deref()).await;
         metrics::histogram!(crate::telemetry::RELAY_REPLY).record(writing.elapsed().as_secs_f64());
@@ -202,7 +209,10 @@ impl Worker {
             return Some(Carried::Fresh(next));
         }
         match read_replies(session, next.envelope.to().len(), None).await {
-            Ok(()) => Some(Carried::Staged(next)),
+            Ok(()) => {
+                next.reached.mark(Stage::Data);
+                Some(Carried::Staged(next))
+            }
             Err(e) => {
                 self.session = None;
                 finish(next, Err(e), None);
