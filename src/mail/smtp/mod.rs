@@ -66,28 +66,64 @@ struct Job {
     reached: Arc<Reached>,
 }
 
-/// How far a job got, for a sender whose time limit fires before the answer: a job still
-/// queued or opening its session failed at no fault of the recipient's.
+/// A job's result, with the `gate` permit if one was taken.
+type Finished = (Result<(), SendError>, Option<OwnedSemaphorePermit>);
+
+/// How far a job got, and who decides its fate when the sender's time limit fires.
+///
+/// The worker marks each stage; before it writes the message it *commits* the job, and
+/// the sender whose limit fires *abandons* it, both in one atomic step, so exactly one of
+/// them wins. A committed message's answer is awaited (the worker's own reply timeout
+/// bounds it); an abandoned one is never written, and the sender records a retry. Without
+/// this, a sender giving up just as the message went would record a retry of a message the
+/// relay accepts: a duplicate without any crash.
 #[derive(Default)]
 struct Reached(AtomicU8);
 
 /// The stages a worker marks, in order (0 is "still queued").
 const MARKED: [Stage; 4] = [Stage::Connect, Stage::Mail, Stage::Data, Stage::EndOfData];
+const COMMITTED: u8 = MARKED.len() as u8;
+const ABANDONED: u8 = u8::MAX;
 
 impl Reached {
+    /// Records progress, unless the sender has abandoned the job.
     fn mark(&self, stage: Stage) {
-        let at = MARKED.iter().position(|s| *s == stage).map_or(0, |i| i + 1);
-        self.0.store(at as u8, Ordering::Relaxed);
+        let at = MARKED.iter().position(|s| *s == stage).map_or(0, |i| i + 1) as u8;
+        let _ = self
+            .0
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |now| {
+                (now != ABANDONED).then_some(at)
+            });
     }
 
-    fn stage(&self) -> Option<Stage> {
-        let at = self.0.load(Ordering::Relaxed) as usize;
-        at.checked_sub(1).and_then(|i| MARKED.get(i).copied())
+    fn abandoned(&self) -> bool {
+        self.0.load(Ordering::Acquire) == ABANDONED
+    }
+
+    /// The worker's claim to write the message; `false` if the sender gave up first.
+    fn commit(&self) -> bool {
+        self.0
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |now| {
+                (now != ABANDONED).then_some(COMMITTED)
+            })
+            .is_ok()
+    }
+
+    /// The sender's giving up: the stage the job had reached, or `Err` if the message
+    /// is already on its way (then its answer must be awaited).
+    fn abandon(&self) -> Result<Option<Stage>, ()> {
+        self.0
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |now| {
+                (now < COMMITTED).then_some(ABANDONED)
+            })
+            .map(|was| {
+                (was as usize)
+                    .checked_sub(1)
+                    .and_then(|i| MARKED.get(i).copied())
+            })
+            .map_err(drop)
     }
 }
-
-/// A job's result, with the `gate` permit if one was taken.
-type Finished = (Result<(), SendError>, Option<OwnedSemaphorePermit>);
 
 const IDLE_FOR: Duration = Duration::from_secs(60);
 
@@ -155,15 +191,19 @@ impl Pool {
         self.jobs
             .send(job)
             .map_err(|_| SendError::interrupted("the SMTP pool has stopped"))?;
-        let (result, taken) = match tokio::time::timeout(self.limit, finished).await {
-            Ok(Ok(finished)) => finished,
-            Ok(Err(_)) => {
-                let stopped = SendError::interrupted("the SMTP pool has stopped");
-                (Err(stopped), None)
-            }
-            // Dropping `finished` tells the worker nobody will record this message.
-            Err(_) => (Err(self.gave_up(reached.stage())), None),
+        let mut finished = finished;
+        let answer = match tokio::time::timeout(self.limit, &mut finished).await {
+            Ok(answer) => answer,
+            Err(_) => match reached.abandon() {
+                Ok(stage) => Ok((Err(self.gave_up(stage)), None)),
+                // The message is on the wire: wait for the relay's word on it.
+                Err(()) => finished.await,
+            },
         };
+        let (result, taken) = answer.unwrap_or_else(|_| {
+            let stopped = SendError::interrupted("the SMTP pool has stopped");
+            (Err(stopped), None)
+        });
         *permit = taken;
         result
     }

@@ -1055,3 +1055,53 @@ async fn messages_waiting_for_a_silent_relay_are_relay_faults_too() {
         "some waited out the limit in the queue: {stages:?}"
     );
 }
+
+/// The same with the pool's own whole-send limit (three timeouts): the send comes back a
+/// retry at DATA, and the message is never written after it.
+#[tokio::test]
+async fn the_pools_own_limit_abandons_a_message_stuck_before_its_permit() {
+    let (port, seen) = scripted_relay().await;
+    let pool = pool_at("smtp://", port, "", Duration::from_millis(100));
+    let gate = Arc::new(Semaphore::new(1));
+    let held = gate.clone().acquire_owned().await.unwrap();
+    let body = "Subject: once\r\n\r\nonly once\r\n";
+    let mut permit = None;
+    let e = send(
+        &pool,
+        &gate,
+        &mut permit,
+        ("list@example.org", "a@example.org"),
+        body,
+    )
+    .await
+    .expect_err("the limit fires while the permit is held");
+    assert_eq!((e.stage, e.class), (Stage::Data, Class::Transient), "{e}");
+    assert!(permit.is_none());
+    drop(held);
+    until(&seen, "the worker to act", |s| {
+        s.ended == 1 || !s.messages.is_empty()
+    })
+    .await;
+    assert!(
+        seen.lock().unwrap().messages.is_empty(),
+        "sent although abandoned"
+    );
+}
+
+#[test]
+fn a_job_is_committed_or_abandoned_never_both() {
+    let reached = Reached::default();
+    assert_eq!(reached.abandon(), Ok(None), "still queued");
+    assert!(!reached.commit(), "abandoned first");
+    reached.mark(Stage::Data);
+    assert!(reached.abandoned(), "marks don't revive it");
+
+    let reached = Reached::default();
+    reached.mark(Stage::Data);
+    assert!(reached.commit());
+    assert_eq!(
+        reached.abandon(),
+        Err(()),
+        "on the wire: its answer is awaited"
+    );
+}

@@ -115,7 +115,7 @@ impl Worker {
 
     /// Takes a session into DATA for `job`, or finishes the job with why not.
     async fn stage(&mut self, job: Job) -> Option<Job> {
-        if job.done.is_closed() {
+        if job.done.is_closed() || job.reached.abandoned() {
             // The sender gave up waiting (its time limit) and has recorded a retry.
             return None;
         }
@@ -159,7 +159,7 @@ impl Worker {
 
     /// Sends the message of `job`, whose session is inside DATA, under its permit.
     async fn deliver(&mut self, job: Job) -> Option<Carried> {
-        if job.done.is_closed() {
+        if job.done.is_closed() || job.reached.abandoned() {
             // Nobody would record it: don't let the relay accept it. Inside DATA, the
             // only way out is to drop the session.
             self.session = None;
@@ -173,9 +173,9 @@ impl Worker {
                 return None;
             }
         };
-        if job.done.is_closed() {
-            // The sender gave up while the permit was awaited, and has recorded a
-            // retry: sending now would deliver the message twice.
+        if !job.reached.commit() || job.done.is_closed() {
+            // The sender gave up while the permit was awaited, and records a retry:
+            // sending now would deliver the message twice.
             self.session = None;
             return None;
         }
@@ -189,7 +189,6 @@ impl Worker {
             .then(|| self.queue.try_recv().ok())
             .flatten();
         let behind = next.as_ref().and_then(|n| ride_behind(session, &job, n));
-        job.reached.mark(Stage::EndOfData);
         if let (Some(n), Some(_)) = (&next, &behind) {
             n.reached.mark(Stage::Mail);
         }
@@ -224,7 +223,8 @@ impl Worker {
 
 /// The commands of `next`'s envelope, if they can ride behind `job`'s terminating dot.
 fn ride_behind(session: &Session, job: &Job, next: &Job) -> Option<String> {
-    if next.done.is_closed() || std::str::from_utf8(&job.bytes).is_err() {
+    if next.done.is_closed() || next.reached.abandoned() || std::str::from_utf8(&job.bytes).is_err()
+    {
         return None;
     }
     let params = mail_parameters(session, &next.envelope, &next.bytes).ok()?;
