@@ -1,4 +1,6 @@
-//! The pool against a scripted relay that offers PIPELINING, and the URL parser.
+//! The pool against scripted relays over real TCP (and TLS): pipelining and not, every
+//! failure's stage and class, silence, SMTPUTF8, QUIT, the crash-bound permit; and the URL
+//! parser.
 
 use std::sync::Mutex;
 
