@@ -6,20 +6,36 @@
 //! one whose `send_at` is past `announcements.max_late` is an error (the planner would skip
 //! it), and, if the database can be read (read-only; none is ever created), one that was
 //! already sent is noted as such.
+//!
+//! `check --relay` instead opens one session to the mail relay, as the sender would
+//! ([`crate::mail::smtp::check_relay`]), and prints how far it got.
 
 use std::process::ExitCode;
 
 use chrono::{DateTime, Utc};
 
 use crate::{
-    config::{AnnouncementSettings, Settings, Sources},
+    config::{AnnouncementSettings, MailSettings, Settings, Sources},
+    mail::smtp::{RelayCheck, check_relay, redact_url},
     preflight,
     runtime::Runtime,
     schedule::announcements,
     store::report::{MailingFate, peek_mailings},
 };
 
-pub async fn run(sources: &Sources) -> anyhow::Result<ExitCode> {
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Connect to the relay in mail.smtp_url and go through the greeting, EHLO, STARTTLS
+    /// (when the URL asks for it) and AUTH, then QUIT, sending nothing. Run it after
+    /// setting or changing the relay, its password or its TLS: a wrong one would
+    /// otherwise show only once mail is due, as every message waiting in retries.
+    /// Prints "ok" with the relay's host:port, or the stage that failed and the relay's
+    /// reply, and exits 1 on failure.
+    #[arg(long)]
+    pub relay: bool,
+}
+
+pub async fn run(sources: &Sources, args: &Args) -> anyhow::Result<ExitCode> {
     let files: Vec<String> = sources
         .files()
         .iter()
@@ -33,6 +49,9 @@ pub async fn run(sources: &Sources) -> anyhow::Result<ExitCode> {
         }
     };
     println!("ok   configuration ({})", files.join(" + "));
+    if args.relay {
+        return Ok(relay(&settings.mail).await);
+    }
     let runtime = match Runtime::build_read_only(settings) {
         Ok(r) => r,
         Err(e) => {
@@ -151,4 +170,45 @@ fn late_problem(
     }
     text.push_str(" To send it anyway, set send_late = true on the entry.");
     text
+}
+
+/// `check --relay`: one session to the relay, and what came of it.
+async fn relay(mail: &MailSettings) -> ExitCode {
+    match check_relay(mail).await {
+        Ok(RelayCheck::NoRelay) => {
+            println!("ok   no relay to check: mail.transport = \"file\" writes to the outbox");
+            ExitCode::SUCCESS
+        }
+        Ok(RelayCheck::Ok {
+            address,
+            tls,
+            authenticated,
+            pipelining,
+        }) => {
+            let mut done = vec!["greeting", "EHLO"];
+            done.extend(tls.then_some("TLS"));
+            done.extend(authenticated.then_some("AUTH"));
+            done.push("QUIT");
+            let pipelining = if pipelining {
+                "; offers PIPELINING"
+            } else {
+                ""
+            };
+            println!("ok   relay {address} ({}{pipelining})", done.join(", "));
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            let url = redact_url(mail.smtp_url.as_deref().unwrap_or_default());
+            eprintln!("FAIL relay {url} at {}: {}", e.stage, reply_of(&e));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The relay's reply (`535 5.7.8 …`), or what happened instead.
+fn reply_of(e: &crate::mail::SendError) -> String {
+    match e.code {
+        Some(code) => format!("{code} {}", e.text),
+        None => e.text.clone(),
+    }
 }

@@ -26,6 +26,7 @@ HARBORLIST_CONFIG), then environment variables such as HARBORLIST__MAIL__SMTP_UR
 Examples:
   harborlist serve                          run the listserv (http://127.0.0.1:8080 by default)
   harborlist check                          validate config, calendar and every template
+  harborlist check --relay                  log in to the mail relay and log out (password, TLS)
   harborlist trainings --count 6            the next six trainings
   harborlist status                         upcoming and recent mailings, with counts
   harborlist preview --template reminder --to you@example.org --out /tmp/r.eml
@@ -75,7 +76,8 @@ pub enum Command {
     /// Run the web server, the planner and the sender until SIGTERM or Ctrl-C.
     Serve,
     /// Check the configuration, the calendar and every template; exit 1 on any problem.
-    Check,
+    /// With --relay, log in to the mail relay instead.
+    Check(check::Args),
     /// Show upcoming trainings as the calendar computes them.
     Trainings(trainings::Args),
     /// Show the next trainings, upcoming mailings and how recent mailings went.
@@ -93,7 +95,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let sources = Sources::new(cli.config.clone());
     match cli.command {
         Command::Serve => serve::run(sources).await,
-        Command::Check => check::run(&sources).await,
+        Command::Check(args) => check::run(&sources, &args).await,
         Command::Trainings(args) => trainings::run(&load(&sources)?, &args),
         Command::Status(args) => status::run(&load(&sources)?, &args).await,
         Command::Preview(args) => preview::preview(load(&sources)?, &args).await,

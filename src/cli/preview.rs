@@ -72,7 +72,7 @@ pub async fn send_test(settings: Settings, args: &SendTestArgs) -> anyhow::Resul
         .await
         .with_context(|| format!("sending to {}", args.what.to))?;
     let via = match &runtime.settings.mail.smtp_url {
-        Some(url) if matches!(transport, Transport::Smtp(..) | Transport::Pooled(..)) => {
+        Some(url) if matches!(transport, Transport::Pooled(..)) => {
             url.split('@').next_back().unwrap_or(url).to_owned()
         }
         _ => format!("the outbox {}", runtime.settings.mail.outbox_dir.display()),

@@ -1,16 +1,14 @@
-//! Where finished messages go: an SMTP relay through a connection pool, or `.eml` files.
+//! Where finished messages go: an SMTP relay through our connection pool (`smtp://` and
+//! `smtps://` alike), or `.eml` files.
 //!
 //! Errors carry the SMTP stage they happened at and their class (see
 //! [`super::smtp::error`]), which decides what the sender does about them.
 
-use std::{path::PathBuf, sync::Arc, time::Duration};
+use std::{path::PathBuf, sync::Arc};
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use lettre::{
-    AsyncSmtpTransport, AsyncTransport, Tokio1Executor, address::Envelope,
-    transport::smtp::PoolConfig,
-};
+use lettre::address::Envelope;
 
 pub use super::smtp::error::{Class, SendError, Stage};
 use super::smtp::{Pool, Relay};
@@ -18,19 +16,16 @@ use crate::config::{MailSettings, TransportKind};
 
 #[derive(Clone)]
 pub enum Transport {
-    /// Plain or STARTTLS relays: our NODELAY pool (see [`super::smtp`]).
-    Pooled(Arc<Pool>, Duration),
-    /// Implicit TLS (`smtps://`): lettre's own pool. Each carries a bound on one whole send:
-    /// lettre's timeout covers connecting but not every reply (a relay that never answers
-    /// QUIT after a 4xx would hang the send forever).
-    Smtp(AsyncSmtpTransport<Tokio1Executor>, Duration),
+    /// Any relay: our NODELAY pool (see [`super::smtp`]), which bounds each step and
+    /// each whole send.
+    Pooled(Arc<Pool>),
     File(PathBuf),
 }
 
 impl std::fmt::Debug for Transport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Self::Pooled(..) | Self::Smtp(..) => f.write_str("Transport::Smtp"),
+            Self::Pooled(..) => f.write_str("Transport::Smtp"),
             Self::File(dir) => write!(f, "Transport::File({})", dir.display()),
         }
     }
@@ -50,24 +45,18 @@ impl Transport {
             }
             TransportKind::Smtp => {
                 let url = mail.smtp_url.as_deref().unwrap_or_default();
-                let limit = mail.smtp_timeout.std() * 3;
-                if let Some(relay) = Relay::parse(url).map_err(|e| format!("mail.smtp_url: {e}"))? {
-                    return Ok(Self::Pooled(
-                        Arc::new(Pool::new(relay, mail.pool_size, mail.smtp_timeout.std())),
-                        limit,
-                    ));
-                }
-                let transport = AsyncSmtpTransport::<Tokio1Executor>::from_url(url)
-                    .map_err(|e| format!("mail.smtp_url: {e}"))?
-                    .timeout(Some(mail.smtp_timeout.std()))
-                    .pool_config(
-                        PoolConfig::new()
-                            .max_size(mail.pool_size)
-                            .idle_timeout(Duration::from_secs(60)),
-                    )
-                    .build();
-                Ok(Self::Smtp(transport, limit))
+                let relay = Relay::parse(url).map_err(|e| format!("mail.smtp_url: {e}"))?;
+                let pool = Pool::new(relay, mail.pool_size, mail.smtp_timeout.std());
+                Ok(Self::Pooled(Arc::new(pool)))
             }
+        }
+    }
+
+    /// Ends the relay's sessions with QUIT (waiting about one `mail.smtp_timeout` at
+    /// most); call it when the sender stops. Sends after it fail as interrupted.
+    pub async fn close(&self) {
+        if let Self::Pooled(pool) = self {
+            pool.close().await;
         }
     }
 
@@ -88,7 +77,7 @@ impl Transport {
     /// `gate`'s size bounds the messages a crash could repeat. With the pipelining pool the
     /// permit is taken after the relay has accepted the envelope and before the message
     /// itself goes, so a connection sets up its next message while the previous outcome is
-    /// being stored; other transports take it first.
+    /// being stored; the outbox takes it first.
     pub async fn send_gated(
         &self,
         envelope: &Envelope,
@@ -98,27 +87,7 @@ impl Transport {
     ) -> (Result<(), SendError>, Option<OwnedSemaphorePermit>) {
         let mut permit = None;
         let result = match self {
-            Self::Pooled(pool, limit) => {
-                match tokio::time::timeout(*limit, pool.send(envelope, bytes, gate, &mut permit))
-                    .await
-                {
-                    Ok(result) => result,
-                    Err(_) => Err(SendError::no_reply(
-                        Stage::EndOfData,
-                        format!("no answer from the relay within {limit:?}"),
-                    )),
-                }
-            }
-            Self::Smtp(smtp, limit) => {
-                permit = gate.clone().acquire_owned().await.ok();
-                match tokio::time::timeout(*limit, smtp.send_raw(envelope, bytes)).await {
-                    Ok(result) => result.map(|_| ()).map_err(|e| classify(&e)),
-                    Err(_) => Err(SendError::no_reply(
-                        Stage::EndOfData,
-                        format!("no answer from the relay within {limit:?}"),
-                    )),
-                }
-            }
+            Self::Pooled(pool) => pool.send(envelope, bytes, gate, &mut permit).await,
             Self::File(dir) => {
                 permit = gate.clone().acquire_owned().await.ok();
                 let safe: String = message_id
@@ -146,16 +115,4 @@ impl Transport {
         };
         (result, permit)
     }
-}
-
-/// lettre's pool (`smtps://`) does not say at which stage a send failed. A reply code
-/// puts it at `RCPT` or later, where the recipient may be at fault; anything else (no
-/// reply: a refused connection, TLS) is the relay's.
-fn classify(e: &lettre::transport::smtp::Error) -> SendError {
-    let stage = if e.status().is_some() {
-        Stage::Rcpt
-    } else {
-        Stage::Connect
-    };
-    SendError::from_lettre(stage, e)
 }

@@ -207,6 +207,9 @@ impl Sender {
         if let Err(e) = self.store.settle_sent().await {
             tracing::warn!(error = %e, "could not fold the sent log; the next start will");
         }
+        // Every message is recorded: end the relay sessions politely (QUIT), bounded by the
+        // SMTP timeout.
+        self.transport.close().await;
         tracing::info!("sender stopped");
     }
 

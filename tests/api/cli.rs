@@ -480,3 +480,109 @@ async fn status_shows_upcoming_and_recent_mailings_with_counts(backend: Backend)
         "{text}"
     );
 }
+
+/// A one-session relay on a thread, for `check --relay`: it offers AUTH PLAIN and answers
+/// AUTH with `auth`. The thread returns the command lines it read.
+fn one_session_relay(auth: &'static str) -> (u16, std::thread::JoinHandle<Vec<String>>) {
+    use std::io::{BufRead, BufReader, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let relay = std::thread::spawn(move || {
+        let (socket, _) = listener.accept().unwrap();
+        let mut write = socket.try_clone().unwrap();
+        let mut lines = BufReader::new(socket);
+        write.write_all(b"220 relay ready\r\n").unwrap();
+        let mut seen = Vec::new();
+        let mut line = String::new();
+        while lines.read_line(&mut line).unwrap_or(0) > 0 {
+            let command = line.trim_end().to_owned();
+            line.clear();
+            let reply = match command.get(..4).unwrap_or("") {
+                "EHLO" => "250-relay\r\n250-AUTH PLAIN\r\n250 PIPELINING\r\n",
+                "AUTH" => auth,
+                "QUIT" => "221 bye\r\n",
+                _ => "502 what\r\n",
+            };
+            let quit = command == "QUIT";
+            seen.push(command);
+            if write.write_all(reply.as_bytes()).is_err() || quit {
+                break;
+            }
+        }
+        seen
+    });
+    (port, relay)
+}
+
+fn check_relay(port: u16) -> std::process::Output {
+    harborlist()
+        .args(["check", "--relay"])
+        .env("HARBORLIST__MAIL__TRANSPORT", "smtp")
+        .env(
+            "HARBORLIST__MAIL__SMTP_URL",
+            format!("smtp://staff:s3cret-pw@127.0.0.1:{port}"),
+        )
+        .env("HARBORLIST__MAIL__SMTP_TIMEOUT", "5s")
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn check_relay_logs_in_and_quits() {
+    let (port, relay) = one_session_relay("235 2.7.0 accepted\r\n");
+    let out = check_relay(port);
+    assert_success(&out);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains(&format!("ok   relay 127.0.0.1:{port}")) && stdout.contains("AUTH"),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("s3cret-pw"), "{stdout}");
+    let seen = relay.join().unwrap();
+    assert!(seen.iter().any(|c| c.starts_with("AUTH PLAIN")), "{seen:?}");
+    assert_eq!(seen.last().map(String::as_str), Some("QUIT"), "{seen:?}");
+    assert!(
+        !seen.iter().any(|c| c.starts_with("MAIL")),
+        "nothing is sent: {seen:?}"
+    );
+}
+
+#[test]
+fn check_relay_names_the_failing_stage_and_the_reply() {
+    let (port, relay) = one_session_relay("535 5.7.8 Authentication credentials invalid\r\n");
+    let out = check_relay(port);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("at AUTH: 535 5.7.8 Authentication credentials invalid"),
+        "{stderr}"
+    );
+    assert!(stderr.contains(&format!("127.0.0.1:{port}")), "{stderr}");
+    let all = format!("{stderr}{}", String::from_utf8_lossy(&out.stdout));
+    assert!(
+        !all.contains("s3cret-pw"),
+        "the password is never printed: {all}"
+    );
+    relay.join().unwrap();
+}
+
+#[test]
+fn check_relay_with_the_file_transport_has_nothing_to_check() {
+    let out = harborlist().args(["check", "--relay"]).output().unwrap();
+    assert_success(&out);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("no relay to check"), "{stdout}");
+}
+
+#[test]
+fn check_help_says_what_relay_does() {
+    let out = harborlist().args(["check", "--help"]).output().unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    for word in ["--relay", "AUTH", "QUIT", "password"] {
+        assert!(
+            text.contains(word),
+            "{word} missing from check --help:\n{text}"
+        );
+    }
+}

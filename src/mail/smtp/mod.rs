@@ -4,124 +4,57 @@
 //! `CRLF.CRLF` as two writes, so Nagle's algorithm holds the terminator until the relay ACKs
 //! the body, and the relay delays that ACK (40 ms on Linux) because it has nothing to say yet.
 //! That caps a connection at about 25 messages a second. Here we open the TCP connection
-//! ourselves with NODELAY and hand it to lettre's `AsyncSmtpConnection`, which still does
-//! EHLO, STARTTLS, AUTH and the SMTP dialogue.
+//! ourselves with NODELAY (and TLS on it for `smtps://`) and hand it to lettre's
+//! `AsyncSmtpConnection`, which speaks the SMTP dialogue. One code path serves every relay,
+//! so every outcome carries the [`Stage`](error::Stage) it happened at.
 //!
 //! How a message flows: [`Pool::send`] puts a job on one queue and waits for its answer.
-//! `size` workers take jobs from the queue, each over its own session. Where the relay
-//! offers PIPELINING (RFC 2920), a worker writes `MAIL`, `RCPT` and `DATA` at once and reads
-//! their replies together, takes the sender's permit to have one more message accepted but
-//! not yet recorded, then writes the dot-stuffed message, and behind its terminating dot
-//! the envelope of the next job if one is already queued. A busy session so spends one
-//! round trip per message. lettre's client has no pipelining, so those writes go through
-//! its `command` (which writes any `Display`) and `read_response`. Messages with non-ASCII
-//! content or addresses, which need SMTPUTF8 or 8BITMIME parameters, and relays without
-//! PIPELINING take lettre's own `send`.
+//! `size` workers ([`worker`]) take jobs from the queue, each over its own session
+//! ([`session`]: connect, greeting, EHLO, STARTTLS, AUTH, each under `mail.smtp_timeout`,
+//! and QUIT at the end). A worker takes its session into DATA for the job ([`pipeline`]:
+//! `MAIL`, `RCPT` and `DATA` in one write where the relay offers PIPELINING, else one at a
+//! time), takes the sender's permit to have one more message accepted but not yet recorded,
+//! then writes the dot-stuffed message, and behind its terminating dot the envelope of the
+//! next job if one is already queued. A busy session so spends one round trip per message.
+//! [`error`] says what each failure means for the message, the subscriber and the relay.
 
 use std::{
-    future::Future,
-    sync::Arc,
-    time::{Duration, Instant},
+    sync::{
+        Arc,
+        atomic::{AtomicU8, Ordering},
+    },
+    time::Duration,
 };
 
-use lettre::{
-    address::Envelope,
-    transport::smtp::{
-        authentication::{Credentials, Mechanism},
-        client::{AsyncSmtpConnection, TlsParameters},
-        commands::{Data, Ehlo, Mail, Rcpt},
-        extension::ClientId,
-    },
-};
-use tokio::{
-    net::TcpStream,
-    sync::{OwnedSemaphorePermit, Semaphore, oneshot},
-};
+use lettre::address::Envelope;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 pub mod error;
+mod pipeline;
+pub mod session;
+mod worker;
 
-use self::error::{SendError, Stage};
-
-/// What a `smtp://` URL asks for.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Relay {
-    pub host: String,
-    pub port: u16,
-    pub starttls: Starttls,
-    pub credentials: Option<(String, String)>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Starttls {
-    Never,
-    /// Use it if the relay offers it.
-    Opportunistic,
-    /// Refuse to send without it.
-    Required,
-}
-
-impl Relay {
-    /// Parses lettre's `smtp://` form: `smtp://[user:pass@]host[:port][?tls=required|opportunistic]`.
-    /// Returns `None` for `smtps://` (implicit TLS), which the caller hands to lettre's pool.
-    pub fn parse(url: &str) -> Result<Option<Self>, String> {
-        let parsed = url::Url::parse(url).map_err(|e| format!("{url:?}: {e}"))?;
-        match parsed.scheme() {
-            "smtp" => {}
-            "smtps" => return Ok(None),
-            other => {
-                return Err(format!(
-                    "unsupported scheme {other:?}; use smtp:// or smtps://"
-                ));
-            }
-        }
-        let host = parsed.host_str().ok_or("the URL has no host")?.to_owned();
-        let starttls = match parsed
-            .query_pairs()
-            .find(|(k, _)| k == "tls")
-            .map(|(_, v)| v.into_owned())
-        {
-            None => Starttls::Never,
-            Some(v) if v == "required" => Starttls::Required,
-            Some(v) if v == "opportunistic" => Starttls::Opportunistic,
-            Some(v) => return Err(format!("tls={v:?}: use tls=required or tls=opportunistic")),
-        };
-        let decode = |s: &str| percent_decode(s);
-        let credentials = (!parsed.username().is_empty()).then(|| {
-            (
-                decode(parsed.username()),
-                decode(parsed.password().unwrap_or("")),
-            )
-        });
-        Ok(Some(Self {
-            host,
-            port: parsed.port().unwrap_or(25),
-            starttls,
-            credentials,
-        }))
-    }
-}
-
-fn percent_decode(s: &str) -> String {
-    url::form_urlencoded::parse(format!("x={s}").as_bytes())
-        .next()
-        .map(|(_, v)| v.into_owned())
-        .unwrap_or_default()
-}
+pub use self::session::{Relay, RelayCheck, Starttls, check_relay, redact_url};
+use self::{
+    error::{SendError, Stage},
+    session::Connector,
+};
 
 /// The pool: `size` workers, each owning at most one SMTP session, all taking jobs from
-/// one queue. A session is dropped after any error or a minute unused.
+/// one queue. A session is dropped after any error, and closed with QUIT after a minute
+/// unused, at [`Pool::close`], or when the pool is dropped.
 pub struct Pool {
-    shared: Arc<Shared>,
+    connector: Arc<Connector>,
     size: usize,
+    idle: Duration,
+    /// The bound on one whole send, queue wait included.
+    limit: Duration,
     jobs: flume::Sender<Job>,
     queue: flume::Receiver<Job>,
     workers: std::sync::Once,
-}
-
-/// What every worker needs to open a session.
-struct Shared {
-    relay: Relay,
-    timeout: Duration,
+    running: TaskTracker,
+    closing: CancellationToken,
 }
 
 /// One message for a worker, and where to answer.
@@ -130,48 +63,99 @@ struct Job {
     bytes: Vec<u8>,
     gate: Arc<Semaphore>,
     done: oneshot::Sender<Finished>,
+    reached: Arc<Reached>,
 }
 
 /// A job's result, with the `gate` permit if one was taken.
 type Finished = (Result<(), SendError>, Option<OwnedSemaphorePermit>);
 
-/// An open SMTP session and whether the relay pipelines.
-struct Connection {
-    smtp: AsyncSmtpConnection,
-    pipelining: bool,
-    used: Instant,
-}
+/// How far a job got, and who decides its fate when the sender's time limit fires.
+///
+/// The worker marks each stage; before it writes the message it *commits* the job, and
+/// the sender whose limit fires *abandons* it, both in one atomic step, so exactly one of
+/// them wins. A committed message's answer is awaited (the worker's own reply timeout
+/// bounds it); an abandoned one is never written, and the sender records a retry. Without
+/// this, a sender giving up just as the message went would record a retry of a message the
+/// relay accepts: a duplicate without any crash.
+#[derive(Default)]
+struct Reached(AtomicU8);
 
-/// A job a worker carries over to its next turn.
-enum Carried {
-    /// Its envelope was written behind the last message and accepted: the session is
-    /// inside DATA and only this job's message may follow.
-    Staged(Job),
-    /// It never reached the relay as a message (its session failed): start it over.
-    Fresh(Job),
-}
+/// The stages a worker marks, in order (0 is "still queued").
+const MARKED: [Stage; 4] = [Stage::Connect, Stage::Mail, Stage::Data, Stage::EndOfData];
+const COMMITTED: u8 = MARKED.len() as u8;
+const ABANDONED: u8 = u8::MAX;
 
-/// Text written as it is: several pipelined commands, or a dot-stuffed body.
-struct Raw<'a>(&'a str);
+impl Reached {
+    /// Records progress, unless the sender has abandoned the job.
+    fn mark(&self, stage: Stage) {
+        let at = MARKED.iter().position(|s| *s == stage).map_or(0, |i| i + 1) as u8;
+        let _ = self
+            .0
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |now| {
+                (now != ABANDONED).then_some(at)
+            });
+    }
 
-impl std::fmt::Display for Raw<'_> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.0)
+    fn abandoned(&self) -> bool {
+        self.0.load(Ordering::Acquire) == ABANDONED
+    }
+
+    /// The worker's claim to write the message; `false` if the sender gave up first.
+    fn commit(&self) -> bool {
+        self.0
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |now| {
+                (now != ABANDONED).then_some(COMMITTED)
+            })
+            .is_ok()
+    }
+
+    /// The sender's giving up: the stage the job had reached, or `Err` if the message
+    /// is already on its way (then its answer must be awaited).
+    fn abandon(&self) -> Result<Option<Stage>, ()> {
+        self.0
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |now| {
+                (now < COMMITTED).then_some(ABANDONED)
+            })
+            .map(|was| {
+                (was as usize)
+                    .checked_sub(1)
+                    .and_then(|i| MARKED.get(i).copied())
+            })
+            .map_err(drop)
     }
 }
 
 const IDLE_FOR: Duration = Duration::from_secs(60);
 
 impl Pool {
+    /// A pool of `size` sessions to `relay`, each step and reply awaited at most
+    /// `timeout`, and one whole send (its wait in the queue included) three times that.
     pub fn new(relay: Relay, size: u32, timeout: Duration) -> Self {
+        Self::over(Connector::new(relay, timeout), size)
+    }
+
+    fn over(connector: Connector, size: u32) -> Self {
         let (jobs, queue) = flume::unbounded();
         Self {
-            shared: Arc::new(Shared { relay, timeout }),
+            limit: connector.timeout() * 3,
+            connector: Arc::new(connector),
             size: size.max(1) as usize,
+            idle: IDLE_FOR,
             jobs,
             queue,
             workers: std::sync::Once::new(),
+            running: TaskTracker::new(),
+            closing: CancellationToken::new(),
         }
+    }
+
+    /// Ends every session with QUIT once its message in hand is done, and waits for that,
+    /// at most about one `mail.smtp_timeout`. Later sends fail as interrupted.
+    pub async fn close(&self) {
+        self.closing.cancel();
+        self.running.close();
+        let bound = self.connector.timeout() + Duration::from_secs(1);
+        let _ = tokio::time::timeout(bound, self.running.wait()).await;
     }
 
     /// Sends one message; see [`super::Transport::send_gated`] for `gate` and `permit`.
@@ -184,375 +168,59 @@ impl Pool {
     ) -> Result<(), SendError> {
         // Workers start with the first message, inside the runtime that sends it, and end
         // when the pool is dropped and their queue closes.
+        if self.closing.is_cancelled() {
+            return Err(SendError::interrupted("the SMTP pool has stopped"));
+        }
         self.workers.call_once(|| {
             for _ in 0..self.size {
-                tokio::spawn(work(Arc::clone(&self.shared), self.queue.clone()));
+                let (connector, queue) = (Arc::clone(&self.connector), self.queue.clone());
+                let closing = self.closing.clone();
+                self.running
+                    .spawn(worker::work(connector, queue, self.idle, closing));
             }
         });
         let (done, finished) = oneshot::channel();
+        let reached = Arc::new(Reached::default());
         let job = Job {
             envelope: envelope.clone(),
             bytes: bytes.to_vec(),
             gate: Arc::clone(gate),
             done,
+            reached: Arc::clone(&reached),
         };
         self.jobs
             .send(job)
             .map_err(|_| SendError::interrupted("the SMTP pool has stopped"))?;
-        let (result, taken) = finished.await.unwrap_or_else(|_| {
+        let mut finished = finished;
+        let answer = match tokio::time::timeout(self.limit, &mut finished).await {
+            Ok(answer) => answer,
+            Err(_) => match reached.abandon() {
+                Ok(stage) => Ok((Err(self.gave_up(stage)), None)),
+                // The message is on the wire: wait for the relay's word on it.
+                Err(()) => finished.await,
+            },
+        };
+        let (result, taken) = answer.unwrap_or_else(|_| {
             let stopped = SendError::interrupted("the SMTP pool has stopped");
             (Err(stopped), None)
         });
         *permit = taken;
         result
     }
-}
 
-impl Shared {
-    async fn connect(&self) -> Result<Connection, SendError> {
-        let r = &self.relay;
-        let transient = |what: &str, e: &dyn std::fmt::Display| {
-            SendError::no_reply(Stage::Connect, format!("{what} {}:{}: {e}", r.host, r.port))
-        };
-        let stream =
-            tokio::time::timeout(self.timeout, TcpStream::connect((r.host.as_str(), r.port)))
-                .await
-                .map_err(|_| transient("timed out connecting to", &"no answer"))?
-                .map_err(|e| transient("cannot connect to", &e))?;
-        stream
-            .set_nodelay(true)
-            .map_err(|e| transient("cannot configure the connection to", &e))?;
-        let hello = ClientId::default();
-        // The greeting and lettre's first EHLO.
-        let mut conn = self
-            .step(
-                Stage::Greeting,
-                AsyncSmtpConnection::connect_with_transport(Box::new(stream), &hello),
-            )
-            .await?;
-        let wants_tls = match r.starttls {
-            Starttls::Never => false,
-            Starttls::Opportunistic => conn.can_starttls(),
-            Starttls::Required => true,
-        };
-        if wants_tls {
-            let params = TlsParameters::new(r.host.clone())
-                .map_err(|e| SendError::no_reply(Stage::Starttls, format!("TLS setup: {e}")))?;
-            self.step(Stage::Starttls, conn.starttls(params, &hello))
-                .await?;
-        }
-        // lettre keeps only the EHLO keywords it knows, and PIPELINING is not one of them:
-        // ask again (before AUTH, which a new EHLO could reset) and read the reply.
-        let pipelining = self
-            .step(Stage::Ehlo, conn.command(Ehlo::new(hello.clone())))
-            .await?
-            .message()
-            .any(|line| line.trim().eq_ignore_ascii_case("PIPELINING"));
-        if let Some((user, pass)) = &r.credentials {
-            let credentials = Credentials::new(user.clone(), pass.clone());
-            self.step(
-                Stage::Auth,
-                conn.auth(&[Mechanism::Plain, Mechanism::Login], &credentials),
-            )
-            .await?;
-        }
-        Ok(Connection {
-            smtp: conn,
-            pipelining,
-            used: Instant::now(),
-        })
-    }
-
-    /// One step of opening a session, under the timeout: a relay that accepts the
-    /// connection and then says nothing costs one timeout, at that stage.
-    async fn step<T>(
-        &self,
-        stage: Stage,
-        exchange: impl Future<Output = Result<T, lettre::transport::smtp::Error>>,
-    ) -> Result<T, SendError> {
-        match tokio::time::timeout(self.timeout, exchange).await {
-            Ok(Ok(value)) => Ok(value),
-            Ok(Err(e)) => Err(SendError::from_lettre(stage, &e)),
-            Err(_) => Err(SendError::no_reply(
-                stage,
-                format!("no answer from the relay within {:?}", self.timeout),
-            )),
-        }
-    }
-
-    /// `exchange`, or a temporary failure if the relay stops answering: a worker must never
-    /// hang on a dead relay with messages queued behind it.
-    async fn timed<T>(
-        &self,
-        exchange: impl Future<Output = Result<T, SendError>>,
-    ) -> Result<T, SendError> {
-        tokio::time::timeout(self.timeout, exchange)
-            .await
-            .unwrap_or_else(|_| {
-                Err(SendError::no_reply(
-                    Stage::EndOfData,
-                    format!("no answer from the relay within {:?}", self.timeout),
-                ))
-            })
-    }
-}
-
-/// A worker: takes jobs one at a time and sends each over its session.
-///
-/// Where the relay pipelines, a message takes two round trips: `MAIL`, `RCPT` and `DATA`
-/// in one write (their replies read together), then the message. And when another job is
-/// already waiting as a message goes, that job's envelope is written behind the message's
-/// terminating dot (RFC 2920 lets message content lead a group), so a busy session spends
-/// one round trip per message. The `gate` permit is taken after a job's envelope is
-/// accepted and before its message goes.
-///
-/// After any error the session is dropped without QUIT: after a pipelined refusal it may be
-/// inside DATA, where QUIT would be read as message text and its answer never come. A
-/// relay that sees a session end inside DATA discards that message.
-async fn work(shared: Arc<Shared>, queue: flume::Receiver<Job>) {
-    let mut conn: Option<Connection> = None;
-    let mut carried: Option<Carried> = None;
-    loop {
-        let job = match carried.take() {
-            Some(Carried::Staged(job)) => job,
-            other => {
-                let job = match other {
-                    Some(Carried::Fresh(job)) => job,
-                    _ => match queue.recv_async().await {
-                        Ok(job) => job,
-                        Err(_) => return,
-                    },
-                };
-                if job.done.is_closed() {
-                    // The sender gave up waiting (its time limit) and has recorded a retry.
-                    continue;
-                }
-                // A relay closes idle sessions after a while; don't bet a message on one.
-                if conn
-                    .as_ref()
-                    .is_some_and(|c| c.smtp.has_broken() || c.used.elapsed() >= IDLE_FOR)
-                {
-                    conn = None;
-                }
-                let c = match conn.as_mut() {
-                    Some(c) => c,
-                    None => match shared.connect().await {
-                        Ok(c) => conn.insert(c),
-                        Err(e) => {
-                            finish(job, Err(e), None);
-                            continue;
-                        }
-                    },
-                };
-                if plain(c, &job).is_none() {
-                    // Non-ASCII needs SMTPUTF8 or 8BITMIME parameters, and some relays
-                    // don't pipeline: lettre's own dialogue, one message at a time.
-                    let permit = match take(&job.gate).await {
-                        Ok(p) => p,
-                        Err(e) => {
-                            finish(job, Err(e), None);
-                            continue;
-                        }
-                    };
-                    let sent = shared
-                        .timed(async {
-                            c.smtp
-                                .send(&job.envelope, &job.bytes)
-                                .await
-                                .map(drop)
-                                .map_err(|e| SendError::from_lettre(Stage::Rcpt, &e))
-                        })
-                        .await;
-                    match sent {
-                        Ok(()) => c.used = Instant::now(),
-                        Err(_) => conn = None,
-                    }
-                    finish(job, sent, Some(permit));
-                    continue;
-                }
-                let commands = envelope_commands(&job.envelope);
-                let accepted = shared
-                    .timed(async {
-                        let first = c.smtp.command(Raw(&commands)).await.err();
-                        let first = first.map(|e| (Stage::Mail, e));
-                        read_replies(c, job.envelope.to().len(), 1, first).await
-                    })
-                    .await;
-                if let Err(e) = accepted {
-                    conn = None;
-                    finish(job, Err(e), None);
-                    continue;
-                }
-                job
-            }
-        };
-        // The session is inside DATA for `job`.
-        if job.done.is_closed() {
-            // Nobody would record it: don't let the relay accept it. Inside DATA, the only
-            // way out is to drop the session.
-            conn = None;
-            continue;
-        }
-        let Some(c) = conn.as_mut() else {
-            finish(
-                job,
-                Err(SendError::no_reply(Stage::Data, "session lost")),
-                None,
-            );
-            continue;
-        };
-        let permit = match take(&job.gate).await {
-            Ok(p) => p,
-            Err(e) => {
-                conn = None;
-                finish(job, Err(e), None);
-                continue;
-            }
-        };
-        let Some(text) = plain(c, &job) else {
-            conn = None;
-            finish(
-                job,
-                Err(SendError::no_reply(Stage::Data, "session lost")),
-                None,
-            );
-            continue;
-        };
-        let mut out = dot_stuffed(text);
-        let next = queue.try_recv().ok();
-        let behind = next.as_ref().filter(|n| plain(c, n).is_some());
-        if let Some(n) = behind {
-            out.push_str(&envelope_commands(&n.envelope));
-        }
-        // Replies to read after the message's own: MAIL, each RCPT, DATA.
-        let behind = behind.map(|n| n.envelope.to().len());
-        let writing = Instant::now();
-        let sent = shared
-            .timed(async {
-                c.smtp
-                    .command(Raw(&out))
-                    .await
-                    .map(drop)
-                    .map_err(|e| SendError::from_lettre(Stage::EndOfData, &e))
-            })
-            .await;
-        metrics::histogram!(crate::telemetry::RELAY_REPLY).record(writing.elapsed().as_secs_f64());
-        if sent.is_err() {
-            conn = None;
-            finish(job, sent, Some(permit));
-            // Its envelope may have gone, but never its message.
-            carried = next.map(Carried::Fresh);
-            continue;
-        }
-        c.used = Instant::now();
-        finish(job, sent, Some(permit));
-        let Some(next) = next else { continue };
-        let Some(replies) = behind else {
-            carried = Some(Carried::Fresh(next));
-            continue;
-        };
-        match shared.timed(read_replies(c, replies, 0, None)).await {
-            Ok(()) => carried = Some(Carried::Staged(next)),
-            Err(e) => {
-                conn = None;
-                finish(next, Err(e), None);
+    /// The failure of a send that outlasted the limit, at the stage its job had reached.
+    fn gave_up(&self, reached: Option<Stage>) -> SendError {
+        let limit = self.limit;
+        match reached {
+            None => SendError::no_reply(
+                Stage::Connect,
+                format!("no session to the relay was free within {limit:?}"),
+            ),
+            Some(stage) => {
+                SendError::no_reply(stage, format!("no answer from the relay within {limit:?}"))
             }
         }
     }
-}
-
-fn finish(job: Job, result: Result<(), SendError>, permit: Option<OwnedSemaphorePermit>) {
-    // The sender may have given up waiting (its own time limit); the permit then goes.
-    let _ = job.done.send((result, permit));
-}
-
-/// The job's message as text, if it can go the pipelined way: the relay pipelines, and the
-/// message and addresses are ASCII.
-fn plain<'j>(c: &Connection, job: &'j Job) -> Option<&'j str> {
-    let ascii = job
-        .envelope
-        .from()
-        .into_iter()
-        .chain(job.envelope.to())
-        .all(|a| AsRef::<str>::as_ref(a).is_ascii());
-    std::str::from_utf8(&job.bytes)
-        .ok()
-        .filter(|text| c.pipelining && ascii && text.is_ascii())
-}
-
-/// `MAIL`, one `RCPT` per recipient and `DATA`, to go in one write.
-fn envelope_commands(envelope: &Envelope) -> String {
-    let mut commands = Mail::new(envelope.from().cloned(), Vec::new()).to_string();
-    for to in envelope.to() {
-        commands.push_str(&Rcpt::new(to.clone(), Vec::new()).to_string());
-    }
-    commands.push_str(&Data.to_string());
-    commands
-}
-
-/// Reads the replies to a pipelined `MAIL`, `rcpts` × `RCPT` and `DATA`, in order, from the
-/// `skip`-th on (the ones before were read by the caller, `first_error` the first refusal
-/// among them). All of them are read even after a refusal, so the first refusal is the
-/// one reported (what follows it is only "bad sequence"), with the stage of the command it
-/// answered; only a broken session stops the reading.
-async fn read_replies(
-    c: &mut Connection,
-    rcpts: usize,
-    skip: usize,
-    mut first_error: Option<(Stage, lettre::transport::smtp::Error)>,
-) -> Result<(), SendError> {
-    for i in skip..rcpts + 2 {
-        let stage = match i {
-            0 => Stage::Mail,
-            i if i <= rcpts => Stage::Rcpt,
-            _ => Stage::Data,
-        };
-        if let Err(e) = c.smtp.read_response().await {
-            let broken = e.is_timeout() || !(e.is_transient() || e.is_permanent());
-            first_error.get_or_insert((stage, e));
-            if broken {
-                break;
-            }
-        }
-    }
-    match first_error {
-        Some((stage, e)) => Err(SendError::from_lettre(stage, &e)),
-        None => Ok(()),
-    }
-}
-
-/// Waits for the sender's permit to have one more message accepted but not yet recorded.
-/// The wait is how long the database's half of the crash-bound cycle holds a session up.
-async fn take(gate: &Arc<Semaphore>) -> Result<OwnedSemaphorePermit, SendError> {
-    let waiting = Instant::now();
-    let permit = gate
-        .clone()
-        .acquire_owned()
-        .await
-        .map_err(|_| SendError::interrupted("shutting down"));
-    metrics::histogram!(crate::telemetry::UNRECORDED_WAIT).record(waiting.elapsed().as_secs_f64());
-    permit
-}
-
-/// The DATA section for `text`: a dot doubled at the start of every line (RFC 5321
-/// 4.5.2), then the terminating `.` line.
-fn dot_stuffed(text: &str) -> String {
-    let mut out = String::with_capacity(text.len() + 64);
-    let mut rest = text;
-    if rest.starts_with('.') {
-        out.push('.');
-    }
-    while let Some(at) = rest.find("\n.") {
-        out.push_str(&rest[..=at]);
-        out.push('.');
-        rest = &rest[at + 1..];
-    }
-    out.push_str(rest);
-    if !out.ends_with("\r\n") {
-        out.push_str("\r\n");
-    }
-    out.push_str(".\r\n");
-    out
 }
 
 #[cfg(test)]
