@@ -8,6 +8,7 @@ mod database;
 mod preview;
 pub mod samples;
 mod serve;
+mod sheet;
 mod status;
 mod subscribers;
 mod trainings;

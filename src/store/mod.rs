@@ -47,6 +47,11 @@ pub enum StoreError {
         path: String,
         source: std::io::Error,
     },
+    #[error("could not create the database file {path}: {source}")]
+    File {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("stored data is inconsistent: {0}")]
     Corrupt(String),
 }
@@ -210,7 +215,8 @@ impl Store {
     }
 }
 
-/// Makes sure a SQLite file can be created: the directory exists and `mode=rwc` is set.
+/// Makes sure a SQLite file can be created: the directory exists (0700 if new), the file
+/// exists (0600 if new) and `mode=rwc` is set.
 fn sqlite_url(url: &str) -> Result<String> {
     let rest = url
         .trim_start_matches("sqlite://")
@@ -222,8 +228,17 @@ fn sqlite_url(url: &str) -> Result<String> {
             .parent()
             .filter(|d| !d.as_os_str().is_empty())
     {
-        std::fs::create_dir_all(dir).map_err(|source| StoreError::Dir {
+        crate::fsutil::create_dir_all(dir).map_err(|source| StoreError::Dir {
             path: dir.display().to_string(),
+            source,
+        })?;
+    }
+    // Created (0600) before SQLite opens it: SQLite gives the `-wal`, `-shm` and journal
+    // the main file's mode, so they come out private too, whatever the umask.
+    let creates = !url.contains("mode=") || url.contains("mode=rwc");
+    if creates && !path.is_empty() && path != ":memory:" {
+        crate::fsutil::ensure_private(Path::new(path)).map_err(|source| StoreError::File {
+            path: path.to_owned(),
             source,
         })?;
     }
