@@ -9,6 +9,7 @@ mod announcements;
 mod cli;
 mod config_errors;
 mod delivery;
+mod files;
 mod format;
 mod keys;
 mod leases;
