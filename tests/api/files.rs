@@ -188,7 +188,14 @@ async fn export_replaces_a_file_or_symlink_with_a_private_file(backend: Backend)
     let link = dir.join("link.csv");
     symlink(&target, &link).expect("symlink");
     let out = setup
-        .run(&["subscribers", "export", "--format", "json", "-o", "link.csv"])
+        .run(&[
+            "subscribers",
+            "export",
+            "--format",
+            "json",
+            "-o",
+            "link.csv",
+        ])
         .await;
     assert_success(&out);
     assert!(
@@ -250,7 +257,9 @@ async fn csv_export_marks_formula_cells_and_imports_back_unchanged(backend: Back
         .collect();
     for (email, name) in people {
         let marked = |s: &str| {
-            if s.trim_start_matches('\'').starts_with(['=', '+', '-', '@', '\t']) {
+            if s.trim_start_matches('\'')
+                .starts_with(['=', '+', '-', '@', '\t'])
+            {
                 format!("'{s}")
             } else {
                 s.to_owned()
