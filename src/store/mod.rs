@@ -241,6 +241,7 @@ fn sqlite_url(url: &str) -> Result<String> {
             path: path.to_owned(),
             source,
         })?;
+        warn_if_shared(Path::new(path));
     }
     Ok(if url.contains("mode=") {
         url.to_owned()
@@ -249,6 +250,26 @@ fn sqlite_url(url: &str) -> Result<String> {
     } else {
         format!("{url}?mode=rwc")
     })
+}
+
+/// A database made by an older version (or by hand) keeps its mode, and SQLite gives its
+/// `-wal` and `-shm` the same one: say so if other users can read it.
+fn warn_if_shared(path: &Path) {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        if let Ok(meta) = std::fs::metadata(path)
+            && meta.permissions().mode() & 0o077 != 0
+        {
+            tracing::warn!(
+                path = %path.display(),
+                mode = format!("{:03o}", meta.permissions().mode() & 0o777),
+                "the database file can be read by other users; run chmod 600 on it and its -wal and -shm files"
+            );
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = path;
 }
 
 /// `$first, $first+1, …` for `n` values: the inside of an `IN (…)` list whose values are all

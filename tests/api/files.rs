@@ -303,3 +303,21 @@ async fn csv_export_marks_formula_cells_and_imports_back_unchanged(backend: Back
     expected.sort();
     assert_eq!(back, expected);
 }
+
+/// SQLite only: PostgreSQL keeps no file of ours.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_others_can_read_is_named_in_the_log_and_kept_as_it_is() {
+    let data = tempfile::tempdir().expect("temp dir");
+    let file = data.path().join("old.db");
+    std::fs::write(&file, "").expect("an empty database");
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    let url = format!("sqlite://{}", file.display());
+    let daemon = setup(&url, data.path()).launch().await;
+    let log = daemon.log();
+    assert!(
+        log.contains("the database file can be read by other users") && log.contains("644"),
+        "{log}"
+    );
+    assert_mode(&file, 0o644);
+    assert!(daemon.stop().await.success());
+}
