@@ -11,12 +11,14 @@
 //!   the file outbox) and records the outcome.
 //! * [`store`] is the only module that speaks SQL; [`config`] and [`domain`] hold the parsed,
 //!   validated inputs everything else relies on.
+//! * [`fsutil`] creates every file and folder harborlist writes, for its own user only.
 
 pub mod calendar;
 pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod domain;
+pub mod fsutil;
 pub mod health;
 pub mod mail;
 pub mod preflight;

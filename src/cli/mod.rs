@@ -8,6 +8,7 @@ mod database;
 mod preview;
 
 mod serve;
+mod sheet;
 mod status;
 mod subscribers;
 mod trainings;

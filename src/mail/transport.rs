@@ -35,7 +35,7 @@ impl Transport {
     pub fn from_settings(mail: &MailSettings) -> Result<Self, String> {
         match mail.transport {
             TransportKind::File => {
-                std::fs::create_dir_all(&mail.outbox_dir).map_err(|e| {
+                crate::fsutil::create_dir_all(&mail.outbox_dir).map_err(|e| {
                     format!(
                         "mail.outbox_dir: cannot create {}: {e}",
                         mail.outbox_dir.display()
@@ -101,13 +101,14 @@ impl Transport {
                     })
                     .collect();
                 let path = dir.join(format!("{safe}.eml"));
-                let tmp = dir.join(format!(".{safe}.tmp"));
-                // Write then rename: a reader of the outbox never sees half a message.
-                async {
-                    tokio::fs::write(&tmp, bytes).await?;
-                    tokio::fs::rename(&tmp, &path).await
+                // Written beside and renamed into place: a reader of the outbox never sees
+                // half a message, and the file is 0600 (it holds live links).
+                let (at, bytes) = (path.clone(), bytes.to_vec());
+                match tokio::task::spawn_blocking(move || crate::fsutil::replace(&at, &bytes)).await
+                {
+                    Ok(written) => written,
+                    Err(e) => Err(std::io::Error::other(e)),
                 }
-                .await
                 .map_err(|e| {
                     SendError::no_reply(Stage::Connect, format!("writing {}: {e}", path.display()))
                 })

@@ -129,7 +129,7 @@ fn current_key(settings: &Settings, key_file: KeyFile) -> Result<TokenKey, Runti
 
 fn create_key_file(path: &Path) -> Result<(), String> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir)
+        crate::fsutil::create_dir_all(dir)
             .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     }
     write_private(path, &TokenKey::generate_text())
@@ -146,14 +146,8 @@ fn read_key(path: &Path, at: &str) -> Result<TokenKey, RuntimeError> {
 
 fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
     use std::io::Write;
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        options.mode(0o600);
-    }
-    let mut file = options.open(path)?;
+    // Never over an existing file: that would be a different key.
+    let mut file = crate::fsutil::create_new(path)?;
     file.write_all(text.as_bytes())?;
     file.sync_all()
 }

@@ -47,6 +47,11 @@ pub enum StoreError {
         path: String,
         source: std::io::Error,
     },
+    #[error("could not create the database file {path}: {source}")]
+    File {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("stored data is inconsistent: {0}")]
     Corrupt(String),
 }
@@ -210,7 +215,8 @@ impl Store {
     }
 }
 
-/// Makes sure a SQLite file can be created: the directory exists and `mode=rwc` is set.
+/// Makes sure a SQLite file can be created: the directory exists (0700 if new), the file
+/// exists (0600 if new) and `mode=rwc` is set.
 fn sqlite_url(url: &str) -> Result<String> {
     let rest = url
         .trim_start_matches("sqlite://")
@@ -222,10 +228,20 @@ fn sqlite_url(url: &str) -> Result<String> {
             .parent()
             .filter(|d| !d.as_os_str().is_empty())
     {
-        std::fs::create_dir_all(dir).map_err(|source| StoreError::Dir {
+        crate::fsutil::create_dir_all(dir).map_err(|source| StoreError::Dir {
             path: dir.display().to_string(),
             source,
         })?;
+    }
+    // Created (0600) before SQLite opens it: SQLite gives the `-wal`, `-shm` and journal
+    // the main file's mode, so they come out private too, whatever the umask.
+    let creates = !url.contains("mode=") || url.contains("mode=rwc");
+    if creates && !path.is_empty() && path != ":memory:" {
+        crate::fsutil::ensure_private(Path::new(path)).map_err(|source| StoreError::File {
+            path: path.to_owned(),
+            source,
+        })?;
+        warn_if_shared(Path::new(path));
     }
     Ok(if url.contains("mode=") {
         url.to_owned()
@@ -234,6 +250,26 @@ fn sqlite_url(url: &str) -> Result<String> {
     } else {
         format!("{url}?mode=rwc")
     })
+}
+
+/// A database made by an older version (or by hand) keeps its mode, and SQLite gives its
+/// `-wal` and `-shm` the same one: say so if other users can read it.
+fn warn_if_shared(path: &Path) {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        if let Ok(meta) = std::fs::metadata(path)
+            && meta.permissions().mode() & 0o077 != 0
+        {
+            tracing::warn!(
+                path = %path.display(),
+                mode = format!("{:03o}", meta.permissions().mode() & 0o777),
+                "the database file can be read by other users; run chmod 600 on it and its -wal and -shm files"
+            );
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = path;
 }
 
 /// `$first, $first+1, …` for `n` values: the inside of an `IN (…)` list whose values are all

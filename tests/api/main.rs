@@ -10,6 +10,7 @@ mod announcements;
 mod cli;
 mod config_errors;
 mod delivery;
+mod files;
 mod format;
 mod fuzz;
 mod keys;

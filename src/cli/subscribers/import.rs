@@ -30,6 +30,7 @@ use crate::{
 };
 
 use super::now_ms;
+use crate::cli::sheet;
 
 /// Where the columns are, from the header row.
 #[derive(Debug, Clone, Copy)]
@@ -378,7 +379,9 @@ fn check_row(
             columns.count
         ));
     };
+    // Cells are read as `export` wrote them: a formula-like one without its leading `'`.
     let text = std::str::from_utf8(cell).map_err(|_| not_utf8("email"))?;
+    let text = sheet::unescape(text);
     let email = SubscriberEmail::parse(text).map_err(|e| match e {
         EmailError::Empty => "the email cell is empty".to_owned(),
         e => format!("invalid email address: {e}"),
@@ -387,7 +390,8 @@ fn check_row(
         None => None,
         Some(cell) => {
             let text = std::str::from_utf8(cell).map_err(|_| not_utf8("name"))?;
-            SubscriberName::parse(text).map_err(|e| format!("invalid name: {e}"))?
+            SubscriberName::parse(sheet::unescape(text))
+                .map_err(|e| format!("invalid name: {e}"))?
         }
     };
     Ok((email, name))

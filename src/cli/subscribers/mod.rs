@@ -14,7 +14,6 @@
 //! import file are referred to by line number.
 
 use std::{
-    fs::File,
     io::{self, BufWriter, Write},
     path::{Path, PathBuf},
     process::ExitCode,
@@ -24,9 +23,11 @@ use anyhow::Context;
 use clap::{Subcommand, ValueEnum};
 use futures_util::StreamExt;
 
+use super::sheet;
 use crate::{
     config::Settings,
     domain::SubscriberEmail,
+    fsutil,
     store::{
         Store,
         roster::{ExportRow, RemoveOutcome},
@@ -49,11 +50,16 @@ pub enum Command {
     /// confirmed and unsubscribed (UTC times). Without --output the data goes to the
     /// screen (standard output), so you can redirect it; the count goes to standard error.
     /// The file holds personal data: keep it safe and delete it when you are done.
+    ///
+    /// In CSV, a cell that begins with =, +, -, @, a tab or a carriage return gets a
+    /// leading ' so that a spreadsheet shows it as text instead of running it as a
+    /// formula; `import` takes the ' off again.
     Export {
         /// csv (with a header row, opens in a spreadsheet) or json (an array of objects).
         #[arg(long, value_enum, default_value_t = Format::Csv)]
         format: Format,
-        /// Write to this file instead of standard output (created readable by you only).
+        /// Write to this file instead of standard output. It is written in full, readable by
+        /// you only, then put in place of any file (or link) of that name.
         #[arg(long, short, value_name = "FILE")]
         output: Option<PathBuf>,
     },
@@ -62,6 +68,8 @@ pub enum Command {
     /// Only import people who agreed to get these emails on the old list. The first line of
     /// the file must name the columns: "email" is required, "name" is optional (any
     /// capitalisation); other columns are ignored. Save the file as UTF-8 ("CSV UTF-8").
+    /// A file made by `export` can be imported as it is (the ' it puts before cells that
+    /// look like formulas is taken off).
     ///
     /// Nobody already on the list is changed, whatever their status: in particular, people
     /// who unsubscribed stay unsubscribed. People erased with `forget` are not added back.
@@ -171,26 +179,39 @@ async fn export(
     output: Option<&Path>,
 ) -> anyhow::Result<ExitCode> {
     let store = connect(settings).await?;
-    let sink: Box<dyn Write + Send> = match output {
-        Some(path) => Box::new(
-            create_private(path).with_context(|| format!("cannot create {}", path.display()))?,
-        ),
-        None => Box::new(io::stdout()),
+    let result = match output {
+        Some(path) => export_to_file(&store, format, path).await,
+        None => write_export(
+            &store,
+            format,
+            BufWriter::with_capacity(1 << 16, io::stdout()),
+        )
+        .await
+        .context("export failed"),
     };
-    let written = write_export(&store, format, BufWriter::with_capacity(1 << 16, sink)).await;
     store.close().await;
-    match (written, output) {
-        (Ok(n), Some(path)) => println!("exported {n} subscriber(s) to {}", path.display()),
+    let n = result?;
+    match output {
+        Some(path) => println!("exported {n} subscriber(s) to {}", path.display()),
         // The data is on standard output; the result line must not end up in it.
-        (Ok(n), None) => eprintln!("exported {n} subscriber(s)"),
-        (Err(e), Some(path)) => {
-            // A half-written export looks complete to whoever opens it next.
-            let _ = std::fs::remove_file(path);
-            return Err(e.context(format!("export to {} failed; removed it", path.display())));
-        }
-        (Err(e), None) => return Err(e.context("export failed")),
+        None => eprintln!("exported {n} subscriber(s)"),
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Writes a new private file beside `path` and renames it into place once complete: the
+/// result is 0600 whatever was there, a symlink at `path` is replaced rather than written
+/// through, and a failed export leaves what was there before.
+async fn export_to_file(store: &Store, format: Format, path: &Path) -> anyhow::Result<u64> {
+    let mut file = fsutil::Replacement::new(path)
+        .with_context(|| format!("cannot create a file beside {}", path.display()))?;
+    let n = write_export(store, format, BufWriter::with_capacity(1 << 16, &mut file))
+        .await
+        .with_context(|| format!("export to {} failed; nothing was changed", path.display()))?;
+    file.sync()
+        .and_then(|()| file.commit())
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(n)
 }
 
 /// Writes rows as they arrive from the database cursor; returns how many.
@@ -207,15 +228,22 @@ async fn write_export<W: Write + Send>(
             csv.write_record(EXPORT_HEADER)?;
             while let Some(row) = rows.next().await {
                 let r: ExportRow = row?;
-                csv.write_record([
-                    r.email.as_str(),
-                    r.name.as_deref().unwrap_or(""),
-                    r.status.as_str(),
-                    r.source.as_str(),
-                    r.created_at.as_str(),
-                    r.confirmed_at.as_deref().unwrap_or(""),
-                    r.unsubscribed_at.as_deref().unwrap_or(""),
-                ])?;
+                // Names and addresses come from the public form: no cell may run as a
+                // spreadsheet formula.
+                csv.write_record(
+                    [
+                        r.email.as_str(),
+                        r.name.as_deref().unwrap_or(""),
+                        r.status.as_str(),
+                        r.source.as_str(),
+                        r.created_at.as_str(),
+                        r.confirmed_at.as_deref().unwrap_or(""),
+                        r.unsubscribed_at.as_deref().unwrap_or(""),
+                    ]
+                    .map(sheet::escape)
+                    .iter()
+                    .map(|cell| cell.as_bytes()),
+                )?;
                 n += 1;
             }
             csv.flush()?;
@@ -233,18 +261,6 @@ async fn write_export<W: Write + Send>(
         }
     }
     Ok(n)
-}
-
-/// A new file only its owner can read: exports hold personal data.
-fn create_private(path: &Path) -> io::Result<File> {
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        options.mode(0o600);
-    }
-    options.open(path)
 }
 
 // ---------------------------------------------------------------------------------------

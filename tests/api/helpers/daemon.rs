@@ -28,6 +28,8 @@ pub struct DaemonSetup {
     launched: Arc<AtomicUsize>,
     /// The `[security]` section's body; by default `token_key = "<token_key>"`.
     security: Option<String>,
+    /// The umask every process starts with, if not the test's own.
+    umask: Option<u32>,
 }
 
 impl DaemonSetup {
@@ -49,6 +51,7 @@ impl DaemonSetup {
             env: Vec::new(),
             launched: Arc::new(AtomicUsize::new(0)),
             security: None,
+            umask: None,
         }
     }
 
@@ -56,6 +59,13 @@ impl DaemonSetup {
     /// `token_key = "<token_key>"` (say, a key file, or a rotation).
     pub fn security(mut self, body: &str) -> Self {
         self.security = Some(body.to_owned());
+        self
+    }
+
+    /// Every process launched from now on starts with this umask (through `sh`, which
+    /// sets it and then becomes the binary).
+    pub fn umask(mut self, mask: u32) -> Self {
+        self.umask = Some(mask);
         self
     }
 
@@ -92,7 +102,17 @@ impl DaemonSetup {
 
     /// The binary with this setup's environment, run in its directory.
     fn command(&self) -> Command {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_harborlist"));
+        let bin = env!("CARGO_BIN_EXE_harborlist");
+        let mut cmd = match self.umask {
+            None => Command::new(bin),
+            Some(mask) => {
+                let mut sh = Command::new("sh");
+                sh.arg("-c")
+                    .arg(format!("umask {mask:03o} && exec \"$0\" \"$@\""))
+                    .arg(bin);
+                sh
+            }
+        };
         for (k, _) in std::env::vars() {
             if k.starts_with("HARBORLIST") || k == "RUST_LOG" {
                 cmd.env_remove(k);
