@@ -208,7 +208,7 @@ mod tests {
             .expect("default config loads");
         let mut new = running.clone();
         new.schedule.tick = "5s".parse().expect("duration");
-        new.security.token_key = Some("x".repeat(44));
+        new.security.token_key = Some("x".repeat(44).into());
         new.list.name = "Renamed".into();
         let kept = keep_fixed(&running, &mut new);
         assert_eq!(kept, ["schedule.tick", "security.token_key"]);

@@ -53,7 +53,15 @@ async fn a_postgresql_restart_mid_mailing_loses_nothing() {
         })
         .spawn()
         .await;
-    let key = TokenKey::parse(app.settings.security.token_key.as_deref().unwrap()).unwrap();
+    let key = TokenKey::parse(
+        app.settings
+            .security
+            .token_key
+            .as_ref()
+            .map(harborlist::domain::Secret::expose)
+            .unwrap(),
+    )
+    .unwrap();
     for i in 0..N {
         seed(&app.store, &key, &format!("r{i}@example.org"), "active").await;
     }

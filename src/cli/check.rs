@@ -198,7 +198,7 @@ async fn relay(mail: &MailSettings) -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(e) => {
-            let url = redact_url(mail.smtp_url.as_deref().unwrap_or_default());
+            let url = redact_url(mail.relay_url());
             eprintln!("FAIL relay {url} at {}: {}", e.stage, reply_of(&e));
             ExitCode::FAILURE
         }

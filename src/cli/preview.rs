@@ -71,8 +71,8 @@ pub async fn send_test(settings: Settings, args: &SendTestArgs) -> anyhow::Resul
         .send(&composed.envelope, &composed.bytes, &composed.message_id)
         .await
         .with_context(|| format!("sending to {}", args.what.to))?;
-    let via = match &runtime.settings.mail.smtp_url {
-        Some(url) if matches!(transport, Transport::Pooled(..)) => {
+    let via = match runtime.settings.mail.relay_url() {
+        url if !url.is_empty() && matches!(transport, Transport::Pooled(..)) => {
             url.split('@').next_back().unwrap_or(url).to_owned()
         }
         _ => format!("the outbox {}", runtime.settings.mail.outbox_dir.display()),

@@ -250,7 +250,7 @@ impl Settings {
 
     fn validate_mail(&self) -> Result<(), ConfigError> {
         if self.mail.transport == TransportKind::Smtp {
-            let url = self.mail.smtp_url.as_deref().unwrap_or("");
+            let url = self.mail.relay_url();
             if url.is_empty() {
                 return Err(ConfigError::invalid(
                     "mail.smtp_url",

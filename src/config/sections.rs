@@ -5,7 +5,10 @@ use std::{net::SocketAddr, path::PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::{calendar::TrainingsSettings, domain::HumanDuration};
+use crate::{
+    calendar::TrainingsSettings,
+    domain::{HumanDuration, Secret},
+};
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -129,7 +132,7 @@ pub struct MailSettings {
     /// lettre's URL form: `smtp://host:port`, `smtps://user:pass@host:465`,
     /// `smtp://host:587?tls=required`.
     #[serde(default)]
-    pub smtp_url: Option<String>,
+    pub smtp_url: Option<Secret>,
     #[serde(default = "default_outbox")]
     pub outbox_dir: PathBuf,
     pub from: lettre::message::Mailbox,
@@ -163,6 +166,14 @@ pub struct MailSettings {
     pub lease: HumanDuration,
     #[serde(default)]
     pub dkim: Option<DkimSettings>,
+}
+
+impl MailSettings {
+    /// `mail.smtp_url` as text, password and all ("" when unset): only for parsing it and
+    /// connecting. Anything shown to people goes through `mail::redact::redacted_url`.
+    pub fn relay_url(&self) -> &str {
+        self.smtp_url.as_ref().map_or("", Secret::expose)
+    }
 }
 
 fn default_outbox() -> PathBuf {
@@ -244,7 +255,7 @@ pub struct SecuritySettings {
     /// `token_key_file` is used, and created on first start (a database that has no key
     /// fingerprint yet).
     #[serde(default)]
-    pub token_key: Option<String>,
+    pub token_key: Option<Secret>,
     #[serde(default)]
     pub token_key_file: Option<PathBuf>,
     /// Keys used before the current one, for a rotation: each `{ key = "…" }` (base64) or
@@ -258,7 +269,7 @@ pub struct SecuritySettings {
 #[serde(deny_unknown_fields)]
 pub struct PreviousTokenKey {
     #[serde(default)]
-    pub key: Option<String>,
+    pub key: Option<Secret>,
     #[serde(default)]
     pub file: Option<PathBuf>,
 }

@@ -7,9 +7,11 @@
 mod duration;
 mod email;
 mod name;
+mod secret;
 mod token;
 
 pub use duration::HumanDuration;
 pub use email::{EmailError, SubscriberEmail, redact};
 pub use name::{NameError, SubscriberName};
+pub use secret::Secret;
 pub use token::{Token, TokenKey, TokenKeyError, TokenPurpose, hex, new_nonce};

@@ -44,7 +44,7 @@ impl Transport {
                 Ok(Self::File(mail.outbox_dir.clone()))
             }
             TransportKind::Smtp => {
-                let url = mail.smtp_url.as_deref().unwrap_or_default();
+                let url = mail.relay_url();
                 let relay = Relay::parse(url).map_err(|e| format!("mail.smtp_url: {e}"))?;
                 let pool = Pool::new(relay, mail.pool_size, mail.smtp_timeout.std());
                 Ok(Self::Pooled(Arc::new(pool)))

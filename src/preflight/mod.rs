@@ -63,7 +63,7 @@ fn relay_finding(runtime: &Runtime) -> Option<Finding> {
     if mail.transport != TransportKind::Smtp {
         return None;
     }
-    let url = mail.smtp_url.as_deref().unwrap_or_default();
+    let url = mail.relay_url();
     Some(Finding {
         subject: "mail.smtp_url".into(),
         outcome: Relay::parse(url).map(|_| String::new()),

@@ -69,9 +69,8 @@ pub fn load(settings: &Settings, key_file: KeyFile) -> Result<KeyRing, RuntimeEr
         .map(|(i, entry)| {
             let at = format!("security.previous_token_keys[{i}]");
             match (&entry.key, &entry.file) {
-                (Some(text), None) => {
-                    TokenKey::parse(text).map_err(|e| RuntimeError::Key(format!("{at}.key: {e}")))
-                }
+                (Some(text), None) => TokenKey::parse(text.expose())
+                    .map_err(|e| RuntimeError::Key(format!("{at}.key: {e}"))),
                 (None, Some(path)) => read_key(path, &format!("{at}.file")),
                 _ => Err(RuntimeError::Key(format!(
                     "{at}: give exactly one of key = \"…\" (base64) or file = \"…\" (a key file)"
@@ -100,7 +99,7 @@ fn key_path(settings: &Settings) -> PathBuf {
 
 fn current_key(settings: &Settings, key_file: KeyFile) -> Result<TokenKey, RuntimeError> {
     if let Some(text) = &settings.security.token_key {
-        return TokenKey::parse(text)
+        return TokenKey::parse(text.expose())
             .map_err(|e| RuntimeError::Key(format!("security.token_key: {e}")));
     }
     let path = key_path(settings);
@@ -314,10 +313,10 @@ mod tests {
     #[test]
     fn a_previous_key_is_one_of_key_or_file_and_is_named_when_wrong() {
         let mut settings = crate::config::load_from(Path::new("config"), None).expect("defaults");
-        settings.security.token_key = Some(TokenKey::generate_text());
+        settings.security.token_key = Some(TokenKey::generate_text().into());
         settings.security.previous_token_keys = vec![
             PreviousTokenKey {
-                key: Some(TokenKey::generate_text()),
+                key: Some(TokenKey::generate_text().into()),
                 file: None,
             },
             PreviousTokenKey::default(),

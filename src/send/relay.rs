@@ -66,10 +66,7 @@ impl RelayWatch {
         max: Duration,
     ) -> Self {
         let (setting, shown) = match mail.transport {
-            TransportKind::Smtp => (
-                "mail.smtp_url",
-                redacted_url(mail.smtp_url.as_deref().unwrap_or_default()),
-            ),
+            TransportKind::Smtp => ("mail.smtp_url", redacted_url(mail.relay_url())),
             TransportKind::File => ("mail.outbox_dir", mail.outbox_dir.display().to_string()),
         };
         Self {

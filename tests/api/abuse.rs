@@ -402,3 +402,32 @@ async fn answers_hyper_gives_by_itself_carry_the_headers_too(backend: Backend) {
     .await;
     assert_eq!(own.matches("content-security-policy").count(), 1, "{own}");
 }
+
+/// Item 10: settings dumps (`Debug`, `Serialize`) and the parsed relay never show a secret.
+#[test]
+fn secrets_never_show_in_debug_or_serialized_settings() {
+    let mut s = crate::helpers::test_settings("sqlite://unused.db", 2525);
+    s.mail.smtp_url = Some("smtp://mailer:hunter2-pw@relay.example.org:587?tls=required".into());
+    let key = harborlist::domain::TokenKey::generate_text();
+    s.security.token_key = Some(key.clone().into());
+    s.security.previous_token_keys = vec![harborlist::config::PreviousTokenKey {
+        key: Some("b2xkLWtleS1vbGQta2V5LW9sZC1rZXktb2xkLWtleQ==".into()),
+        file: None,
+    }];
+    let debug = format!("{s:?}");
+    let json = serde_json::to_string(&s).expect("settings serialize");
+    for dump in [&debug, &json] {
+        assert!(
+            !dump.contains("hunter2"),
+            "the relay password leaked: {dump}"
+        );
+        assert!(!dump.contains(&key), "the token key leaked");
+        assert!(
+            !dump.contains("b2xkLWtleS1vbGQta2V5"),
+            "a previous key leaked"
+        );
+        assert!(dump.contains("[redacted]"));
+    }
+    let relay = harborlist::mail::smtp::Relay::parse(s.mail.relay_url()).expect("parses");
+    assert!(!format!("{relay:?}").contains("hunter2"), "{relay:?}");
+}

@@ -44,7 +44,15 @@ async fn an_announcement_due_in_seconds_reaches_each_active_subscriber_once(back
         })
         .spawn()
         .await;
-    let key = TokenKey::parse(app.settings.security.token_key.as_deref().unwrap()).unwrap();
+    let key = TokenKey::parse(
+        app.settings
+            .security
+            .token_key
+            .as_ref()
+            .map(harborlist::domain::Secret::expose)
+            .unwrap(),
+    )
+    .unwrap();
     for (email, status) in [
         ("a@example.org", "active"),
         ("b@example.org", "active"),

@@ -419,9 +419,15 @@ async fn status_shows_upcoming_and_recent_mailings_with_counts(backend: Backend)
         })
         .spawn()
         .await;
-    let key =
-        harborlist::domain::TokenKey::parse(app.settings.security.token_key.as_deref().unwrap())
-            .unwrap();
+    let key = harborlist::domain::TokenKey::parse(
+        app.settings
+            .security
+            .token_key
+            .as_ref()
+            .map(harborlist::domain::Secret::expose)
+            .unwrap(),
+    )
+    .unwrap();
     crate::helpers::seed(&app.store, &key, "a@example.org", "active").await;
     crate::helpers::seed(&app.store, &key, "b@example.org", "active").await;
     app.sink.wait_for(2, 20).await;

@@ -362,10 +362,10 @@ async fn a_confirmation_still_queued_at_a_rotation_goes_out_with_a_working_link(
     let new = TokenKey::generate_text();
     let app = app
         .restart_with(|s| {
-            s.mail.smtp_url = Some(format!("smtp://127.0.0.1:{}", sink.port));
-            s.security.token_key = Some(new.clone());
+            s.mail.smtp_url = Some(format!("smtp://127.0.0.1:{}", sink.port).into());
+            s.security.token_key = Some(new.clone().into());
             s.security.previous_token_keys = vec![harborlist::config::PreviousTokenKey {
-                key: Some(old),
+                key: Some(old.into()),
                 file: None,
             }];
         })

@@ -40,9 +40,15 @@ async fn the_daemon_on_a_new_database_skips_a_stale_announcement_and_sends_one_m
         })
         .spawn()
         .await;
-    let key =
-        harborlist::domain::TokenKey::parse(app.settings.security.token_key.as_deref().unwrap())
-            .unwrap();
+    let key = harborlist::domain::TokenKey::parse(
+        app.settings
+            .security
+            .token_key
+            .as_ref()
+            .map(harborlist::domain::Secret::expose)
+            .unwrap(),
+    )
+    .unwrap();
     crate::helpers::seed(&app.store, &key, "a@example.org", "active").await;
     app.sink.wait_for(1, 20).await;
     let skipped = crate::helpers::eventually(10, "the stale one skipped", || async {

@@ -391,7 +391,15 @@ async fn rcpt_refusal(backend: Backend, refusal: &str) -> (crate::helpers::TestA
         })
         .spawn()
         .await;
-    let key = TokenKey::parse(app.settings.security.token_key.as_deref().unwrap()).unwrap();
+    let key = TokenKey::parse(
+        app.settings
+            .security
+            .token_key
+            .as_ref()
+            .map(harborlist::domain::Secret::expose)
+            .unwrap(),
+    )
+    .unwrap();
     for email in PEOPLE {
         seed(&app.store, &key, email, "active").await;
     }

@@ -42,7 +42,15 @@ async fn app_with_session(
         })
         .spawn()
         .await;
-    let key = TokenKey::parse(app.settings.security.token_key.as_deref().unwrap()).unwrap();
+    let key = TokenKey::parse(
+        app.settings
+            .security
+            .token_key
+            .as_ref()
+            .map(harborlist::domain::Secret::expose)
+            .unwrap(),
+    )
+    .unwrap();
     for (email, status) in [
         ("a@example.org", "active"),
         ("b@example.org", "active"),

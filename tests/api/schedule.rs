@@ -53,7 +53,15 @@ impl World {
             Arc::new(clock.clone()),
             Arc::new(Notify::new()),
         );
-        let key = TokenKey::parse(settings.security.token_key.as_deref().unwrap()).unwrap();
+        let key = TokenKey::parse(
+            settings
+                .security
+                .token_key
+                .as_ref()
+                .map(harborlist::domain::Secret::expose)
+                .unwrap(),
+        )
+        .unwrap();
         for (email, status) in [
             ("a@example.org", "active"),
             ("b@example.org", "active"),
@@ -160,7 +168,15 @@ async fn a_due_reminder_reaches_each_active_subscriber_once(backend: Backend) {
         "active only"
     );
     // Someone who joins after the due time is not added to that mailing.
-    let key = TokenKey::parse(w.settings.security.token_key.as_deref().unwrap()).unwrap();
+    let key = TokenKey::parse(
+        w.settings
+            .security
+            .token_key
+            .as_ref()
+            .map(harborlist::domain::Secret::expose)
+            .unwrap(),
+    )
+    .unwrap();
     seed(&w.store, &key, "late@example.org", "active").await;
     w.turn_at("2026-12-30T18:00:00Z").await;
     assert_eq!(w.deliveries(INVITE).await.len(), 2);

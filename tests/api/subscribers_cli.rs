@@ -411,7 +411,7 @@ async fn remove_unsubscribes_idempotently(backend: Backend) {
     let app = spawn_app(backend).await;
     let cli = Cli {
         db_url: app.db.url.clone(),
-        key: app.settings.security.token_key.clone().expect("test key"),
+        key: app.token_key().to_owned(),
     };
     // A pending person holds a live confirmation link; removal must spend it.
     assert_eq!(app.subscribe("Pat@Example.org", "Pat").await.status(), 200);
@@ -469,7 +469,7 @@ async fn forget_erases_the_person_and_blocks_reimport(backend: Backend) {
     let app = spawn_app(backend).await;
     let cli = Cli {
         db_url: app.db.url.clone(),
-        key: app.settings.security.token_key.clone().expect("test key"),
+        key: app.token_key().to_owned(),
     };
     let store = &app.store;
     // Through the web flow, so there is a token, a confirmation mailing and its delivery.

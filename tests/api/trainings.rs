@@ -120,7 +120,15 @@ async fn sending_follows_max_per_second(backend: Backend) {
         })
         .spawn()
         .await;
-    let key = TokenKey::parse(app.settings.security.token_key.as_deref().unwrap()).unwrap();
+    let key = TokenKey::parse(
+        app.settings
+            .security
+            .token_key
+            .as_ref()
+            .map(harborlist::domain::Secret::expose)
+            .unwrap(),
+    )
+    .unwrap();
     for i in 0..12 {
         seed(&app.store, &key, &format!("r{i}@example.org"), "active").await;
     }

@@ -104,10 +104,13 @@ async fn temporary_451s_are_retried_until_each_message_arrives_once_and_a_550_is
     })
     .await;
     tokio::time::sleep(Duration::from_secs(2)).await;
-    assert_eq!(
-        w.sink.count(),
-        0,
-        "nothing is accepted while the relay says 451"
+    // A 451 to the end of data leaves the session usable, so an envelope pipelined behind
+    // that message before the switch (its DATA already answered 354) may still complete:
+    // at most one per connection.
+    assert!(
+        w.sink.count() <= crate::POOL_SIZE,
+        "nothing but envelopes already accepted goes while the relay says 451: {}",
+        w.sink.count()
     );
     let refused = w.sink.datas();
     w.sink.set(Mode {
@@ -147,7 +150,9 @@ async fn temporary_451s_are_retried_until_each_message_arrives_once_and_a_550_is
         w.sink.datas(),
         w.sink.count()
     );
-    assert!(retried > 0, "the queue counted the retries");
+    // A session dropped at MAIL FROM is a relay fault (issue 15): the delivery goes back
+    // to the queue without spending an attempt, so no message is any closer to giving up.
+    assert_eq!(retried, 0, "a relay fault spends no attempt");
     assert_eq!(
         delivery_states(&w.store, KEY)
             .await
@@ -225,7 +230,9 @@ async fn dropped_connections_are_retried_until_each_message_arrives_once(backend
         dropped > 0 && w.sink.mails() > w.sink.count(),
         "sessions were dropped and retried"
     );
-    assert!(retried > 0, "the queue counted the retries");
+    // A session dropped at MAIL FROM is a relay fault (issue 15): the delivery goes back
+    // to the queue without spending an attempt, so no message is any closer to giving up.
+    assert_eq!(retried, 0, "a relay fault spends no attempt");
     assert_eq!(
         delivery_states(&w.store, KEY)
             .await

@@ -9,6 +9,7 @@
 //! that ends normally ends with [`Session::quit`]. [`check_relay`] is the same path for
 //! `harborlist check --relay`.
 
+use crate::domain::Secret;
 use std::{
     future::Future,
     io,
@@ -42,7 +43,9 @@ pub struct Relay {
     /// `smtps://`: TLS from the first byte.
     pub implicit_tls: bool,
     pub starttls: Starttls,
-    pub credentials: Option<(String, String)>,
+    /// The user name and password: the password's `Debug` is `[redacted]`, so a logged or
+    /// printed `Relay` never shows it.
+    pub credentials: Option<(String, Secret)>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -83,7 +86,7 @@ impl Relay {
         let credentials = (!parsed.username().is_empty()).then(|| {
             (
                 percent_decode(parsed.username()),
-                percent_decode(parsed.password().unwrap_or("")),
+                Secret::new(percent_decode(parsed.password().unwrap_or(""))),
             )
         });
         let default_port = if implicit_tls { 465 } else { 25 };
@@ -242,7 +245,7 @@ impl Connector {
         .message()
         .any(|line| line.trim().eq_ignore_ascii_case("PIPELINING"));
         if let Some((user, pass)) = &self.relay.credentials {
-            let credentials = Credentials::new(user.clone(), pass.clone());
+            let credentials = Credentials::new(user.clone(), pass.expose().to_owned());
             let mechanisms = [Mechanism::Plain, Mechanism::Login];
             timed(
                 self.timeout,
@@ -366,7 +369,7 @@ pub async fn check_relay(mail: &MailSettings) -> Result<RelayCheck, SendError> {
     if mail.transport == TransportKind::File {
         return Ok(RelayCheck::NoRelay);
     }
-    let url = mail.smtp_url.as_deref().unwrap_or_default();
+    let url = mail.relay_url();
     let relay = Relay::parse(url)
         .map_err(|e| SendError::rejected_locally(format!("mail.smtp_url: {e}")))?;
     let connector = Connector::new(relay, mail.smtp_timeout.std());

@@ -41,13 +41,13 @@ pub fn test_settings(db_url: &str, smtp_port: u16) -> Settings {
     s.server.metrics_bind = "127.0.0.1:0".into();
     s.database.url = db_url.to_owned();
     s.mail.transport = TransportKind::Smtp;
-    s.mail.smtp_url = Some(format!("smtp://127.0.0.1:{smtp_port}"));
+    s.mail.smtp_url = Some(format!("smtp://127.0.0.1:{smtp_port}").into());
     s.mail.retry_base = "200ms".parse().expect("duration");
     s.mail.retry_max = "1s".parse().expect("duration");
     s.mail.smtp_timeout = "3s".parse().expect("duration");
     s.schedule.poll = "200ms".parse().expect("duration");
     s.schedule.tick = "1s".parse().expect("duration");
-    s.security.token_key = Some(TokenKey::generate_text());
+    s.security.token_key = Some(TokenKey::generate_text().into());
     s
 }
 
@@ -219,7 +219,8 @@ impl TestApp {
         self.settings
             .security
             .token_key
-            .as_deref()
+            .as_ref()
+            .map(harborlist::domain::Secret::expose)
             .expect("test settings set a token key")
     }
 
