@@ -13,6 +13,9 @@ mod status;
 mod subscribers;
 mod trainings;
 
+/// The import's row checks without a database, for the property tests (`tests/fuzz.rs`).
+pub use subscribers::{CheckedRow, check_import_csv};
+
 use std::{path::PathBuf, process::ExitCode};
 
 use clap::{Parser, Subcommand};

@@ -11,6 +11,7 @@ use crate::{
     calendar::human,
     clock::{from_millis, to_millis},
     config::Settings,
+    domain::terminal_safe,
     health::{RelayState, RelayStatus},
     schedule::content::training_json,
     send::RELAY_STATE,
@@ -185,7 +186,11 @@ fn relay_line(relay: Option<&RelayStatus>, when: impl Fn(i64) -> String) -> Stri
         Some(r) if r.state == RelayState::Ok => "Mail relay: ok".to_owned(),
         Some(r) => {
             let since = r.since_ms.map(&when).unwrap_or_else(|| "?".into());
-            let error = r.last_error.as_deref().unwrap_or("no reply recorded");
+            // The relay's own words: text from a server we don't run.
+            let error = r
+                .last_error
+                .as_deref()
+                .map_or("no reply recorded".into(), terminal_safe);
             format!("Mail relay: failing since {since} at {error}")
         }
     }

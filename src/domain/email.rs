@@ -3,7 +3,7 @@
 //! Two spellings that reach the same mailbox on the wire must be one subscriber with one
 //! key, or the per-address limit can be dodged (`"victim"@x.test`) and a look-alike can
 //! squat a real address (`\u{212A}ate@x.test`, KELVIN SIGN, lower-cases to `kate@…`). So,
-//! in order: control characters are refused; the text is NFKC-normalised (compatibility
+//! in order: control and invisible characters are refused; the text is NFKC-normalised (compatibility
 //! forms such as the Kelvin sign and fullwidth letters fold into their plain letters); a
 //! quoted local part that says the same as a plain one is unquoted and any other is
 //! refused; the domain goes through IDNA to its ASCII (punycode) form; and a non-ASCII
@@ -18,7 +18,7 @@ use unicode_normalization::UnicodeNormalization;
 pub enum EmailError {
     #[error("Please enter an email address.")]
     Empty,
-    #[error("An email address can't contain line breaks or control characters.")]
+    #[error("An email address can't contain line breaks, control or invisible characters.")]
     ControlCharacter,
     #[error("That address is too long (at most 254 characters).")]
     TooLong,
@@ -61,11 +61,11 @@ impl SubscriberEmail {
     pub fn parse_with(input: &str, smtputf8: bool) -> Result<Self, EmailError> {
         // Reject control characters before trimming: a CR/LF anywhere is an injection
         // attempt, not whitespace to tidy away.
-        if input.chars().any(|c| c.is_control()) {
+        if input.chars().any(|c| c.is_control() || invisible(c)) {
             return Err(EmailError::ControlCharacter);
         }
         let normalised: String = input.trim().nfkc().collect();
-        if normalised.chars().any(|c| c.is_control()) {
+        if normalised.chars().any(|c| c.is_control() || invisible(c)) {
             return Err(EmailError::ControlCharacter);
         }
         let s = normalised.trim();
@@ -114,10 +114,26 @@ impl SubscriberEmail {
     }
 }
 
+/// Characters that show nothing or reorder text: the name's layout controls (bidi, line
+/// and paragraph separators), zero-width characters, the soft hyphen and the BOM. NFKC keeps
+/// them, so in a non-ASCII local part (`mail.smtputf8`) they would make a second key for a
+/// mailbox that looks the same, or disguise the address wherever it is shown.
+fn invisible(c: char) -> bool {
+    super::name::is_layout_control(c)
+        || matches!(
+            c,
+            '\u{00AD}' | '\u{200B}'..='\u{200D}' | '\u{2060}'..='\u{2064}' | '\u{FEFF}'
+        )
+}
+
 /// The local part (unquoted) and the domain as typed.
 fn split(s: &str) -> Result<(String, &str), EmailError> {
     let (local, domain) = if let Some(rest) = s.strip_prefix('"') {
         let (content, after) = quoted(rest).ok_or(EmailError::Quoted)?;
+        // An escape can part a letter from its combining mark (`"\g\◌́"`), so the unquoted
+        // text is normalised again, or it would key apart from its composed spelling
+        // (found by tests/fuzz.rs).
+        let content: String = content.nfkc().collect();
         let domain = after.strip_prefix('@').ok_or(EmailError::MissingAt)?;
         // Only a quoted part that a plain one could say is the same mailbox; anything
         // else ("john smith", "a@b") would be delivered somewhere we can't key safely.
@@ -263,6 +279,19 @@ mod tests {
             SubscriberEmail::parse("a@b.org\r\nBcc: victim@x.org"),
             Err(EmailError::ControlCharacter)
         );
+        // Found by tests/fuzz.rs: with mail.smtputf8 these were kept in the local part.
+        for hidden in [
+            "jo\u{200E}e@x.test",
+            "jo\u{202E}e@x.test",
+            "jo\u{200B}e@x.test",
+            "\u{FEFF}joe@x.test",
+        ] {
+            assert_eq!(
+                SubscriberEmail::parse_with(hidden, true),
+                Err(EmailError::ControlCharacter),
+                "{hidden:?}"
+            );
+        }
         let long = format!("{}@example.org", "a".repeat(250));
         assert_eq!(SubscriberEmail::parse(&long), Err(EmailError::TooLong));
     }
@@ -331,7 +360,7 @@ mod tests {
             ("a@exa_mple.org", BadDomain),
             ("a@-x.org", BadDomain),
             ("victim@x.test.", BadDomain),
-            ("a\u{2028}@x.org", Whitespace),
+            ("a\u{2028}@x.org", ControlCharacter),
         ];
         for (spelling, why) in refused {
             assert_eq!(
@@ -344,6 +373,10 @@ mod tests {
         assert_eq!(
             SubscriberEmail::parse_with("Jöran@Example.se", true).map(|e| e.key()),
             Ok("jöran@example.se".to_owned())
+        );
+        assert_eq!(
+            SubscriberEmail::parse_with("\"\\jo\\\u{308}ran\"@x.se", true).map(|e| e.key()),
+            Ok("jöran@x.se".to_owned())
         );
         assert!(same_as_victim.len() + canonical.len() + refused.len() >= 30);
     }

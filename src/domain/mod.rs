@@ -3,15 +3,18 @@
 //! Text from a form, a CSV file or the configuration enters the program here and leaves as a
 //! type that cannot hold a bad value: an address without CR/LF, a name safe for a header, a
 //! token with enough entropy, a duration with a unit. Code past this point never re-checks.
+//! Untrusted text leaves for a terminal through [`terminal_safe`].
 
 mod duration;
 mod email;
 mod name;
 mod secret;
+mod terminal;
 mod token;
 
 pub use duration::HumanDuration;
 pub use email::{EmailError, SubscriberEmail, redact};
 pub use name::{NameError, SubscriberName};
 pub use secret::Secret;
+pub use terminal::terminal_safe;
 pub use token::{Token, TokenKey, TokenKeyError, TokenPurpose, hex, new_nonce};

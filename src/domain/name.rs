@@ -44,7 +44,7 @@ impl SubscriberName {
 /// Characters that make text read other than it is: the bidirectional controls (U+202A–E,
 /// U+2066–9, U+200E/F, U+061C), which can reverse what follows, and the line and
 /// paragraph separators (U+2028/9), which fake a line break in a header or a greeting.
-fn is_layout_control(c: char) -> bool {
+pub(super) fn is_layout_control(c: char) -> bool {
     matches!(
         c,
         '\u{202A}'..='\u{202E}'

@@ -22,7 +22,17 @@ pub fn to_html(source: &str) -> String {
     });
     let mut out = String::with_capacity(source.len() * 3 / 2);
     html::push_html(&mut out, events);
-    out
+    lf_only(out)
+}
+
+/// Line ends as `\n` only. pulldown-cmark passes a lone CR inside raw HTML and code through
+/// (found by tests/fuzz.rs); the message builder sets the line ends of the wire itself.
+fn lf_only(text: String) -> String {
+    if text.contains('\r') {
+        text.replace("\r\n", "\n").replace('\r', "\n")
+    } else {
+        text
+    }
 }
 
 /// Markdown → readable plain text: paragraphs separated by blank lines, `- ` bullets,
@@ -79,7 +89,7 @@ pub fn to_text(source: &str) -> String {
             _ => {}
         }
     }
-    out.trim_end().to_owned() + "\n"
+    lf_only(out.trim_end().to_owned() + "\n")
 }
 
 #[cfg(test)]
@@ -96,6 +106,13 @@ mod tests {
         assert!(html.contains("<li>No Wrong Door</li>"));
         assert!(!html.contains("<script>"), "{html}");
         assert!(html.contains("&lt;script&gt;"));
+    }
+
+    #[test]
+    fn no_bare_cr_in_either_part() {
+        let source = "<script>\r```\r\n\n```\ncode\rmore\n```\n";
+        assert!(!to_text(source).contains('\r'), "{:?}", to_text(source));
+        assert!(!to_html(source).contains('\r'), "{:?}", to_html(source));
     }
 
     #[test]

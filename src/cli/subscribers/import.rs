@@ -22,6 +22,7 @@ use crate::{
     config::Settings,
     domain::{
         EmailError, SubscriberEmail, SubscriberName, TokenKey, TokenPurpose, new_nonce, redact,
+        terminal_safe,
     },
     store::{
         Backend,
@@ -56,7 +57,8 @@ pub(super) async fn run(settings: &Settings, file: &Path) -> anyhow::Result<Exit
     let (reader, columns, size) = match open_import(file) {
         Ok(opened) => opened,
         Err(problem) => {
-            eprintln!("error: {problem}");
+            // The header row is the file's text: a crafted one could hold escape sequences.
+            eprintln!("error: {}", terminal_safe(&problem));
             return Ok(ExitCode::FAILURE);
         }
     };
@@ -146,7 +148,8 @@ pub(super) async fn run(settings: &Settings, file: &Path) -> anyhow::Result<Exit
     }
     if let Some(problem) = report.read_error {
         eprintln!(
-            "error: {problem}; the rows counted above are saved, and importing the file again is safe"
+            "error: {}; the rows counted above are saved, and importing the file again is safe",
+            terminal_safe(&problem)
         );
         return Ok(ExitCode::FAILURE);
     }
@@ -157,14 +160,24 @@ pub(super) async fn run(settings: &Settings, file: &Path) -> anyhow::Result<Exit
 fn open_import(path: &Path) -> Result<(ImportReader, Columns, u64), String> {
     let file = File::open(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
     let size = file.metadata().map(|m| m.len()).unwrap_or(0);
-    let mut reader = csv::ReaderBuilder::new()
-        // Spreadsheet exports often have ragged rows; a short row is reported on its own.
-        .flexible(true)
-        .buffer_capacity(1 << 16)
-        .from_reader(LineTracker::new(file));
+    let mut reader = csv_reader(file);
     let headers = reader
         .byte_headers()
         .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let columns = columns_of(headers, &path.display().to_string())?;
+    Ok((reader, columns, size))
+}
+
+fn csv_reader<R: Read>(input: R) -> csv::Reader<LineTracker<R>> {
+    csv::ReaderBuilder::new()
+        // Spreadsheet exports often have ragged rows; a short row is reported on its own.
+        .flexible(true)
+        .buffer_capacity(1 << 16)
+        .from_reader(LineTracker::new(input))
+}
+
+/// Where the email and name columns are, from the header row of the file named `file`.
+fn columns_of(headers: &csv::ByteRecord, file: &str) -> Result<Columns, String> {
     let names: Vec<String> = headers
         .iter()
         .map(|h| {
@@ -189,8 +202,7 @@ fn open_import(path: &Path) -> Result<(ImportReader, Columns, u64), String> {
             })
             .collect();
         return Err(format!(
-            "{} has no \"email\" column: the first line must name the columns, e.g. email,name{}{}",
-            path.display(),
+            "{file} has no \"email\" column: the first line must name the columns, e.g. email,name{}{}",
             if names.iter().all(String::is_empty) {
                 " (the file is empty)".to_owned()
             } else {
@@ -203,12 +215,11 @@ fn open_import(path: &Path) -> Result<(ImportReader, Columns, u64), String> {
             }
         ));
     };
-    let columns = Columns {
+    Ok(Columns {
         email,
         name: find("name"),
         count: names.len(),
-    };
-    Ok((reader, columns, size))
+    })
 }
 
 fn progress_bar(size: u64) -> ProgressBar {
@@ -308,7 +319,7 @@ fn read_rows(
     let mut record = csv::ByteRecord::new();
     let bad = |report: &mut ParseReport, line: u64, reason: &str| {
         report.bad_rows += 1;
-        progress.suspend(|| eprintln!("line {line}: {reason}"));
+        progress.suspend(|| eprintln!("line {line}: {}", terminal_safe(reason)));
     };
     loop {
         match reader.read_byte_record(&mut record) {
@@ -365,6 +376,41 @@ fn read_rows(
     // already knows why.
     let _ = batches.blocking_send((batch, reader.position().byte()));
     report
+}
+
+/// One data row of an import file as [`check_import_csv`] saw it.
+pub type CheckedRow = Result<(SubscriberEmail, Option<SubscriberName>), String>;
+
+/// Reads CSV text exactly as `import` does (header, then every row through the same
+/// checks and line numbering), without a database; for the property tests. `Err` is the
+/// message for a file `import` refuses; otherwise each row's line and outcome, in order.
+/// Repeats are not dropped here.
+pub fn check_import_csv(input: &[u8]) -> Result<Vec<(u64, CheckedRow)>, String> {
+    let mut reader = csv_reader(input);
+    let headers = reader
+        .byte_headers()
+        .map_err(|e| format!("cannot read the file: {e}"))?;
+    let columns = columns_of(headers, "the file")?;
+    let mut rows = Vec::new();
+    let mut record = csv::ByteRecord::new();
+    loop {
+        match reader.read_byte_record(&mut record) {
+            Ok(true) => {}
+            Ok(false) => break,
+            Err(e) => {
+                let line = e
+                    .position()
+                    .map_or(0, |p| reader.get_ref().line_of(p.byte()));
+                rows.push((line, Err(e.to_string())));
+                continue;
+            }
+        }
+        let line = record
+            .position()
+            .map_or(0, |p| reader.get_ref().line_of(p.byte()));
+        rows.push((line, check_row(&record, columns)));
+    }
+    Ok(rows)
 }
 
 /// The row's address and name, or why the row is skipped. Reasons never quote the cells.

@@ -26,7 +26,7 @@ use futures_util::StreamExt;
 use super::sheet;
 use crate::{
     config::Settings,
-    domain::SubscriberEmail,
+    domain::{SubscriberEmail, terminal_safe},
     fsutil,
     store::{
         Store,
@@ -35,6 +35,8 @@ use crate::{
 };
 
 mod import;
+
+pub use import::{CheckedRow, check_import_csv};
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
@@ -147,8 +149,9 @@ async fn list(settings: &Settings, json: bool) -> anyhow::Result<ExitCode> {
             writeln!(
                 tw,
                 "{}\t{}\t{}\t{}\t{}",
-                r.email,
-                r.name.as_deref().unwrap_or("-"),
+                // From the public form or an import: never raw to a terminal.
+                terminal_safe(&r.email),
+                terminal_safe(r.name.as_deref().unwrap_or("-")),
                 r.status.as_str(),
                 r.source,
                 r.confirmed_at.as_deref().unwrap_or("-")
@@ -272,7 +275,10 @@ async fn write_export<W: Write + Send>(
 /// before the @ (from a time when `mail.smtputf8` was on), so staff can always remove it.
 fn address_arg(address: &str) -> Result<SubscriberEmail, ExitCode> {
     SubscriberEmail::parse_with(address, true).map_err(|e| {
-        eprintln!("error: {address:?} is not a valid email address: {e}");
+        eprintln!(
+            "error: \"{}\" is not a valid email address: {e}",
+            terminal_safe(address)
+        );
         ExitCode::FAILURE
     })
 }
@@ -285,6 +291,8 @@ async fn remove(settings: &Settings, address: &str) -> anyhow::Result<ExitCode> 
     let store = connect(settings).await?;
     let outcome = store.remove_subscriber(&email.key(), now_ms()).await?;
     store.close().await;
+    // Typed by staff, but it may be pasted from anywhere.
+    let email = terminal_safe(email.as_str());
     match outcome {
         RemoveOutcome::Removed { was } => {
             println!("removed {email} (was {}; now unsubscribed)", was.as_str());
@@ -306,6 +314,7 @@ async fn forget(settings: &Settings, address: &str) -> anyhow::Result<ExitCode> 
     let store = connect(settings).await?;
     let outcome = store.forget_subscriber(&email.key(), now_ms()).await?;
     store.close().await;
+    let email = terminal_safe(email.as_str());
     let suppressed = if outcome.was_suppressed {
         "it was already suppressed"
     } else {
