@@ -77,11 +77,18 @@ pub async fn refuse_cross_site(
 
 /// Whether a form post comes from our own pages (or an origin listed in
 /// `server.form_origins`), as far as the browser says.
+///
+/// `Origin: null` says nothing about where a post came from, and our own pages cause it:
+/// they send `Referrer-Policy: no-referrer` (their URLs hold tokens), and the Fetch
+/// standard then has the browser send `Origin: null` with their form posts. So `null`
+/// counts as no origin, and the browser's own `Sec-Fetch-Site`, which no page can forge,
+/// decides.
 fn same_site(state: &AppState, headers: &HeaderMap) -> bool {
     let fetch_site = headers.get("sec-fetch-site").and_then(|v| v.to_str().ok());
     let origin = headers
         .get(header::ORIGIN)
-        .map(|v| v.to_str().unwrap_or(""));
+        .map(|v| v.to_str().unwrap_or("").trim())
+        .filter(|o| !o.eq_ignore_ascii_case("null"));
     let settings = state.live.settings();
     let allowed = |origin: &str| {
         let ours = settings.server.public_url.origin().ascii_serialization();
@@ -94,7 +101,7 @@ fn same_site(state: &AppState, headers: &HeaderMap) -> bool {
     };
     match origin {
         Some(origin) => allowed(origin),
-        // No Origin: only a browser's own word that it is cross-site refuses it.
+        // No origin to go by: only a browser's own word that it is cross-site refuses it.
         None => fetch_site != Some("cross-site"),
     }
 }

@@ -247,8 +247,14 @@ async fn cross_site_form_posts_are_refused_and_store_nothing(backend: Backend) {
         403
     );
     assert_eq!(
-        post_with(&app, "/subscribe", &[("origin", "null")]).await,
-        403
+        post_with(
+            &app,
+            "/subscribe",
+            &[("origin", "null"), ("sec-fetch-site", "cross-site")]
+        )
+        .await,
+        403,
+        "a sandboxed frame on another site"
     );
     assert_eq!(
         post_with(&app, "/confirm/abc", &[("origin", "https://evil.test")]).await,
@@ -282,6 +288,18 @@ async fn cross_site_form_posts_are_refused_and_store_nothing(backend: Backend) {
         200
     );
     assert_eq!(post_with(&app, "/subscribe", &[]).await, 200);
+    // Our own pages say Referrer-Policy: no-referrer, so browsers post their forms with
+    // `Origin: null`; Sec-Fetch-Site says where they really came from.
+    let from_our_page = app
+        .http
+        .post(app.url("/subscribe"))
+        .header("origin", "null")
+        .header("sec-fetch-site", "same-origin")
+        .form(&[("email", "own-page@example.org"), ("name", "")])
+        .send()
+        .await
+        .expect("POST");
+    assert_eq!(from_our_page.status(), 200);
 }
 
 async fn every_answer_carries_the_security_headers(backend: Backend) {
