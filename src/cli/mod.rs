@@ -58,9 +58,9 @@ pub struct Cli {
     pub config: Option<PathBuf>,
 
     /// Threads that run harborlist's work. 1 runs all of it on one thread: on a small
-    /// server that also runs the database and the mail relay, that used 25–33% less CPU
-    /// per message than 2 threads and sent faster (nothing is handed between threads, and
-    /// delivery outcomes are stored in larger groups). More help only when the database
+    /// server that also runs the database and the mail relay, that uses less CPU per
+    /// message than 2 threads and sends faster (nothing is handed between threads, and
+    /// delivery outcomes are stored in larger groups; figures in the README). More help only when the database
     /// and relay are on other machines and harborlist itself is the busy part.
     #[arg(
         long,

@@ -234,8 +234,8 @@ impl Sender {
     /// One claim → send → record cycle. Returns how many deliveries it handled.
     ///
     /// A full batch means more is probably waiting, so the next batch is claimed while this
-    /// one is half handed out (`ahead`), and the wire does not stop for the claim: with 400
-    /// rows each claim took 10–25 ms, a quarter of a PostgreSQL run.
+    /// one is half handed out (`ahead`), and the wire does not stop for the claim, which on
+    /// PostgreSQL was a large share of a run.
     async fn turn(
         self: &Arc<Self>,
         shutdown: &CancellationToken,
