@@ -57,3 +57,8 @@ pub fn to_millis(t: DateTime<Utc>) -> i64 {
 pub fn from_millis(ms: i64) -> DateTime<Utc> {
     DateTime::from_timestamp_millis(ms).unwrap_or(DateTime::<Utc>::MIN_UTC)
 }
+
+/// An instant in milliseconds as RFC 3339 UTC to the second, as staff commands show it.
+pub fn rfc3339(ms: i64) -> String {
+    from_millis(ms).to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}

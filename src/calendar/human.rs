@@ -68,6 +68,8 @@ mod tests {
 
     fn session(start: DateTime<Tz>, minutes: i64) -> Session {
         Session {
+            id: "x".into(),
+            capacity: 30,
             uid: "u".into(),
             original_date: start.date_naive(),
             start,

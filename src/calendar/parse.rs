@@ -132,6 +132,20 @@ pub(crate) fn start(key: &str, tz: Tz, value: &str) -> Result<DateTime<Tz>, Cale
 
 /// A link people follow to register. Only http(s) is accepted because it is
 /// put into emails and the iCalendar URL property verbatim.
+/// The largest session anyone will run here; a bigger number is a typo.
+pub(crate) const MAX_CAPACITY: u32 = 10_000;
+
+pub(crate) fn capacity(key: &str, value: u32) -> Result<u32, CalendarError> {
+    if (1..=MAX_CAPACITY).contains(&value) {
+        Ok(value)
+    } else {
+        Err(CalendarError::new(
+            key,
+            format!("expected a number of seats from 1 to {MAX_CAPACITY}, got {value}"),
+        ))
+    }
+}
+
 pub(crate) fn registration_url(key: &str, value: &str) -> Result<Option<String>, CalendarError> {
     if value.is_empty() {
         return Ok(None);

@@ -93,6 +93,19 @@ impl Calendar {
             .find(|s| s.original_date == date)
             .cloned()
     }
+
+    /// The session with this stable `id` (`2027-01-20`, or an extra's id), cancelled or not.
+    pub fn session_by_id(&self, id: &str) -> Option<Session> {
+        if let Some(extra) = self.extras.iter().find(|s| s.id == id) {
+            return Some(extra.clone());
+        }
+        let date = NaiveDate::parse_from_str(id, "%Y-%m-%d").ok()?;
+        // Only the canonical spelling names a session, so each has one link.
+        if date.format("%Y-%m-%d").to_string() != id {
+            return None;
+        }
+        self.occurrence_on(date).map(|o| self.recurring_session(o))
+    }
 }
 
 /// Start order, with the UID as tie-break so output never depends on how

@@ -44,6 +44,7 @@ struct Template {
     description: String,
     registration_url: Option<String>,
     duration: TimeDelta,
+    capacity: u32,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -55,6 +56,7 @@ struct Change {
     topic: Option<String>,
     title: Option<String>,
     description: Option<String>,
+    capacity: Option<u32>,
 }
 
 impl Calendar {
@@ -87,6 +89,7 @@ impl Calendar {
                 &settings.registration_url,
             )?,
             duration: parse::duration("trainings.duration", &settings.duration)?,
+            capacity: parse::capacity("trainings.capacity", settings.capacity)?,
         };
         let occurrences = recurrence::expand(tz, &settings.rrule, starts_on, start_time)?;
 
@@ -205,6 +208,10 @@ impl Calendar {
                 topic: parse::topic(change.topic.as_deref()),
                 title,
                 description: change.description.clone(),
+                capacity: match change.capacity {
+                    Some(seats) => Some(parse::capacity(&format!("{key}.capacity"), seats)?),
+                    None => None,
+                },
             },
         ))
     }
@@ -218,17 +225,20 @@ impl Calendar {
         let end = start
             .checked_add_signed(duration)
             .ok_or_else(|| CalendarError::new(format!("{key}.start"), "is out of range"))?;
-        let uid = match &extra.id {
+        if let Some(seats) = extra.capacity {
+            parse::capacity(&format!("{key}.capacity"), seats)?;
+        }
+        let id = match &extra.id {
             Some(id) => {
                 self.check_extra_id(&format!("{key}.id"), id)?;
-                format!("training-{id}@{}", self.uid_domain)
+                id.clone()
             }
             None => format!(
-                "training-extra-{}@{}",
-                start.with_timezone(&Utc).format("%Y%m%dT%H%M%SZ"),
-                self.uid_domain
+                "extra-{}",
+                start.with_timezone(&Utc).format("%Y%m%dT%H%M%SZ")
             ),
         };
+        let uid = format!("training-{id}@{}", self.uid_domain);
         let title = match &extra.title {
             Some(t) => parse::title(&format!("{key}.title"), t)?,
             None => self.base.title.clone(),
@@ -239,6 +249,8 @@ impl Calendar {
         };
         Ok(Session {
             uid,
+            id,
+            capacity: extra.capacity.unwrap_or(self.base.capacity),
             original_date: start.date_naive(),
             start,
             end,
@@ -275,7 +287,9 @@ impl Calendar {
         let looks_recurring = NaiveDate::parse_from_str(id, "%Y%m%d")
             .ok()
             .filter(|d| d.format("%Y%m%d").to_string() == id)
-            .is_some_and(|d| self.occurrence_on(d).is_some());
+            .is_some_and(|d| self.occurrence_on(d).is_some())
+            // A recurring session's id is its date: an extra must not take one.
+            || NaiveDate::parse_from_str(id, "%Y-%m-%d").is_ok();
         if looks_recurring || id.starts_with("extra-") {
             return Err(CalendarError::new(
                 key,
@@ -303,6 +317,8 @@ impl Calendar {
                 occurrence.date.format("%Y%m%d"),
                 self.uid_domain
             ),
+            id: occurrence.date.format("%Y-%m-%d").to_string(),
+            capacity: change.capacity.unwrap_or(self.base.capacity),
             original_date: occurrence.date,
             start,
             // Checked when the change was resolved; saturate rather than panic.

@@ -16,6 +16,12 @@ pub struct Session {
     /// Stable across edits: derived from the original recurrence date, or
     /// from the extra's `id` (or its start when it has none).
     pub uid: String,
+    /// Stable and URL-safe, for links and staff commands: the original recurrence date
+    /// (`2027-01-20`) for a recurring session, the extra's `id` for an extra (or
+    /// `extra-YYYYMMDDTHHMMSSZ` from its start when it has none). Moves do not change it.
+    pub id: String,
+    /// Seats: `[trainings] capacity`, or the change's or extra's own.
+    pub capacity: u32,
     /// The date the recurrence produced (recurring) or the start date in the
     /// calendar's zone (extra). Moves do not change it.
     pub original_date: NaiveDate,
@@ -33,7 +39,8 @@ pub struct Session {
 impl Session {
     /// A short hex digest of what attendees care about (start, end, location,
     /// title, topic, cancelled); it changes exactly when an update notice is
-    /// warranted.
+    /// warranted. The capacity is left out: more or fewer seats are not news to
+    /// people already registered.
     ///
     /// Instants are hashed in UTC so that renaming the zone without moving
     /// the session does not trigger a notice; the description and link are
@@ -64,6 +71,8 @@ mod tests {
         let start = tz.with_ymd_and_hms(2027, 1, 20, 11, 0, 0).unwrap();
         Session {
             uid: "training-20270120@example.org".into(),
+            id: "2027-01-20".into(),
+            capacity: 30,
             original_date: start.date_naive(),
             start,
             end: start + TimeDelta::minutes(90),
@@ -88,6 +97,7 @@ mod tests {
         let mut quiet = sample();
         quiet.description = "reworded".into();
         quiet.registration_url = Some("https://example.org".into());
+        quiet.capacity = 5;
         quiet.start = quiet
             .start
             .with_timezone(&chrono_tz::UTC)

@@ -30,6 +30,8 @@ pub struct TrainingsSettings {
     /// Where people sign up; empty means there is no registration link.
     pub registration_url: String,
     pub description: String,
+    /// Seats in each session, unless a change or extra sets its own.
+    pub capacity: u32,
     /// `[[trainings.change]]`: edits to single instances of the recurrence.
     pub change: Vec<ChangeSettings>,
     /// `[[trainings.extra]]`: one-off sessions outside the recurrence.
@@ -44,6 +46,7 @@ pub const DEFAULT_START_TIME: &str = "11:00";
 pub const DEFAULT_DURATION: &str = "90m";
 pub const DEFAULT_TITLE: &str = "Safe Harbor training for youth workers";
 pub const DEFAULT_LOCATION: &str = "LSS/Children's Home Society, 1605 Eustis Street, St Paul, MN";
+pub const DEFAULT_CAPACITY: u32 = 30;
 pub const DEFAULT_DESCRIPTION: &str =
     "This training is free, but registration is required because space is limited.";
 
@@ -59,6 +62,7 @@ impl Default for TrainingsSettings {
             location: DEFAULT_LOCATION.to_owned(),
             registration_url: String::new(),
             description: DEFAULT_DESCRIPTION.to_owned(),
+            capacity: DEFAULT_CAPACITY,
             change: Vec::new(),
             extra: Vec::new(),
         }
@@ -93,6 +97,9 @@ pub struct ChangeSettings {
     pub title: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
+    /// Seats in this session only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub capacity: Option<u32>,
 }
 
 /// `[[trainings.extra]]`: a one-off session; unset fields fall back to `[trainings]`.
@@ -117,4 +124,7 @@ pub struct ExtraSettings {
     pub description: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub registration_url: Option<String>,
+    /// Seats in this session only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub capacity: Option<u32>,
 }

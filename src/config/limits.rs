@@ -168,6 +168,21 @@ pub const LIMITS: &[Limit] = &[
         read: |s| Value::Duration(s.schedule.watch.std()),
     },
     Limit {
+        key: "registration.closes_before",
+        range: span(Duration::ZERO, secs(30 * DAY)),
+        read: |s| Value::Duration(s.registration.closes_before.std()),
+    },
+    Limit {
+        key: "registration.offer_ttl",
+        range: span(secs(5 * 60), secs(30 * DAY)),
+        read: |s| Value::Duration(s.registration.offer_ttl.std()),
+    },
+    Limit {
+        key: "trainings.capacity",
+        range: count(1, 10_000),
+        read: |s| Value::Count(s.trainings.capacity.into()),
+    },
+    Limit {
         key: "announcements.max_late",
         range: MAX_LATE,
         read: |s| Value::Duration(s.announcement_rules.max_late.std()),

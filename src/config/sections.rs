@@ -29,6 +29,8 @@ pub struct Settings {
     #[serde(default)]
     pub trainings: TrainingsSettings,
     #[serde(default)]
+    pub registration: RegistrationSettings,
+    #[serde(default)]
     pub reminders: Vec<ReminderSettings>,
     #[serde(default)]
     pub announcements: Vec<super::AnnouncementSettings>,
@@ -347,4 +349,61 @@ pub struct ReminderSettings {
     pub before: HumanDuration,
     /// Template name under `templates/email/`.
     pub template: String,
+    /// Who gets it.
+    #[serde(default)]
+    pub audience: Audience,
+}
+
+/// Who a reminder goes to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Audience {
+    /// Every active subscriber.
+    #[default]
+    List,
+    /// Everyone registered for the training, on the list or not.
+    Registered,
+    /// Active subscribers neither registered nor waitlisted, and only while seats are left.
+    Unregistered,
+}
+
+impl Audience {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::List => "list",
+            Self::Registered => "registered",
+            Self::Unregistered => "unregistered",
+        }
+    }
+}
+
+/// `[registration]`: who takes registrations, and when they stop.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RegistrationSettings {
+    pub mode: RegistrationMode,
+    /// How long before the start registration and waiting-list offers stop.
+    pub closes_before: HumanDuration,
+    /// How long a waiting-list offer holds (never past the close).
+    pub offer_ttl: HumanDuration,
+}
+
+impl Default for RegistrationSettings {
+    fn default() -> Self {
+        Self {
+            mode: RegistrationMode::Harborlist,
+            closes_before: HumanDuration::from_secs(2 * 3600),
+            offer_ttl: HumanDuration::from_secs(48 * 3600),
+        }
+    }
+}
+
+/// Where people register.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RegistrationMode {
+    /// harborlist takes registrations, keeps the seat count and the waiting list.
+    Harborlist,
+    /// Somewhere else does (`trainings.registration_url`); harborlist only announces.
+    External,
 }

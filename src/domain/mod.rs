@@ -14,7 +14,7 @@ mod token;
 
 pub use duration::HumanDuration;
 pub use email::{EmailError, SubscriberEmail, redact};
-pub use name::{NameError, SubscriberName};
+pub use name::{NameError, Organisation, SubscriberName};
 pub use secret::Secret;
 pub use terminal::terminal_safe;
-pub use token::{Token, TokenKey, TokenKeyError, TokenPurpose, hex, new_nonce};
+pub use token::{MemberLink, Token, TokenKey, TokenKeyError, TokenPurpose, hex, new_nonce};

@@ -41,6 +41,31 @@ impl SubscriberName {
     }
 }
 
+/// The organisation someone gives when they register: the same rules as a name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Organisation(String);
+
+impl Organisation {
+    /// An empty or blank organisation is none.
+    pub fn parse(input: &str) -> Result<Option<Self>, NameError> {
+        Ok(SubscriberName::parse(input)?.map(|n| Self(n.0)))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The same organisation however it was typed ("Youthlink", " YouthLink "), for
+    /// counting distinct ones in reports.
+    pub fn key(&self) -> String {
+        self.0
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ")
+            .to_lowercase()
+    }
+}
+
 /// Characters that make text read other than it is: the bidirectional controls (U+202A–E,
 /// U+2066–9, U+200E/F, U+061C), which can reverse what follows, and the line and
 /// paragraph separators (U+2028/9), which fake a line break in a header or a greeting.

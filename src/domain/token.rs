@@ -17,6 +17,9 @@ use sha2::{Digest, Sha256};
 pub enum TokenPurpose {
     Confirm,
     Unsubscribe,
+    /// A registration's own links (confirm it, give up the seat, leave the waiting list,
+    /// claim an offer): one token per registration, the page's path says which.
+    Registration,
 }
 
 impl TokenPurpose {
@@ -24,8 +27,55 @@ impl TokenPurpose {
         match self {
             Self::Confirm => b"confirm\0",
             Self::Unsubscribe => b"unsubscribe\0",
+            Self::Registration => b"registration\0",
         }
     }
+}
+
+/// A list member's personal "Register" link for one session, as it appears in list mail:
+/// `<subscriber id>.<HMAC(key, "join" ‖ session id ‖ unsubscribe nonce)>`.
+///
+/// It is checked by recomputing the HMAC, not looked up: a row per (member, session)
+/// would be 100,000 rows per invitation. Nothing about it is stored, so a copy of the
+/// database yields no working link. The id only says whose nonce to check it against.
+#[derive(Clone, PartialEq, Eq)]
+pub struct MemberLink {
+    pub subscriber_id: i64,
+    mac: Token,
+}
+
+impl std::fmt::Debug for MemberLink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("MemberLink(…)")
+    }
+}
+
+impl MemberLink {
+    /// Accepts only the shape we mint.
+    pub fn parse(text: &str) -> Option<Self> {
+        let (id, mac) = text.split_once('.')?;
+        if id.is_empty() || id.len() > 18 || !id.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        Some(Self {
+            subscriber_id: id.parse().ok()?,
+            mac: Token::parse(mac)?,
+        })
+    }
+
+    pub fn text(&self) -> String {
+        format!("{}.{}", self.subscriber_id, self.mac.as_str())
+    }
+}
+
+fn member_mac(key: &[u8], session_id: &str, unsub_nonce: &str) -> Hmac<Sha256> {
+    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(key)
+        .unwrap_or_else(|_| unreachable!("HMAC takes keys of any length"));
+    mac.update(b"join\0");
+    mac.update(session_id.as_bytes());
+    mac.update(b"\0");
+    mac.update(unsub_nonce.as_bytes());
+    mac
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -92,6 +142,26 @@ impl TokenKey {
         mac.update(nonce.as_bytes());
         Token(URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes()))
     }
+
+    /// The member's "Register" link token for `session_id`.
+    pub fn member_link(&self, session_id: &str, subscriber_id: i64, unsub_nonce: &str) -> MemberLink {
+        let mac = member_mac(&self.0, session_id, unsub_nonce);
+        MemberLink {
+            subscriber_id,
+            mac: Token(URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes())),
+        }
+    }
+
+    /// Whether `link` was made by this key for this session and member (compared in
+    /// constant time).
+    pub fn verifies_member_link(&self, link: &MemberLink, session_id: &str, unsub_nonce: &str) -> bool {
+        let Ok(given) = URL_SAFE_NO_PAD.decode(link.mac.as_str()) else {
+            return false;
+        };
+        member_mac(&self.0, session_id, unsub_nonce)
+            .verify_slice(&given)
+            .is_ok()
+    }
 }
 
 /// Lower-case hex, without an allocation per byte (this runs for every imported row).
@@ -154,6 +224,22 @@ mod tests {
 
     fn key() -> TokenKey {
         TokenKey::parse(&"ab".repeat(32)).expect("hex key")
+    }
+
+    #[test]
+    fn member_links_verify_only_for_their_session_member_and_key() {
+        let k = key();
+        let link = k.member_link("2027-01-20", 42, "nonce-a");
+        let parsed = MemberLink::parse(&link.text()).expect("parses");
+        assert_eq!(parsed.subscriber_id, 42);
+        assert!(k.verifies_member_link(&parsed, "2027-01-20", "nonce-a"));
+        assert!(!k.verifies_member_link(&parsed, "2027-03-17", "nonce-a"));
+        assert!(!k.verifies_member_link(&parsed, "2027-01-20", "nonce-b"));
+        let other = TokenKey::parse(&"cd".repeat(32)).expect("hex key");
+        assert!(!other.verifies_member_link(&parsed, "2027-01-20", "nonce-a"));
+        for junk in ["", "42", ".abc", "x.y", "42.short", &format!("-1.{}", link.mac.as_str())] {
+            assert!(MemberLink::parse(junk).is_none(), "{junk:?}");
+        }
     }
 
     #[test]

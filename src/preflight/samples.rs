@@ -122,6 +122,7 @@ pub fn mailing_data(
                 name: "reminder".into(),
                 before: crate::domain::HumanDuration::from_secs(2 * 86_400),
                 template: other.into(),
+                audience: Default::default(),
             };
             let r = settings
                 .reminders

@@ -54,7 +54,9 @@ pub fn mailing(
     // Templates run in strict mode: `training` is always present, null when not about one.
     let mut data = json!({ "training": null });
     let mut not_after = None;
+    let mut training = None;
     if let Some(session) = a.training.and_then(|date| calendar.session_on(date)) {
+        training = Some(session.id.clone());
         data = content::training_data(
             &session,
             sequence,
@@ -81,6 +83,8 @@ pub fn mailing(
         data,
         due_ms: to_millis(send_at),
         not_after_ms: not_after,
+        training,
+        segment: None,
     }
 }
 

@@ -74,6 +74,8 @@ pub fn notice_data(
 pub fn training_json(session: &Session) -> Value {
     json!({
         "uid": session.uid,
+        "id": session.id,
+        "capacity": session.capacity,
         "title": session.title,
         "topic": session.topic,
         "summary": ics::summary(session),
@@ -88,6 +90,42 @@ pub fn training_json(session: &Session) -> Value {
         "cancelled": session.cancelled,
         "extra": session.extra,
     })
+}
+
+/// A session's seats as the store needs them, from the running settings: its capacity,
+/// when registration closes, how long an offer holds, and what registration mail says about
+/// it (with the `.ics` at `sequence`, stamped `stamp`).
+pub fn seats(
+    settings: &crate::config::Settings,
+    session: &Session,
+    sequence: u32,
+    stamp: DateTime<Utc>,
+) -> crate::store::registrations::SessionSeats {
+    let reg = &settings.registration;
+    let start = session.start.with_timezone(&Utc);
+    let prodid = prodid(&settings.list.name);
+    crate::store::registrations::SessionSeats {
+        id: session.id.clone(),
+        capacity: session.capacity,
+        closes_at_ms: crate::clock::to_millis(reg.closes_before.before(start)),
+        offer_ttl_ms: i64::try_from(reg.offer_ttl.std().as_millis()).unwrap_or(i64::MAX),
+        data: training_data(session, sequence, stamp, &prodid, Notice::Invite),
+    }
+}
+
+/// Whether harborlist takes registrations for `session` now: its own mode, not cancelled,
+/// and before the close. (Full still counts as open: the form joins the waiting list.)
+pub fn registration_open(
+    settings: &crate::config::Settings,
+    session: &Session,
+    now: DateTime<Utc>,
+) -> bool {
+    settings.registration.mode == crate::config::RegistrationMode::Harborlist
+        && !session.cancelled
+        && now < settings
+            .registration
+            .closes_before
+            .before(session.start.with_timezone(&Utc))
 }
 
 /// PRODID for every calendar object we publish.

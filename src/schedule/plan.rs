@@ -44,6 +44,8 @@ pub fn reminders(
                 data,
                 due_ms: to_millis(due),
                 not_after_ms: Some(to_millis(start)),
+                training: Some(session.id.clone()),
+                segment: None,
             });
         }
     }

@@ -159,6 +159,8 @@ async fn record(
             } else {
                 start_ms
             }),
+            training: Some(s.id.clone()),
+            segment: None,
         };
         if p.store.upsert_planned(&mailing, now_ms, i64::MAX).await? {
             tracing::info!(training = %s.uid, kind, sequence, "training changed after it was announced; notice queued");
@@ -176,7 +178,7 @@ impl serde::Serialize for SnapshotRef<'_> {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let x = self.0;
         serde_json::json!({
-            "uid": x.uid, "original_date": x.original_date, "start": x.start.to_rfc3339(),
+            "uid": x.uid, "id": x.id, "capacity": x.capacity, "original_date": x.original_date, "start": x.start.to_rfc3339(),
             "end": x.end.to_rfc3339(), "tz": x.start.timezone().name(), "title": x.title, "topic": x.topic,
             "location": x.location, "registration_url": x.registration_url, "description": x.description,
             "cancelled": x.cancelled, "extra": x.extra,
@@ -201,11 +203,29 @@ impl<'de> serde::Deserialize<'de> for SnapshotSession {
                 .map(|t| t.with_timezone(&tz))
                 .ok_or_else(|| D::Error::custom(k.to_owned()))
         };
+        let uid = text("uid").ok_or_else(|| D::Error::custom("uid"))?;
+        let original_date: chrono::NaiveDate = text("original_date")
+            .and_then(|t| t.parse().ok())
+            .ok_or_else(|| D::Error::custom("original_date"))?;
+        let extra = v.get("extra").and_then(|x| x.as_bool()).unwrap_or(false);
+        // Snapshots from before sessions had ids: the id is what the UID was built from.
+        let id = text("id").unwrap_or_else(|| {
+            if extra {
+                let inner = uid.strip_prefix("training-").unwrap_or(&uid);
+                inner.split_once('@').map_or(inner, |(id, _)| id).to_owned()
+            } else {
+                original_date.format("%Y-%m-%d").to_string()
+            }
+        });
         Ok(Self(Session {
-            uid: text("uid").ok_or_else(|| D::Error::custom("uid"))?,
-            original_date: text("original_date")
-                .and_then(|t| t.parse().ok())
-                .ok_or_else(|| D::Error::custom("original_date"))?,
+            uid,
+            id,
+            capacity: v
+                .get("capacity")
+                .and_then(|x| x.as_u64())
+                .and_then(|c| u32::try_from(c).ok())
+                .unwrap_or(crate::calendar::DEFAULT_CAPACITY),
+            original_date,
             start: at("start")?,
             end: at("end")?,
             title: text("title").unwrap_or_default(),
@@ -217,7 +237,7 @@ impl<'de> serde::Deserialize<'de> for SnapshotSession {
                 .get("cancelled")
                 .and_then(|x| x.as_bool())
                 .unwrap_or(false),
-            extra: v.get("extra").and_then(|x| x.as_bool()).unwrap_or(false),
+            extra,
         }))
     }
 }

@@ -36,6 +36,17 @@ pub struct Claimed {
     /// Permanent failures in a row when claimed. Only a non-zero run needs a write when
     /// the message is delivered, so the common record is one statement.
     pub bounce_streak: i64,
+    /// The recipient's registration for the mailing's training, if it is about one and they
+    /// have one: its status and the nonce its links derive from.
+    pub registration: Option<ClaimedRegistration>,
+}
+
+/// A claimed recipient's registration for the training their mail is about.
+#[derive(Debug, Clone)]
+pub struct ClaimedRegistration {
+    pub status: super::registrations::RegStatus,
+    pub nonce: String,
+    pub offer_expires_ms: Option<i64>,
 }
 
 /// The mailing a claimed delivery belongs to.
@@ -48,6 +59,21 @@ pub struct ClaimedMailing {
     /// The stored template data, parsed.
     pub data: serde_json::Value,
     pub not_after_ms: Option<i64>,
+    /// The session it is about (its id), if any.
+    pub training: Option<String>,
+    /// Who of the list it goes to (`None`: active subscribers).
+    pub segment: Option<super::queue::Segment>,
+}
+
+fn claimed_registration(r: &sqlx::any::AnyRow) -> Result<Option<ClaimedRegistration>> {
+    let Some(status) = r.try_get::<Option<String>, _>("reg_status")? else {
+        return Ok(None);
+    };
+    Ok(Some(ClaimedRegistration {
+        status: super::registrations::RegStatus::parse(&status)?,
+        nonce: r.try_get::<Option<String>, _>("reg_nonce")?.unwrap_or_default(),
+        offer_expires_ms: r.try_get("reg_offer_expires")?,
+    }))
 }
 
 impl Store {
@@ -83,9 +109,12 @@ impl Store {
         }
         let rows = sqlx::query(
             "SELECT d.id AS delivery_id, d.attempts, d.mailing_id, s.id AS subscriber_id, s.email,
-                    s.name, s.status, s.unsub_nonce, s.bounce_streak
+                    s.name, s.status, s.unsub_nonce, s.bounce_streak,
+                    r.status AS reg_status, r.nonce AS reg_nonce, r.offer_expires_at AS reg_offer_expires
              FROM deliveries d
              JOIN subscribers s ON s.id = d.subscriber_id
+             JOIN mailings m ON m.id = d.mailing_id
+             LEFT JOIN registrations r ON r.subscriber_id = d.subscriber_id AND r.session_id = m.training
              WHERE d.lease_owner = $1 AND d.state = 'sending'
              ORDER BY d.priority, d.id",
         )
@@ -117,6 +146,7 @@ impl Store {
                     status: r.try_get("status")?,
                     unsub_nonce: r.try_get("unsub_nonce")?,
                     bounce_streak: r.try_get("bounce_streak")?,
+                    registration: claimed_registration(r)?,
                 })
             })
             .collect()
@@ -127,7 +157,7 @@ impl Store {
         let mut mailings = HashMap::with_capacity(ids.len());
         for chunk in ids.chunks(RECORD_CHUNK) {
             let sql = format!(
-                "SELECT id, key, kind, template, data, not_after FROM mailings WHERE id IN ({})",
+                "SELECT id, key, kind, template, data, not_after, training, segment FROM mailings WHERE id IN ({})",
                 placeholders(1, chunk.len())
             );
             let query = bind_ids(sqlx::query(AssertSqlSafe(sql)), chunk);
@@ -148,6 +178,10 @@ impl Store {
                     template: r.try_get("template")?,
                     data,
                     not_after_ms: r.try_get("not_after")?,
+                    training: r.try_get("training")?,
+                    segment: super::queue::Segment::parse(
+                        r.try_get::<Option<String>, _>("segment")?.as_deref(),
+                    )?,
                 };
                 mailings.insert(id, Arc::new(mailing));
             }

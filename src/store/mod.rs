@@ -16,6 +16,7 @@
 pub mod delivery;
 pub mod queue;
 pub mod record;
+pub mod registrations;
 pub mod relink;
 pub mod report;
 pub mod roster;

@@ -27,13 +27,17 @@ pub struct SingleMail {
     pub data: serde_json::Value,
     pub subscriber_id: i64,
     pub now_ms: i64,
+    /// The session it is about (its id), for the registration links it carries.
+    pub training: Option<String>,
+    /// Never sent at or after this instant (a seat offer, once it has expired).
+    pub not_after_ms: Option<i64>,
 }
 
 impl SingleMail {
     pub async fn insert(self, tx: &mut Transaction<'static, Any>) -> Result<()> {
         let row = sqlx::query(
-            "INSERT INTO mailings (key, kind, template, data, audience, subscriber_id, priority, due_at, state, created_at, updated_at)
-             VALUES ($1, $2, $3, $4, 'one', $5, $6, $7, 'fanned', $7, $7)
+            "INSERT INTO mailings (key, kind, template, data, audience, subscriber_id, priority, due_at, state, created_at, updated_at, training, not_after)
+             VALUES ($1, $2, $3, $4, 'one', $5, $6, $7, 'fanned', $7, $7, $8, $9)
              ON CONFLICT (key) DO NOTHING
              RETURNING id",
         )
@@ -44,6 +48,8 @@ impl SingleMail {
         .bind(self.subscriber_id)
         .bind(PRIORITY_PERSONAL)
         .bind(self.now_ms)
+        .bind(self.training.as_deref())
+        .bind(self.not_after_ms)
         .fetch_optional(&mut **tx)
         .await?;
         if let Some(row) = row {
@@ -64,6 +70,43 @@ impl SingleMail {
     }
 }
 
+/// Who of the list a list mailing goes to; `None` (stored as NULL) is every active
+/// subscriber.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Segment {
+    /// Everyone registered for the mailing's training, on the list or not.
+    Registered,
+    /// Active subscribers neither registered, waitlisted nor offered a seat for it.
+    Unregistered,
+    /// Active subscribers, plus everyone registered, waitlisted or offered a seat for it,
+    /// on the list or not: for update and cancellation notices.
+    Involved,
+}
+
+impl Segment {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Registered => "registered",
+            Self::Unregistered => "unregistered",
+            Self::Involved => "involved",
+        }
+    }
+
+    pub fn parse(s: Option<&str>) -> Result<Option<Self>> {
+        Ok(match s {
+            None => None,
+            Some("registered") => Some(Self::Registered),
+            Some("unregistered") => Some(Self::Unregistered),
+            Some("involved") => Some(Self::Involved),
+            Some(other) => {
+                return Err(super::StoreError::Corrupt(format!(
+                    "unknown mailing segment {other:?}"
+                )));
+            }
+        })
+    }
+}
+
 /// A list mailing as the planner wants it to be.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PlannedMailing {
@@ -73,6 +116,10 @@ pub struct PlannedMailing {
     pub data: serde_json::Value,
     pub due_ms: i64,
     pub not_after_ms: Option<i64>,
+    /// The session it is about (its id): registration links, and the segment below.
+    pub training: Option<String>,
+    /// `None`: every active subscriber.
+    pub segment: Option<Segment>,
 }
 
 /// A mailing row as stored.
@@ -100,15 +147,18 @@ impl Store {
         config_ms: i64,
     ) -> Result<bool> {
         let res = sqlx::query(
-            "INSERT INTO mailings (key, kind, template, data, audience, priority, due_at, not_after, state, created_at, updated_at)
-             VALUES ($1, $2, $3, $4, 'list', $5, $6, $7, 'planned', $8, $8)
+            "INSERT INTO mailings (key, kind, template, data, audience, priority, due_at, not_after, state, created_at, updated_at, training, segment)
+             VALUES ($1, $2, $3, $4, 'list', $5, $6, $7, 'planned', $8, $8, $10, $11)
              ON CONFLICT (key) DO UPDATE SET
                  template = excluded.template, data = excluded.data, due_at = excluded.due_at,
-                 not_after = excluded.not_after, updated_at = excluded.updated_at
+                 not_after = excluded.not_after, updated_at = excluded.updated_at,
+                 training = excluded.training, segment = excluded.segment
              WHERE mailings.state = 'planned' AND mailings.updated_at <= $9
                AND (mailings.template <> excluded.template OR mailings.data <> excluded.data
                     OR mailings.due_at <> excluded.due_at
-                    OR COALESCE(mailings.not_after, -1) <> COALESCE(excluded.not_after, -1))",
+                    OR COALESCE(mailings.not_after, -1) <> COALESCE(excluded.not_after, -1)
+                    OR COALESCE(mailings.training, '') <> COALESCE(excluded.training, '')
+                    OR COALESCE(mailings.segment, '') <> COALESCE(excluded.segment, ''))",
         )
         .bind(&m.key)
         .bind(&m.kind)
@@ -119,6 +169,8 @@ impl Store {
         .bind(m.not_after_ms)
         .bind(now_ms)
         .bind(config_ms)
+        .bind(m.training.as_deref())
+        .bind(m.segment.map(Segment::as_str))
         .execute(self.pool())
         .await?;
         Ok(res.rows_affected() > 0)

@@ -347,6 +347,4 @@ async fn suppressed_among(
         .collect::<std::result::Result<_, _>>()?)
 }
 
-fn rfc3339(ms: i64) -> String {
-    crate::clock::from_millis(ms).to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
-}
+use crate::clock::rfc3339;

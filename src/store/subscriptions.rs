@@ -212,6 +212,8 @@ impl Store {
             data,
             subscriber_id: id,
             now_ms: req.now_ms,
+            training: None,
+            not_after_ms: None,
         }
         .insert(&mut tx)
         .await?;
@@ -299,6 +301,8 @@ impl Store {
             data: serde_json::json!({}),
             subscriber_id: id,
             now_ms,
+            training: None,
+            not_after_ms: None,
         }
         .insert(&mut tx)
         .await?;
@@ -351,6 +355,8 @@ impl Store {
                     data: serde_json::json!({}),
                     subscriber_id: id,
                     now_ms,
+                    training: None,
+                    not_after_ms: None,
                 }
                 .insert(&mut tx)
                 .await?;
@@ -415,9 +421,7 @@ impl Store {
     }
 }
 
-fn rfc3339(ms: i64) -> String {
-    crate::clock::from_millis(ms).to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
-}
+use crate::clock::rfc3339;
 
 /// What happened to one imported address.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -31,6 +31,7 @@ async fn app_with_session(
                 name: "soon".into(),
                 before: before.parse().unwrap(),
                 template: "reminder".into(),
+                audience: Default::default(),
             }];
             s.trainings.extra.push(ExtraSettings {
                 id: Some("e2e".into()),
