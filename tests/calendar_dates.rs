@@ -41,6 +41,7 @@ fn change(date: &str) -> ChangeSettings {
         topic: None,
         title: None,
         description: None,
+        capacity: None,
     }
 }
 
@@ -54,6 +55,7 @@ fn extra(start: &str) -> ExtraSettings {
         location: None,
         description: None,
         registration_url: None,
+        capacity: None,
     }
 }
 

@@ -84,6 +84,8 @@ fn recipient() -> Recipient<'static> {
         email: "pat@example.net",
         name: Some("Pat Example"),
         unsub_nonce: "nonce-for-pat",
+        member: true,
+        registration: None,
     }
 }
 
@@ -93,6 +95,7 @@ fn compose(composer: &Composer, template: &str, data: &Value, now: DateTime<Utc>
         template,
         list_mail: true,
         data,
+        training: None,
     };
     composer
         .compose(&letter, &recipient(), now)

@@ -95,6 +95,7 @@ fn compose(settings: Settings, what: &Selection) -> anyhow::Result<(Runtime, Com
         template: &template,
         list_mail: is_list_mail(&template),
         data: &data,
+        training: None,
     };
     let nonce = new_nonce();
     let recipient = Recipient {
@@ -102,6 +103,8 @@ fn compose(settings: Settings, what: &Selection) -> anyhow::Result<(Runtime, Com
         email: to.as_str(),
         name: None,
         unsub_nonce: &nonce,
+        member: true,
+        registration: None,
     };
     let composed = runtime.composer.compose(&letter, &recipient, now)?;
     Ok((runtime, composed))

@@ -20,6 +20,7 @@ use super::{
 };
 use crate::{
     config::Settings,
+    store::registrations::RegStatus,
     domain::{TokenKey, TokenPurpose},
     templates::EmailTemplates,
 };
@@ -71,15 +72,31 @@ pub struct Recipient<'a> {
     pub email: &'a str,
     pub name: Option<&'a str>,
     pub unsub_nonce: &'a str,
+    /// Whether they are on the list (active). Only members get a personal Register link.
+    pub member: bool,
+    /// Their registration for the training the letter is about, if any.
+    pub registration: Option<RecipientRegistration<'a>>,
 }
 
-/// What to send: a template, the mailing's data, and whether it is list mail.
+/// A recipient's registration for the letter's training: where it stands, and the nonce
+/// its links (give up, leave, claim) derive from.
+#[derive(Debug, Clone, Copy)]
+pub struct RecipientRegistration<'a> {
+    pub status: RegStatus,
+    pub nonce: &'a str,
+    pub offer_expires_ms: Option<i64>,
+}
+
+/// What to send: a template, the mailing's data, and whether it is list mail (for this
+/// recipient: list mail to someone not on the list goes as transactional mail).
 #[derive(Debug, Clone, Copy)]
 pub struct Letter<'a> {
     pub mailing_key: &'a str,
     pub template: &'a str,
     pub list_mail: bool,
     pub data: &'a Value,
+    /// The session the letter is about (its id), if any.
+    pub training: Option<&'a str>,
 }
 
 /// Whether mail of this kind (or template) is list mail, carrying List-* headers and an

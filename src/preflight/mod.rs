@@ -122,6 +122,7 @@ fn email_findings(runtime: &Runtime, now: DateTime<Utc>) -> Vec<Finding> {
                 template: &u.template,
                 list_mail: u.list_mail,
                 data: &u.data,
+                training: None,
             };
             let outcome = [Some("Sam <Sample>"), None]
                 .into_iter()
@@ -131,6 +132,8 @@ fn email_findings(runtime: &Runtime, now: DateTime<Utc>) -> Vec<Finding> {
                         email: "sample@example.org",
                         name,
                         unsub_nonce: "0",
+                        member: true,
+                        registration: None,
                     };
                     runtime.composer.compose(&letter, &to, now).map(drop)
                 })

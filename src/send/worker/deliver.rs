@@ -18,6 +18,7 @@ use crate::{
     domain::redact,
     mail::{
         Letter, Recipient, SendError,
+        context::RecipientRegistration,
         context::{Composer, is_list_mail},
         redact::redact_addresses,
         transport::{Class, Stage},
@@ -53,12 +54,19 @@ impl Sender {
             template: &mailing.template,
             list_mail,
             data: &mailing.data,
+            training: mailing.training.as_deref(),
         };
         let recipient = Recipient {
             subscriber_id: c.subscriber_id,
             email: &c.email,
             name: c.name.as_deref(),
             unsub_nonce: &c.unsub_nonce,
+            member: c.status == "active",
+            registration: c.registration.as_ref().map(|r| RecipientRegistration {
+                status: r.status,
+                nonce: &r.nonce,
+                offer_expires_ms: r.offer_expires_ms,
+            }),
         };
         let composed = match composer.compose(&letter, &recipient, self.clock.now()) {
             Ok(m) => m,
