@@ -545,7 +545,7 @@ impl Store {
         .transpose()
     }
 
-    /// The seat counts of each of `session_ids` (sessions nobody registered for are absent).
+    /// The seat counts of every session anyone registered for (the others are absent).
     pub async fn seat_counts(&self) -> Result<std::collections::HashMap<String, SeatCounts>> {
         let rows = sqlx::query(
             "SELECT session_id, status, COUNT(*) AS n FROM registrations
@@ -857,7 +857,8 @@ async fn fill(tx: &mut Transaction<'static, Any>, seats: &SessionSeats, now_ms: 
         return Ok(0);
     }
     let rows = sqlx::query(
-        "SELECT id FROM registrations WHERE session_id = $1 AND status = 'waitlisted'
+        "SELECT id FROM registrations
+         WHERE session_id = $1 AND status = 'waitlisted' AND subscriber_id IS NOT NULL
          ORDER BY position, id LIMIT $2",
     )
     .bind(&seats.id)
