@@ -117,6 +117,13 @@ pub const REGISTRATION_TEMPLATES: [&str; 4] = [
     "seat_offer",
 ];
 
+/// An instant as people read it in `zone`: "Monday, January 18 at 11:00 AM CST". Mail and
+/// pages say deadlines (a confirmation's, an offer's) the same way.
+pub fn local_time(zone: chrono_tz::Tz, ms: i64) -> String {
+    let at = crate::clock::from_millis(ms).with_timezone(&zone);
+    at.format("%A, %B %-d at %-I:%M %p %Z").to_string()
+}
+
 /// A message ready for the transport.
 #[derive(Debug, Clone)]
 pub struct Composed {
@@ -225,10 +232,9 @@ impl Composer {
         ctx
     }
 
-    /// An instant as people read it in the trainings' zone: "Monday, January 18 at 11:00 AM CST".
+    /// An instant in the trainings' zone (see [`local_time`]).
     fn local_time(&self, ms: i64) -> String {
-        let at = crate::clock::from_millis(ms).with_timezone(&self.identity.timezone);
-        at.format("%A, %B %-d at %-I:%M %p %Z").to_string()
+        local_time(self.identity.timezone, ms)
     }
 
     /// Registration mail's own links and facts, when the letter's data carries a

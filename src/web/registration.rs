@@ -341,17 +341,7 @@ fn link(found: &Found, action: Action) -> String {
 }
 
 fn local_time(state: &AppState, ms: i64) -> String {
-    let zone: chrono_tz::Tz = state
-        .live
-        .settings()
-        .trainings
-        .timezone
-        .parse()
-        .unwrap_or(chrono_tz::America::Chicago);
-    crate::clock::from_millis(ms)
-        .with_timezone(&zone)
-        .format("%A, %B %-d at %-I:%M %p %Z")
-        .to_string()
+    crate::mail::context::local_time(state.live.composer().identity().timezone, ms)
 }
 
 fn unknown_link(state: &AppState) -> Response {

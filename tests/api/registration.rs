@@ -32,13 +32,7 @@ const BEFORE: &str = "2027-01-10T12:00:00Z";
 
 async fn public_registration_goes_through_the_mail_link(backend: Backend) {
     let app = reg_app(backend, 3).spawn().await;
-    let list = app
-        .get(&app.url("/trainings"))
-        .await
-        .text()
-        .await
-        .map(unescape)
-        .unwrap();
+    let list = app.page_text(&app.url("/trainings")).await;
     assert!(
         list.contains(&format!("href=\"/trainings/{SESSION}\"")),
         "{list}"
@@ -148,13 +142,7 @@ async fn public_registration_goes_through_the_mail_link(backend: Backend) {
     );
 
     // A second press of the button changes nothing.
-    let again = app
-        .post_empty(&link)
-        .await
-        .text()
-        .await
-        .map(unescape)
-        .unwrap();
+    let again = app.post_text(&link).await;
     assert!(again.contains("You're registered"));
     assert_eq!(
         app.mails_like("ann@example.org", "You're registered").len(),
@@ -190,21 +178,11 @@ async fn the_training_fills_up_and_the_waiting_list_takes_the_rest(backend: Back
                 .contains("You're registered")
         );
     }
-    let list = app
-        .get(&app.url("/trainings"))
-        .await
-        .text()
-        .await
-        .map(unescape)
-        .unwrap();
+    let list = app.page_text(&app.url("/trainings")).await;
     assert!(list.contains("Full: join the waiting list"), "{list}");
     let page = app
-        .get(&app.url(&format!("/trainings/{SESSION}")))
-        .await
-        .text()
-        .await
-        .map(unescape)
-        .unwrap();
+        .page_text(&app.url(&format!("/trainings/{SESSION}")))
+        .await;
     assert!(
         page.contains("Full: you'll join the waiting list"),
         "{page}"
@@ -238,19 +216,13 @@ async fn the_training_fills_up_and_the_waiting_list_takes_the_rest(backend: Back
         .wait_mail("d@example.org", "You're on the waiting list", 1)
         .await;
     let leave = reg_link(&mail.bytes, "cancel");
-    let ask = app.get(&leave).await.text().await.map(unescape).unwrap();
+    let ask = app.page_text(&leave).await;
     assert!(ask.contains("Leave the waiting list?"), "{ask}");
     assert_eq!(
         app.reg_status("d@example.org").await,
         Some(RegStatus::Waitlisted)
     );
-    let done = app
-        .post_empty(&leave)
-        .await
-        .text()
-        .await
-        .map(unescape)
-        .unwrap();
+    let done = app.post_text(&leave).await;
     assert!(done.contains("You've left the waiting list"), "{done}");
     assert_eq!(
         app.reg_status("d@example.org").await,
@@ -265,15 +237,9 @@ async fn a_seat_given_up_is_offered_to_the_next_and_claimed(backend: Backend) {
     app.register_and_confirm("c@example.org").await;
     let registered = app.wait_mail("a@example.org", "You're registered", 1).await;
     let give_up = reg_link(&registered.bytes, "cancel");
-    let ask = app.get(&give_up).await.text().await.map(unescape).unwrap();
+    let ask = app.page_text(&give_up).await;
     assert!(ask.contains("Give up your seat?"), "{ask}");
-    let done = app
-        .post_empty(&give_up)
-        .await
-        .text()
-        .await
-        .map(unescape)
-        .unwrap();
+    let done = app.post_text(&give_up).await;
     assert!(done.contains("You've given up your seat"), "{done}");
 
     let offer = app
@@ -298,19 +264,13 @@ async fn a_seat_given_up_is_offered_to_the_next_and_claimed(backend: Backend) {
     );
     reg_link(&offer.bytes, "cancel");
     let claim = reg_link(&offer.bytes, "claim");
-    let ask = app.get(&claim).await.text().await.map(unescape).unwrap();
+    let ask = app.page_text(&claim).await;
     assert!(ask.contains("Claim your seat"), "{ask}");
     assert_eq!(
         app.reg_status("b@example.org").await,
         Some(RegStatus::Offered)
     );
-    let done = app
-        .post_empty(&claim)
-        .await
-        .text()
-        .await
-        .map(unescape)
-        .unwrap();
+    let done = app.post_text(&claim).await;
     assert!(done.contains("You're registered"), "{done}");
     assert_eq!(
         app.reg_status("b@example.org").await,
@@ -372,22 +332,8 @@ async fn an_offer_that_runs_out_passes_to_the_next_person(backend: Backend) {
     // c declines: nobody is left to offer it to.
     let offer = app.wait_mail("c@example.org", "A seat is yours", 1).await;
     let decline = reg_link(&offer.bytes, "cancel");
-    assert!(
-        app.get(&decline)
-            .await
-            .text()
-            .await
-            .map(unescape)
-            .unwrap()
-            .contains("Decline the seat?")
-    );
-    let done = app
-        .post_empty(&decline)
-        .await
-        .text()
-        .await
-        .map(unescape)
-        .unwrap();
+    assert!(app.page_text(&decline).await.contains("Decline the seat?"));
+    let done = app.post_text(&decline).await;
     assert!(done.contains("You've declined the seat"), "{done}");
     assert_eq!(
         app.reg_status("c@example.org").await,
@@ -419,21 +365,11 @@ async fn nothing_is_registered_offered_or_claimed_after_the_close(backend: Backe
 
     // The start is 17:00 UTC; registration closes two hours before.
     clock.set(at("2027-01-20T15:00:00Z"));
-    let list = app
-        .get(&app.url("/trainings"))
-        .await
-        .text()
-        .await
-        .map(unescape)
-        .unwrap();
+    let list = app.page_text(&app.url("/trainings")).await;
     assert!(list.contains("Registration closed"), "{list}");
     let page = app
-        .get(&app.url(&format!("/trainings/{SESSION}")))
-        .await
-        .text()
-        .await
-        .map(unescape)
-        .unwrap();
+        .page_text(&app.url(&format!("/trainings/{SESSION}")))
+        .await;
     assert!(
         page.contains("Registration for this training has closed") && !page.contains("<form"),
         "{page}"

@@ -71,6 +71,26 @@ impl TestApp {
             .expect("POST /trainings/{id}")
     }
 
+    /// The page at `url`, its escapes undone.
+    pub async fn page_text(&self, url: &str) -> String {
+        self.get(url)
+            .await
+            .text()
+            .await
+            .map(unescape)
+            .expect("body")
+    }
+
+    /// What posting the button at `url` answers, its escapes undone.
+    pub async fn post_text(&self, url: &str) -> String {
+        self.post_empty(url)
+            .await
+            .text()
+            .await
+            .map(unescape)
+            .expect("body")
+    }
+
     /// The mails to `email` whose subject starts with `prefix`, in arrival order.
     pub fn mails_like(&self, email: &str, prefix: &str) -> Vec<Received> {
         self.sink
