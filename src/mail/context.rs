@@ -328,3 +328,36 @@ impl Composer {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn registration_mail_is_not_list_mail() {
+        for kind in ["confirm", "goodbye", KIND_REGISTRATION]
+            .into_iter()
+            .chain(REGISTRATION_TEMPLATES)
+        {
+            assert!(!is_list_mail(kind), "{kind}");
+        }
+        for kind in [
+            "welcome",
+            "reminder",
+            "invitation",
+            "announcement",
+            "update",
+        ] {
+            assert!(is_list_mail(kind), "{kind}");
+        }
+    }
+
+    #[test]
+    fn a_deadline_reads_in_the_trainings_zone() {
+        // 2027-01-12T12:00:00Z is 6:00 AM in Chicago (CST).
+        assert_eq!(
+            local_time(chrono_tz::America::Chicago, 1_799_755_200_000),
+            "Tuesday, January 12 at 6:00 AM CST"
+        );
+    }
+}

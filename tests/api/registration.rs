@@ -491,4 +491,14 @@ async fn unknown_sessions_and_links_get_a_clear_page(backend: Backend) {
             .status(),
         404
     );
+    // The cross-site guard covers the registration form.
+    let foreign = app
+        .http
+        .post(app.url(&format!("/trainings/{SESSION}")))
+        .header("origin", "https://evil.example")
+        .form(&[("email", "a@example.org")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(foreign.status(), 403);
 }
