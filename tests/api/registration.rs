@@ -20,7 +20,8 @@ both_backends!(
     an_offer_that_runs_out_passes_to_the_next_person,
     nothing_is_registered_offered_or_claimed_after_the_close,
     the_form_answers_the_same_page_whatever_the_state,
-    unknown_sessions_and_links_get_a_clear_page
+    unknown_sessions_and_links_get_a_clear_page,
+    cancelled_and_external_sessions_take_no_registrations
 );
 
 fn at(s: &str) -> DateTime<Utc> {
@@ -501,4 +502,63 @@ async fn unknown_sessions_and_links_get_a_clear_page(backend: Backend) {
         .await
         .unwrap();
     assert_eq!(foreign.status(), 403);
+}
+
+async fn cancelled_and_external_sessions_take_no_registrations(backend: Backend) {
+    let app = reg_app(backend, 5)
+        .with(|s| {
+            s.trainings
+                .change
+                .push(harborlist::calendar::ChangeSettings {
+                    date: SESSION.into(),
+                    cancelled: Some(true),
+                    ..Default::default()
+                })
+        })
+        .spawn()
+        .await;
+    let list = app.page_text(&app.url("/trainings")).await;
+    assert!(list.contains("Cancelled"), "{list}");
+    let page = app
+        .page_text(&app.url(&format!("/trainings/{SESSION}")))
+        .await;
+    assert!(
+        page.contains("This training has been cancelled") && !page.contains("<form"),
+        "{page}"
+    );
+    let r = app.register(SESSION, "a@example.org", "", "", false).await;
+    assert_eq!(r.status(), 409);
+    assert!(
+        app.store
+            .registrations_for(SESSION)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    // With registration elsewhere, the pages keep today's link and take nothing.
+    let external = reg_app(backend, 5)
+        .with(|s| {
+            s.registration.mode = harborlist::config::RegistrationMode::External;
+            s.trainings.registration_url = "https://register.example.org/safe-harbor".into();
+        })
+        .spawn()
+        .await;
+    let list = external.page_text(&external.url("/trainings")).await;
+    assert!(
+        list.contains("href=\"https://register.example.org/safe-harbor\"")
+            && !list.contains("seats left"),
+        "{list}"
+    );
+    let page = external
+        .page_text(&external.url(&format!("/trainings/{SESSION}")))
+        .await;
+    assert!(
+        page.contains("https://register.example.org/safe-harbor") && !page.contains("<form"),
+        "{page}"
+    );
+    let r = external
+        .register(SESSION, "a@example.org", "", "", false)
+        .await;
+    assert_eq!(r.status(), 409);
 }
