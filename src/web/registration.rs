@@ -92,6 +92,19 @@ async fn find(state: &AppState, token: &str, action: &str) -> Result<(Found, Act
     ))
 }
 
+/// Whether the training has begun: its links have nothing left to do.
+fn begun(state: &AppState, session: &Session) -> bool {
+    session.start.with_timezone(&chrono::Utc) <= state.clock.now()
+}
+
+fn taken_place(state: &AppState, session: &Session) -> Response {
+    Page::new("This training has taken place", StatusCode::GONE)
+        .message(about(session))
+        .message("Registration links stop working once the training has begun.")
+        .link("See the upcoming trainings", "/trainings")
+        .render(state)
+}
+
 pub async fn page(
     State(state): State<AppState>,
     Path((token, action)): Path<(String, String)>,
@@ -100,6 +113,9 @@ pub async fn page(
         Ok(f) => f,
         Err(page) => return page,
     };
+    if begun(&state, &found.session) {
+        return taken_place(&state, &found.session);
+    }
     let now = state.clock.now();
     let open = registration_open(&state.live.settings(), &found.session, now);
     let status = found.reg.status;
@@ -157,6 +173,9 @@ pub async fn submit(
         Ok(f) => f,
         Err(page) => return page,
     };
+    if begun(&state, &found.session) {
+        return taken_place(&state, &found.session);
+    }
     let now = state.clock.now();
     let seats = match session_seats(&state, &found.session).await {
         Ok(s) => s,

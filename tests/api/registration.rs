@@ -411,6 +411,22 @@ async fn nothing_is_registered_offered_or_claimed_after_the_close(backend: Backe
         app.mails_like("c@example.org", "A seat is yours")
             .is_empty()
     );
+    // Once the training has begun, its links do nothing.
+    clock.set(at("2027-01-20T17:30:00Z"));
+    let seat = app
+        .wait_mail("c@example.org", "You're on the waiting list", 1)
+        .await;
+    let leave = app.post_empty(&reg_link(&seat.bytes, "cancel")).await;
+    assert_eq!(leave.status(), 410);
+    assert!(
+        app.page_text(&reg_link(&seat.bytes, "cancel"))
+            .await
+            .contains("has taken place")
+    );
+    assert_eq!(
+        app.reg_status("c@example.org").await,
+        Some(RegStatus::Waitlisted)
+    );
 }
 
 async fn the_form_answers_the_same_page_whatever_the_state(backend: Backend) {
