@@ -63,7 +63,8 @@ struct Found {
     session: Session,
 }
 
-/// Looks the link up; the page to answer with when it names nothing we can act on.
+/// Looks the link up; the page to answer with when it names nothing we can act on (or the
+/// training has begun).
 async fn find(state: &AppState, token: &str, action: &str) -> Result<(Found, Action), Response> {
     let (Some(token), Some(action)) = (Token::parse(token), Action::parse(action)) else {
         return Err(unknown_link(state));
@@ -82,6 +83,9 @@ async fn find(state: &AppState, token: &str, action: &str) -> Result<(Found, Act
         .link("See the upcoming trainings", "/trainings")
         .render(state));
     };
+    if begun(state, &session) {
+        return Err(taken_place(state, &session));
+    }
     Ok((
         Found {
             token,
@@ -113,9 +117,6 @@ pub async fn page(
         Ok(f) => f,
         Err(page) => return page,
     };
-    if begun(&state, &found.session) {
-        return taken_place(&state, &found.session);
-    }
     let now = state.clock.now();
     let open = registration_open(&state.live.settings(), &found.session, now);
     let status = found.reg.status;
@@ -173,9 +174,6 @@ pub async fn submit(
         Ok(f) => f,
         Err(page) => return page,
     };
-    if begun(&state, &found.session) {
-        return taken_place(&state, &found.session);
-    }
     let now = state.clock.now();
     let seats = match session_seats(&state, &found.session).await {
         Ok(s) => s,
