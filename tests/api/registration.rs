@@ -24,6 +24,32 @@ both_backends!(
     cancelled_and_external_sessions_take_no_registrations
 );
 
+/// `check` renders the session page in every availability and composes each registration
+/// mail, so a template that breaks them is refused before it goes live.
+#[test]
+fn check_covers_the_registration_pages_and_mail() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_harborlist"))
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .arg("check")
+        .output()
+        .unwrap();
+    crate::helpers::assert_success(&out);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    for line in [
+        "ok   web page training",
+        "ok   web page trainings",
+        "ok   email template registration_confirm",
+        "ok   email template registered",
+        "ok   email template waitlisted",
+        "ok   email template seat_offer",
+    ] {
+        assert!(
+            stdout.lines().any(|l| l.trim_end() == line),
+            "{line} in:\n{stdout}"
+        );
+    }
+}
+
 fn at(s: &str) -> DateTime<Utc> {
     s.parse().expect("instant")
 }
