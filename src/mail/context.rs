@@ -20,8 +20,8 @@ use super::{
 };
 use crate::{
     config::Settings,
-    store::registrations::RegStatus,
     domain::{TokenKey, TokenPurpose},
+    store::registrations::{KIND_REGISTRATION, RegStatus},
     templates::EmailTemplates,
 };
 
@@ -103,7 +103,25 @@ pub struct Letter<'a> {
 /// unsubscribe link: everything from the welcome on, but not the confirmation request
 /// (the person has not joined yet) nor the goodbye (they have just left).
 pub fn is_list_mail(kind: &str) -> bool {
-    !matches!(kind, "confirm" | "goodbye")
+    !matches!(kind, "confirm" | "goodbye" | KIND_REGISTRATION)
+        && !REGISTRATION_TEMPLATES.contains(&kind)
+}
+
+/// The templates of registration mail (kind [`KIND_REGISTRATION`]): transactional, to the
+/// one person, whatever their list status. Named here too because `preview` and `check`
+/// ask [`is_list_mail`] by template.
+pub const REGISTRATION_TEMPLATES: [&str; 4] = [
+    "registration_confirm",
+    "registered",
+    "waitlisted",
+    "seat_offer",
+];
+
+/// An instant as people read it in `zone`: "Monday, January 18 at 11:00 AM CST". Mail and
+/// pages say deadlines (a confirmation's, an offer's) the same way.
+pub fn local_time(zone: chrono_tz::Tz, ms: i64) -> String {
+    let at = crate::clock::from_millis(ms).with_timezone(&zone);
+    at.format("%A, %B %-d at %-I:%M %p %Z").to_string()
 }
 
 /// A message ready for the transport.
@@ -196,17 +214,57 @@ impl Composer {
             )));
         }
         if let Some(ms) = letter.data.get("expires_at_ms").and_then(Value::as_i64) {
-            let at = crate::clock::from_millis(ms).with_timezone(&id.timezone);
-            ctx["confirm_expires"] = json!(at.format("%A, %B %-d at %-I:%M %p %Z").to_string());
+            ctx["confirm_expires"] = json!(self.local_time(ms));
         }
         if let (Some(obj), Some(data)) = (ctx.as_object_mut(), letter.data.as_object()) {
             for (k, v) in data {
-                if !matches!(k.as_str(), "confirm_nonce" | "expires_at_ms" | "calendar") {
+                if !matches!(
+                    k.as_str(),
+                    "confirm_nonce" | "expires_at_ms" | "calendar" | "registration"
+                ) {
                     obj.insert(k.clone(), v.clone());
                 }
             }
         }
+        if let Some(registration) = self.registration_context(letter.data) {
+            ctx["registration"] = registration;
+        }
         ctx
+    }
+
+    /// An instant in the trainings' zone (see [`local_time`]).
+    fn local_time(&self, ms: i64) -> String {
+        local_time(self.identity.timezone, ms)
+    }
+
+    /// Registration mail's own links and facts, when the letter's data carries a
+    /// registration (`{"registration": {"nonce", "rank", "offer_expires_at_ms", …}}`): the
+    /// confirm, cancel and claim links of its one token (derived here, at send time, like
+    /// every link), its place on the waiting list and the offer's deadline in local time.
+    fn registration_context(&self, data: &Value) -> Option<Value> {
+        let reg = data.get("registration")?;
+        let nonce = reg.get("nonce").and_then(Value::as_str)?;
+        let token = self.key.derive(TokenPurpose::Registration, nonce);
+        let link = |action: &str| {
+            json!(
+                self.identity
+                    .url(&format!("registrations/{}/{action}", token.as_str()))
+            )
+        };
+        let at = |field: &str| {
+            reg.get(field)
+                .and_then(Value::as_i64)
+                .map_or(Value::Null, |ms| json!(self.local_time(ms)))
+        };
+        Some(json!({
+            "session": reg.get("session").cloned().unwrap_or(Value::Null),
+            "confirm_url": link("confirm"),
+            "cancel_url": link("cancel"),
+            "claim_url": link("claim"),
+            "rank": reg.get("rank").cloned().unwrap_or(Value::Null),
+            "offer_deadline": at("offer_expires_at_ms"),
+            "closes_at": at("closes_at_ms"),
+        }))
     }
 
     pub fn compose(
@@ -268,5 +326,38 @@ impl Composer {
             bytes: msg.formatted(),
             message_id,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn registration_mail_is_not_list_mail() {
+        for kind in ["confirm", "goodbye", KIND_REGISTRATION]
+            .into_iter()
+            .chain(REGISTRATION_TEMPLATES)
+        {
+            assert!(!is_list_mail(kind), "{kind}");
+        }
+        for kind in [
+            "welcome",
+            "reminder",
+            "invitation",
+            "announcement",
+            "update",
+        ] {
+            assert!(is_list_mail(kind), "{kind}");
+        }
+    }
+
+    #[test]
+    fn a_deadline_reads_in_the_trainings_zone() {
+        // 2027-01-12T12:00:00Z is 6:00 AM in Chicago (CST).
+        assert_eq!(
+            local_time(chrono_tz::America::Chicago, 1_799_755_200_000),
+            "Tuesday, January 12 at 6:00 AM CST"
+        );
     }
 }

@@ -8,7 +8,7 @@
 //! * every web page the routes render exists, and renders in strict mode with each shape
 //!   of context its routes give it (`web::page_samples`);
 //! * every email the daemon can send (confirmation, welcome, goodbye, update,
-//!   cancellation, each reminder, each announcement) is composed, for a recipient with a
+//!   cancellation, each reminder, each announcement, each registration mail) is composed, for a recipient with a
 //!   name and one without, from data built by the real path's own functions
 //!   ([`samples`]).
 

@@ -49,6 +49,11 @@ pub fn uses(
         .iter()
         .map(|t| (*t, mailing_data(settings, t, session, now)))
         .chain(
+            crate::mail::context::REGISTRATION_TEMPLATES
+                .iter()
+                .filter_map(|t| Some((*t, registration(settings, t, session?, now)))),
+        )
+        .chain(
             settings
                 .reminders
                 .iter()
@@ -106,6 +111,9 @@ pub fn mailing_data(
             }
         }
         (_, None) => json!({}),
+        (t, Some(session)) if crate::mail::context::REGISTRATION_TEMPLATES.contains(&t) => {
+            registration(settings, t, session, now)
+        }
         // A sample move, an hour later than it was, so that the preview of an update
         // shows what one says: the old time next to the new.
         ("update", Some(session)) => {
@@ -133,6 +141,24 @@ pub fn mailing_data(
             reminder(settings, r, session, now)
         }
     }
+}
+
+/// A registration mail's data, as the store writes it for a change of seats: an offer
+/// with its deadline, a waiting list place.
+fn registration(
+    settings: &Settings,
+    template: &str,
+    session: &Session,
+    now: DateTime<Utc>,
+) -> Value {
+    let seats = content::seats(settings, session, 0, now);
+    let offer = (template == "seat_offer").then(|| {
+        to_millis(now)
+            .saturating_add(seats.offer_ttl_ms)
+            .min(seats.closes_at_ms)
+    });
+    let rank = (template == "waitlisted").then_some(3);
+    crate::store::registrations::mail_data(&seats, template, &new_nonce(), offer, rank)
 }
 
 fn reminder(

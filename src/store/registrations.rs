@@ -909,6 +909,34 @@ impl Letter {
     }
 }
 
+/// What a registration mail of `template` carries: the session's data (its `.ics` only for
+/// "You're registered") and the registration's nonce, close, offer deadline and (waitlisted)
+/// rank. Also what `check` and `preview` render the templates with.
+pub fn mail_data(
+    seats: &SessionSeats,
+    template: &str,
+    nonce: &str,
+    offer_expires_ms: Option<i64>,
+    rank: Option<i64>,
+) -> Value {
+    let mut data = seats.data.clone();
+    if template != Letter::Registered.template()
+        && let Some(obj) = data.as_object_mut()
+    {
+        obj.remove("calendar");
+    }
+    data["registration"] = json!({
+        "nonce": nonce,
+        "session": seats.id,
+        "closes_at_ms": seats.closes_at_ms,
+        "offer_expires_at_ms": offer_expires_ms,
+    });
+    if let Some(n) = rank {
+        data["registration"]["rank"] = json!(n);
+    }
+    data
+}
+
 /// The mailing kind of every registration mail: transactional, to the one person, with the
 /// registration's own links and no list footer.
 pub const KIND_REGISTRATION: &str = "registration";
@@ -924,18 +952,7 @@ async fn queue_mail(
     now_ms: i64,
 ) -> Result<()> {
     let current = registration(tx, reg.id).await?;
-    let mut data = seats.data.clone();
-    if letter != Letter::Registered
-        && let Some(obj) = data.as_object_mut()
-    {
-        obj.remove("calendar");
-    }
-    data["registration"] = json!({
-        "nonce": current.nonce,
-        "session": seats.id,
-        "closes_at_ms": seats.closes_at_ms,
-        "offer_expires_at_ms": current.offer_expires_ms,
-    });
+    let mut data = mail_data(seats, letter.template(), &current.nonce, current.offer_expires_ms, None);
     let mut not_after_ms = None;
     let key = match letter {
         Letter::Offer => {

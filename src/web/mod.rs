@@ -1,4 +1,5 @@
-//! The HTTP side: the subscribe form and the links in mail.
+//! The HTTP side: the subscribe form, the trainings and their registration form, and the
+//! links in mail.
 //!
 //! Handlers parse input into domain types, make one store call (one transaction), nudge
 //! the sender, and render a page. They never wait on SMTP. No GET changes state, because
@@ -10,6 +11,8 @@ mod confirm;
 mod guard;
 mod limit;
 mod pages;
+mod register;
+mod registration;
 pub mod server;
 mod subscribe;
 mod trainings;
@@ -88,6 +91,14 @@ pub fn router(state: AppState) -> Router {
             get(unsubscribe::page).post(unsubscribe::submit),
         )
         .route("/trainings", get(trainings::page))
+        .route(
+            "/trainings/{id}",
+            get(register::page).post(register::submit),
+        )
+        .route(
+            "/registrations/{token}/{action}",
+            get(registration::page).post(registration::submit),
+        )
         .route("/trainings.ics", get(trainings::feed))
         .route("/healthz", get(healthz))
         .fallback(not_found)

@@ -8,7 +8,10 @@ use axum::{
 use serde::Serialize;
 use serde_json::json;
 
-use super::{AppState, subscribe, trainings};
+use super::{
+    AppState, register, subscribe,
+    trainings::{self, Availability},
+};
 use crate::{calendar::Session, config::Settings};
 
 #[derive(Debug, Serialize)]
@@ -99,7 +102,7 @@ impl Page {
 }
 
 /// The pages every route renders with: each must exist under `templates/web/`.
-pub const PAGES: &[&str] = &["page", "subscribe", "trainings"];
+pub const PAGES: &[&str] = &["page", "subscribe", "trainings", "training"];
 
 /// Adds the list's details as `list`, as every page gets them.
 fn with_list(settings: &Settings, mut data: serde_json::Value) -> serde_json::Value {
@@ -131,12 +134,41 @@ pub fn samples(
             "subscribe",
             subscribe::form_data("a@example.org", "A", Some("A problem".into())),
         ),
-        ("trainings", trainings::page_data(sessions)),
-        ("trainings", trainings::page_data(&[])),
     ]
     .into_iter()
+    .chain(training_samples(sessions))
     .map(|(page, data)| (page, with_list(settings, data)))
     .collect()
+}
+
+/// The trainings list and a session's page in every availability, the form empty and as
+/// typed with an error.
+fn training_samples(sessions: &[Session]) -> Vec<(&'static str, serde_json::Value)> {
+    let all = [
+        Availability::Open { left: 1 },
+        Availability::Open { left: 12 },
+        Availability::Full,
+        Availability::Closed,
+        Availability::Cancelled,
+        Availability::External,
+    ];
+    let mut out = vec![("trainings", trainings::page_data(&[]))];
+    for a in all {
+        let rows: Vec<_> = sessions.iter().map(|s| (s.clone(), a)).collect();
+        out.push(("trainings", trainings::page_data(&rows)));
+        for s in sessions.iter().take(1) {
+            out.push((
+                "training",
+                register::page_data(s, a, &Default::default(), None),
+            ));
+            let typed = register::sample_form();
+            out.push((
+                "training",
+                register::page_data(s, a, &typed, Some("A problem".into())),
+            ));
+        }
+    }
+    out
 }
 
 /// Renders `templates/web/<page>.html.hbs` with the list's details added as `list`.

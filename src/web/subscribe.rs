@@ -87,15 +87,23 @@ pub async fn submit(
             );
         }
     };
-    // Every answer from here on takes at least ANSWER_FLOOR, whatever the address's state:
-    // the database does less work for an address that is already active (or over its
-    // limit), and without a floor that shows in the response time.
+    floored(&state, request(&state, &client, &email, name.as_ref())).await
+}
+
+/// Runs `work` and answers no sooner than [`ANSWER_FLOOR`] after it began, then wakes the
+/// sender. Every answer past parsing takes at least the floor, whatever the address's
+/// state: the database does less work for an address that is already in (or over its
+/// limit), and without a floor that shows in the response time. The sender is woken only
+/// after the floor, for every state alike: its work (claiming, and sending a mail if one
+/// was queued) then falls after the answer, not inside the floor of some states and not
+/// others. Shared by `/subscribe` and the public registration form.
+pub(super) async fn floored(
+    state: &AppState,
+    work: impl std::future::Future<Output = Response>,
+) -> Response {
     let answer_at = tokio::time::Instant::now() + ANSWER_FLOOR;
-    let response = request(&state, &client, &email, name.as_ref()).await;
+    let response = work.await;
     tokio::time::sleep_until(answer_at).await;
-    // The sender is woken only now, and for every state alike: its work (claiming, and
-    // sending a confirmation if one was queued) then falls after this answer, not inside
-    // the floor of some states and not others.
     state.wake.notify_one();
     response
 }
@@ -105,6 +113,15 @@ pub async fn submit(
 /// notice.
 const ANSWER_FLOOR: std::time::Duration = std::time::Duration::from_millis(20);
 
+/// The per-IP limit (in memory, per instance): the 429 page if this client is over it.
+pub(super) fn over_ip_limit(state: &AppState, client: &Client) -> Option<Response> {
+    let ip = client.ip?;
+    state.per_ip.check(ip).is_err().then(|| {
+        metrics::counter!("harborlist_rate_limited_total", "scope" => "ip").increment(1);
+        too_many(state)
+    })
+}
+
 /// The request past parsing: the per-IP limit, then one store call.
 async fn request(
     state: &AppState,
@@ -112,12 +129,39 @@ async fn request(
     email: &SubscriberEmail,
     name: Option<&SubscriberName>,
 ) -> Response {
-    if let Some(ip) = client.ip
-        && state.per_ip.check(ip).is_err()
-    {
-        metrics::counter!("harborlist_rate_limited_total", "scope" => "ip").increment(1);
-        return too_many(state);
+    if let Some(refused) = over_ip_limit(state, client) {
+        return refused;
     }
+    match start_subscription(state, client, email, name).await {
+        Ok(SubscribeOutcome::RateLimited) => {
+            metrics::counter!("harborlist_rate_limited_total", "scope" => "address").increment(1);
+            tracing::info!(to = %email.redacted(), "subscribe request over the per-address limit");
+            too_many(state)
+        }
+        Ok(_) => {
+            metrics::counter!("harborlist_subscribe_requests_total").increment(1);
+            let ttl = state.live.settings().subscriptions.confirm_ttl;
+            pages::Page::new("Check your inbox", StatusCode::OK)
+                .message(format!(
+                    "Unless {email} is already on the list, a message with a link to confirm is on its way to it. \
+                     The link works for {}.",
+                    humantime::format_duration(ttl.std())
+                ))
+                .message("Nothing arrived after a few minutes? Check your spam or junk folder.")
+                .render(state)
+        }
+        Err(e) => pages::unavailable(state, &e),
+    }
+}
+
+/// The double opt-in's first step for `email` (one store call): a confirmation mail unless
+/// the address is already active. Also what the registration form's "news" box starts.
+pub(super) async fn start_subscription(
+    state: &AppState,
+    client: &Client,
+    email: &SubscriberEmail,
+    name: Option<&SubscriberName>,
+) -> Result<SubscribeOutcome, crate::store::StoreError> {
     let settings = state.live.settings();
     let key = state.live.token_key();
     let now = state.clock.now();
@@ -140,28 +184,10 @@ async fn request(
         confirm_expires_ms: to_millis(settings.subscriptions.confirm_ttl.after(now)),
         max_per_day: settings.subscriptions.max_confirmations_per_day,
     };
-    match state.store.request_subscription(&request).await {
-        Ok(SubscribeOutcome::RateLimited) => {
-            metrics::counter!("harborlist_rate_limited_total", "scope" => "address").increment(1);
-            tracing::info!(to = %email.redacted(), "subscribe request over the per-address limit");
-            too_many(state)
-        }
-        Ok(_) => {
-            metrics::counter!("harborlist_subscribe_requests_total").increment(1);
-            pages::Page::new("Check your inbox", StatusCode::OK)
-                .message(format!(
-                    "Unless {email} is already on the list, a message with a link to confirm is on its way to it. \
-                     The link works for {}.",
-                    humantime::format_duration(settings.subscriptions.confirm_ttl.std())
-                ))
-                .message("Nothing arrived after a few minutes? Check your spam or junk folder.")
-                .render(state)
-        }
-        Err(e) => pages::unavailable(state, &e),
-    }
+    state.store.request_subscription(&request).await
 }
 
-fn too_many(state: &AppState) -> Response {
+pub(super) fn too_many(state: &AppState) -> Response {
     pages::Page::new("Too many requests", StatusCode::TOO_MANY_REQUESTS)
         .message("We've had several requests for this recently, so we're pausing to avoid flooding anyone's inbox.")
         .message("Please try again tomorrow.")

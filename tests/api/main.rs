@@ -19,6 +19,8 @@ mod late;
 mod leases;
 mod limits;
 mod observability;
+mod registration;
+mod registration_seats;
 mod relay_faults;
 mod reload;
 mod reminders;

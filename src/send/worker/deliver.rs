@@ -220,6 +220,8 @@ impl Sender {
             // A confirmation goes to whoever asked, unless they are already in.
             "confirm" => &["pending", "unsubscribed", "bouncing"],
             "goodbye" => &["unsubscribed"],
+            // Registration mail is transactional: it goes whatever the list status.
+            crate::store::registrations::KIND_REGISTRATION => return None,
             _ => &["active"],
         };
         (!wanted.contains(&c.status.as_str())).then(|| format!("subscriber is {}", c.status))

@@ -6,6 +6,7 @@ mod app;
 mod daemon;
 mod db;
 mod mail;
+mod registration;
 mod relay;
 mod sink;
 
@@ -14,6 +15,8 @@ pub use app::*;
 pub use daemon::*;
 pub use db::*;
 pub use mail::*;
+#[allow(unused_imports)]
+pub use registration::*;
 #[allow(unused_imports)]
 pub use relay::*;
 pub use sink::*;
