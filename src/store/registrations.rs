@@ -243,6 +243,30 @@ pub struct RegistrationRow {
 
 const DAY_MS: i64 = 86_400_000;
 
+/// Every session's live rows by status: what [`seat_counts_of`] reads.
+pub(crate) const SEAT_COUNTS_SQL: &str = "SELECT session_id, status, COUNT(*) AS n FROM registrations
+     WHERE status IN ('registered', 'waitlisted', 'offered', 'attended')
+     GROUP BY session_id, status";
+
+/// The rows of [`SEAT_COUNTS_SQL`] as counts by session.
+pub(crate) fn seat_counts_of(
+    rows: &[sqlx::any::AnyRow],
+) -> Result<std::collections::HashMap<String, SeatCounts>> {
+    let mut out: std::collections::HashMap<String, SeatCounts> = Default::default();
+    for r in rows {
+        let counts = out.entry(r.try_get("session_id")?).or_default();
+        let n: i64 = r.try_get("n")?;
+        match RegStatus::parse(&r.try_get::<String, _>("status")?)? {
+            RegStatus::Registered => counts.registered = n,
+            RegStatus::Waitlisted => counts.waitlisted = n,
+            RegStatus::Offered => counts.offered = n,
+            RegStatus::Attended => counts.attended = n,
+            _ => {}
+        }
+    }
+    Ok(out)
+}
+
 impl Store {
     /// A public registration request: the person gets a mail whatever the state. A new or
     /// unconfirmed registration gets the confirmation link; one already registered,
@@ -404,6 +428,18 @@ impl Store {
         lock_seats(&mut tx, &seats.id, now_ms).await?;
         let subscriber_id = ensure_person(&mut tx, who, now_ms).await?;
         let reg = upsert_registration(&mut tx, seats, subscriber_id, who, link, source, now_ms).await?;
+        if over_capacity && matches!(reg.status, RegStatus::Waitlisted | RegStatus::Offered) {
+            // Staff give someone already waiting a seat: straight to it, with no offer on
+            // the way (an offered seat is theirs already; a waiting place is left behind).
+            sqlx::query("UPDATE registrations SET position = NULL WHERE id = $1")
+                .bind(reg.id)
+                .execute(&mut *tx)
+                .await?;
+            set_registered(&mut tx, &reg, now_ms).await?;
+            queue_mail(&mut tx, seats, &reg, Letter::Registered, reg.subscriber_id, now_ms).await?;
+            tx.commit().await?;
+            return Ok(SeatOutcome::Registered);
+        }
         if reg.status.is_live() {
             tx.rollback().await?;
             return Ok(SeatOutcome::Already(reg.status));
@@ -545,28 +581,10 @@ impl Store {
         .transpose()
     }
 
-    /// The seat counts of each of `session_ids` (sessions nobody registered for are absent).
+    /// The seat counts of every session (sessions nobody registered for are absent).
     pub async fn seat_counts(&self) -> Result<std::collections::HashMap<String, SeatCounts>> {
-        let rows = sqlx::query(
-            "SELECT session_id, status, COUNT(*) AS n FROM registrations
-             WHERE status IN ('registered', 'waitlisted', 'offered', 'attended')
-             GROUP BY session_id, status",
-        )
-        .fetch_all(self.pool())
-        .await?;
-        let mut out: std::collections::HashMap<String, SeatCounts> = Default::default();
-        for r in rows {
-            let counts = out.entry(r.try_get("session_id")?).or_default();
-            let n: i64 = r.try_get("n")?;
-            match RegStatus::parse(&r.try_get::<String, _>("status")?)? {
-                RegStatus::Registered => counts.registered = n,
-                RegStatus::Waitlisted => counts.waitlisted = n,
-                RegStatus::Offered => counts.offered = n,
-                RegStatus::Attended => counts.attended = n,
-                _ => {}
-            }
-        }
-        Ok(out)
+        let rows = sqlx::query(SEAT_COUNTS_SQL).fetch_all(self.pool()).await?;
+        seat_counts_of(&rows)
     }
 
     /// Everyone who registered for the session, for staff: seats first, then the waiting
