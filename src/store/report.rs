@@ -76,7 +76,8 @@ async fn peek_connection(url: &str) -> std::result::Result<Option<sqlx::AnyConne
 /// What a read-only look at the seats found.
 #[derive(Debug, Clone)]
 pub enum PeekedSeats {
-    /// No database yet (a fresh install): nobody has registered.
+    /// No database yet, or one without registrations (a fresh install, or one the new
+    /// version has not migrated): nobody has registered.
     NoDatabase,
     /// A database that could not be reached or read, and why.
     Unknown(String),
@@ -102,6 +103,13 @@ pub async fn peek_seat_counts(url: &str) -> PeekedSeats {
             Ok(counts) => PeekedSeats::Counts(counts),
             Err(e) => PeekedSeats::Unknown(e.to_string()),
         },
+        // A database the daemon has not set up yet (or not since registrations came in):
+        // nobody can have registered.
+        Err(sqlx::Error::Database(e))
+            if e.code().as_deref() == Some("42P01") || e.message().contains("no such table") =>
+        {
+            PeekedSeats::NoDatabase
+        }
         Err(e) => PeekedSeats::Unknown(format!("cannot read registrations: {e}")),
     }
 }
