@@ -21,6 +21,7 @@ mod limits;
 mod observability;
 mod relay_faults;
 mod reload;
+mod registrations_cli;
 mod reminders;
 mod schedule;
 mod subscribe;
