@@ -102,8 +102,7 @@ pub async fn run(sources: &Sources, args: &Args) -> anyhow::Result<ExitCode> {
 /// from the database read-only, if there is one). Not an error: everyone registered stays
 /// registered, and no seat is offered until enough are given up.
 async fn capacity_warnings(runtime: &Runtime, now: DateTime<Utc>) -> Vec<String> {
-    let PeekedSeats::Counts(counts) = peek_seat_counts(&runtime.settings.database.url).await
-    else {
+    let PeekedSeats::Counts(counts) = peek_seat_counts(&runtime.settings.database.url).await else {
         return Vec::new();
     };
     let mut sessions: Vec<_> = counts

@@ -69,9 +69,15 @@ pub async fn run(settings: &Settings, args: &Args) -> anyhow::Result<ExitCode> {
                     "audience": m.audience, "sent": m.sent, "failed": m.failed, "pending": m.pending, "skipped": m.skipped })
         };
         let seat_json = |t: &crate::calendar::Session| {
-            let view = SeatView::of(settings, t, Some(seats.get(&t.id).copied().unwrap_or_default()), now);
+            let view = SeatView::of(
+                settings,
+                t,
+                Some(seats.get(&t.id).copied().unwrap_or_default()),
+                now,
+            );
             let mut doc = training_json(t);
-            if let (Some(obj), serde_json::Value::Object(more)) = (doc.as_object_mut(), view.json()) {
+            if let (Some(obj), serde_json::Value::Object(more)) = (doc.as_object_mut(), view.json())
+            {
                 obj.extend(more);
             }
             doc
@@ -107,8 +113,19 @@ pub async fn run(settings: &Settings, args: &Args) -> anyhow::Result<ExitCode> {
     writeln!(out, "\nNext trainings")?;
     for s in &trainings {
         let mark = if s.cancelled { "  (cancelled)" } else { "" };
-        let view = SeatView::of(settings, s, Some(seats.get(&s.id).copied().unwrap_or_default()), now);
-        writeln!(out, "  {} [{}]{mark}: {}", human::when(s), s.id, seats_line(&view))?;
+        let view = SeatView::of(
+            settings,
+            s,
+            Some(seats.get(&s.id).copied().unwrap_or_default()),
+            now,
+        );
+        writeln!(
+            out,
+            "  {} [{}]{mark}: {}",
+            human::when(s),
+            s.id,
+            seats_line(&view)
+        )?;
     }
     if !past.is_empty() {
         writeln!(out, "\nRecent trainings")?;
@@ -123,7 +140,11 @@ pub async fn run(settings: &Settings, args: &Args) -> anyhow::Result<ExitCode> {
                     "{} of {} registered attended{}",
                     t.attended,
                     t.registered,
-                    if t.attended == 0 { " (none marked yet: `harborlist registrations attended`)" } else { "" }
+                    if t.attended == 0 {
+                        " (none marked yet: `harborlist registrations attended`)"
+                    } else {
+                        ""
+                    }
                 )
             };
             writeln!(out, "  {} [{}]: {line}", human::when(s), s.id)?;

@@ -114,7 +114,8 @@ impl std::ops::AddAssign for ImportCounts {
 /// `export_subscribers`' query: list members only (see
 /// [`ON_LIST`](super::subscriptions::ON_LIST), spelled out here because a streamed query
 /// needs a `'static` text).
-const EXPORT_SQL: &str = "SELECT id, email, name, status, source, created_at, confirmed_at, unsubscribed_at
+const EXPORT_SQL: &str =
+    "SELECT id, email, name, status, source, created_at, confirmed_at, unsubscribed_at
      FROM subscribers s
      WHERE NOT (s.status = 'pending' AND s.requested_at IS NULL
                 AND EXISTS (SELECT 1 FROM registrations r WHERE r.subscriber_id = s.id))
@@ -176,9 +177,7 @@ impl Store {
     /// Every subscriber on the list, oldest first, one row at a time from the database
     /// cursor (people who only registered for a training are not on it).
     pub fn export_subscribers(&self) -> impl Stream<Item = Result<ExportRow>> + Send + '_ {
-        sqlx::query(EXPORT_SQL)
-        .fetch(self.pool())
-        .map(|row| {
+        sqlx::query(EXPORT_SQL).fetch(self.pool()).map(|row| {
             let row = row?;
             Ok(ExportRow {
                 id: row.try_get("id")?,
@@ -214,7 +213,9 @@ impl Store {
                 .or_default()
                 .push(PersonRegistration {
                     training: r.try_get("session_id")?,
-                    status: super::registrations::RegStatus::parse(&r.try_get::<String, _>("status")?)?,
+                    status: super::registrations::RegStatus::parse(
+                        &r.try_get::<String, _>("status")?,
+                    )?,
                     name: r.try_get("name")?,
                     organisation: r.try_get("organisation")?,
                     source: r.try_get("source")?,

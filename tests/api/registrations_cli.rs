@@ -143,7 +143,10 @@ fn next_session() -> Session {
 fn past_session() -> Session {
     let now = chrono::Utc::now();
     calendar()
-        .sessions_between(now - chrono::Duration::days(200), now - chrono::Duration::hours(3))
+        .sessions_between(
+            now - chrono::Duration::days(200),
+            now - chrono::Duration::hours(3),
+        )
         .into_iter()
         .rfind(|s| !s.cancelled)
         .expect("a past training")
@@ -205,7 +208,10 @@ async fn trainings_json_has_seats_and_registration_state(backend: Backend) {
     let _store = Store::connect(&db.url, 2).await.expect("store");
     fresh.reg(&["add", "--training", &id, "a@example.org"]).ok();
     fresh.reg(&["add", "--training", &id, "b@example.org"]).ok();
-    let list = fresh.run(&["trainings", "--json", "--count", "2"]).ok().json();
+    let list = fresh
+        .run(&["trainings", "--json", "--count", "2"])
+        .ok()
+        .json();
     let first = &list[0];
     assert_eq!(
         (
@@ -214,7 +220,12 @@ async fn trainings_json_has_seats_and_registration_state(backend: Backend) {
             &first["seats_left"],
             &first["registration"]
         ),
-        (&Value::from(1), &Value::from(1), &Value::from(0), &Value::from("full")),
+        (
+            &Value::from(1),
+            &Value::from(1),
+            &Value::from(0),
+            &Value::from("full")
+        ),
         "{first:#}"
     );
     assert_eq!(list[1]["registration"], "open");
@@ -225,7 +236,10 @@ async fn trainings_json_has_seats_and_registration_state(backend: Backend) {
     );
 
     let external = fresh.with("HARBORLIST__REGISTRATION__MODE", "external");
-    let list = external.run(&["trainings", "--json", "--count", "1"]).ok().json();
+    let list = external
+        .run(&["trainings", "--json", "--count", "1"])
+        .ok()
+        .json();
     assert_eq!(list[0]["registration"], "external");
 
     let past = past_session();
@@ -245,11 +259,17 @@ async fn trainings_json_has_seats_and_registration_state(backend: Backend) {
         key: TokenKey::generate_text(),
         env: Vec::new(),
     };
-    let out = unreachable.run(&["trainings", "--json", "--count", "1"]).ok();
+    let out = unreachable
+        .run(&["trainings", "--json", "--count", "1"])
+        .ok();
     let list = out.json();
     assert!(list[0]["registered"].is_null() && list[0]["seats_left"].is_null());
     assert_eq!(list[0]["registration"], "open");
-    assert!(out.stderr.contains("seat counts are not shown"), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("seat counts are not shown"),
+        "{}",
+        out.stderr
+    );
 }
 
 async fn list_shows_everyone_as_json_table_and_a_safe_private_sign_in_sheet(backend: Backend) {
@@ -278,8 +298,15 @@ async fn list_shows_everyone_as_json_table_and_a_safe_private_sign_in_sheet(back
         "@SUM(A1)",
     ])
     .ok();
-    cli.reg(&["add", "--training", &id, "wait@example.org", "--name", "Wai Ting"])
-        .ok();
+    cli.reg(&[
+        "add",
+        "--training",
+        &id,
+        "wait@example.org",
+        "--name",
+        "Wai Ting",
+    ])
+    .ok();
 
     let rows = cli.reg(&["list", "--training", &id, "--json"]).ok().json();
     let rows_again = cli
@@ -337,13 +364,30 @@ async fn list_shows_everyone_as_json_table_and_a_safe_private_sign_in_sheet(back
     let out = cli
         .reg(&["list", "--training", &id, "-o", path(&sheet)])
         .ok();
-    assert!(out.stdout.contains("wrote 2 registration(s)"), "{}", out.stdout);
+    assert!(
+        out.stdout.contains("wrote 2 registration(s)"),
+        "{}",
+        out.stdout
+    );
     let text = std::fs::read_to_string(&sheet).expect("read sheet");
     let mut csv = csv::Reader::from_reader(text.as_bytes());
-    let header: Vec<String> = csv.headers().expect("header").iter().map(str::to_owned).collect();
+    let header: Vec<String> = csv
+        .headers()
+        .expect("header")
+        .iter()
+        .map(str::to_owned)
+        .collect();
     assert_eq!(
         header,
-        ["name", "organisation", "email", "status", "position", "registered_at", "attended"]
+        [
+            "name",
+            "organisation",
+            "email",
+            "status",
+            "position",
+            "registered_at",
+            "attended"
+        ]
     );
     let records: Vec<csv::StringRecord> = csv.records().map(|r| r.expect("row")).collect();
     assert_eq!(records.len(), 2, "{text}");
@@ -354,7 +398,10 @@ async fn list_shows_everyone_as_json_table_and_a_safe_private_sign_in_sheet(back
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
-        let mode = std::fs::metadata(&sheet).expect("meta").permissions().mode();
+        let mode = std::fs::metadata(&sheet)
+            .expect("meta")
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o777, 0o600, "the sheet is private: {mode:o}");
     }
     let all = cli
@@ -376,33 +423,66 @@ async fn add_waitlists_when_full_and_over_capacity_gives_a_seat(backend: Backend
     let (_db, store, cli) = setup(backend).await;
     let cli = cli.with("HARBORLIST__TRAININGS__CAPACITY", "1");
     let id = next_session().id;
-    let out = cli.reg(&["add", "--training", &id, "first@example.org"]).ok();
+    let out = cli
+        .reg(&["add", "--training", &id, "first@example.org"])
+        .ok();
     assert!(
         out.stdout.contains("registered first@example.org") && out.stdout.contains("queued"),
         "{}",
         out.stdout
     );
-    let out = cli.reg(&["add", "--training", &id, "second@example.org"]).ok();
+    let out = cli
+        .reg(&["add", "--training", &id, "second@example.org"])
+        .ok();
     assert!(
         out.stdout.contains("waiting list, number 1") && out.stdout.contains("--over-capacity"),
         "{}",
         out.stdout
     );
-    let out = cli.reg(&["add", "--training", &id, "first@example.org"]).ok();
+    let out = cli
+        .reg(&["add", "--training", &id, "first@example.org"])
+        .ok();
     assert!(out.stdout.contains("already registered"), "{}", out.stdout);
 
     // Someone on the waiting list, and someone new, get a seat over the capacity.
-    cli.reg(&["add", "--training", &id, "second@example.org", "--over-capacity"])
-        .ok();
-    cli.reg(&["add", "--training", &id, "third@example.org", "--over-capacity"])
-        .ok();
+    cli.reg(&[
+        "add",
+        "--training",
+        &id,
+        "second@example.org",
+        "--over-capacity",
+    ])
+    .ok();
+    cli.reg(&[
+        "add",
+        "--training",
+        &id,
+        "third@example.org",
+        "--over-capacity",
+    ])
+    .ok();
     let rows = cli.reg(&["list", "--training", &id, "--json"]).ok().json();
-    for e in ["first@example.org", "second@example.org", "third@example.org"] {
+    for e in [
+        "first@example.org",
+        "second@example.org",
+        "third@example.org",
+    ] {
         assert_eq!(status_of(&rows, e), "registered", "{e}");
     }
-    assert!(rows.as_array().unwrap().iter().all(|r| r["position"].is_null()));
-    let list = cli.run(&["trainings", "--json", "--count", "1"]).ok().json();
-    assert_eq!((&list[0]["registered"], &list[0]["seats_left"]), (&Value::from(3), &Value::from(0)));
+    assert!(
+        rows.as_array()
+            .unwrap()
+            .iter()
+            .all(|r| r["position"].is_null())
+    );
+    let list = cli
+        .run(&["trainings", "--json", "--count", "1"])
+        .ok()
+        .json();
+    assert_eq!(
+        (&list[0]["registered"], &list[0]["seats_left"]),
+        (&Value::from(3), &Value::from(0))
+    );
 
     // Each got the mail the store queues for the daemon to send.
     assert_eq!(letters(&store, "first@example.org").await, ["registered"]);
@@ -423,32 +503,64 @@ async fn add_waitlists_when_full_and_over_capacity_gives_a_seat(backend: Backend
     assert_eq!(source, "staff");
 
     // Bad input is refused before anything is written.
-    let out = cli.reg(&["add", "--training", &id, "not-an-address"]).fails();
-    assert!(out.stderr.contains("not a valid email address"), "{}", out.stderr);
     let out = cli
-        .reg(&["add", "--training", &id, "x@example.org", "--name", "a\u{7}b"])
+        .reg(&["add", "--training", &id, "not-an-address"])
+        .fails();
+    assert!(
+        out.stderr.contains("not a valid email address"),
+        "{}",
+        out.stderr
+    );
+    let out = cli
+        .reg(&[
+            "add",
+            "--training",
+            &id,
+            "x@example.org",
+            "--name",
+            "a\u{7}b",
+        ])
         .fails();
     assert!(out.stderr.contains("--name"), "{}", out.stderr);
-    let out = cli.reg(&["add", "--training", "nope", "x@example.org"]).fails();
-    assert!(out.stderr.contains("\"nope\"") && out.stderr.contains(&id), "{}", out.stderr);
+    let out = cli
+        .reg(&["add", "--training", "nope", "x@example.org"])
+        .fails();
+    assert!(
+        out.stderr.contains("\"nope\"") && out.stderr.contains(&id),
+        "{}",
+        out.stderr
+    );
 
     // After the close, only with --over-capacity (a walk-in).
     let past = past_session().id;
-    let out = cli.reg(&["add", "--training", &past, "late@example.org"]).fails();
+    let out = cli
+        .reg(&["add", "--training", &past, "late@example.org"])
+        .fails();
     assert!(out.stderr.contains("closed"), "{}", out.stderr);
-    cli.reg(&["add", "--training", &past, "late@example.org", "--over-capacity"])
-        .ok();
+    cli.reg(&[
+        "add",
+        "--training",
+        &past,
+        "late@example.org",
+        "--over-capacity",
+    ])
+    .ok();
 }
 
 async fn cancel_passes_the_seat_to_the_waiting_list(backend: Backend) {
     let (_db, store, cli) = setup(backend).await;
     let cli = cli.with("HARBORLIST__TRAININGS__CAPACITY", "1");
     let id = next_session().id;
-    cli.reg(&["add", "--training", &id, "seat@example.org"]).ok();
-    cli.reg(&["add", "--training", &id, "next@example.org"]).ok();
-    cli.reg(&["add", "--training", &id, "later@example.org"]).ok();
+    cli.reg(&["add", "--training", &id, "seat@example.org"])
+        .ok();
+    cli.reg(&["add", "--training", &id, "next@example.org"])
+        .ok();
+    cli.reg(&["add", "--training", &id, "later@example.org"])
+        .ok();
 
-    let out = cli.reg(&["cancel", "--training", &id, "SEAT@example.org"]).ok();
+    let out = cli
+        .reg(&["cancel", "--training", &id, "SEAT@example.org"])
+        .ok();
     assert!(
         out.stdout.contains("cancelled") && out.stdout.contains("offered to the next person"),
         "{}",
@@ -465,11 +577,17 @@ async fn cancel_passes_the_seat_to_the_waiting_list(backend: Backend) {
     assert_eq!(letters(&store, "seat@example.org").await, ["registered"]);
 
     // Leaving the waiting list frees no seat; cancelling twice is harmless.
-    let out = cli.reg(&["cancel", "--training", &id, "later@example.org"]).ok();
+    let out = cli
+        .reg(&["cancel", "--training", &id, "later@example.org"])
+        .ok();
     assert!(!out.stdout.contains("offered"), "{}", out.stdout);
-    let out = cli.reg(&["cancel", "--training", &id, "seat@example.org"]).ok();
+    let out = cli
+        .reg(&["cancel", "--training", &id, "seat@example.org"])
+        .ok();
     assert!(out.stdout.contains("nothing to cancel"), "{}", out.stdout);
-    let out = cli.reg(&["cancel", "--training", &id, "nobody@example.org"]).ok();
+    let out = cli
+        .reg(&["cancel", "--training", &id, "nobody@example.org"])
+        .ok();
     assert!(out.stdout.contains("no registration"), "{}", out.stdout);
     let status = cli.run(&["status"]).ok().stdout;
     assert!(
@@ -514,7 +632,8 @@ async fn attended_and_report_count_what_funders_ask(backend: Backend) {
     // The sign-in sheet, ticked in its "attended" column.
     let dir = tempfile::tempdir().expect("dir");
     let sheet = dir.path().join("sheet.csv");
-    cli.reg(&["list", "--training", &id, "-o", path(&sheet)]).ok();
+    cli.reg(&["list", "--training", &id, "-o", path(&sheet)])
+        .ok();
     let ticked: String = std::fs::read_to_string(&sheet)
         .expect("sheet")
         .lines()
@@ -533,7 +652,13 @@ async fn attended_and_report_count_what_funders_ask(backend: Backend) {
     assert!(out.stdout.contains("marked 2 attended"), "{}", out.stdout);
     // Addresses on the command line; an unknown one is reported, the rest marked.
     let out = cli
-        .reg(&["attended", "--training", &id, "a@example.org", "zed@example.org"])
+        .reg(&[
+            "attended",
+            "--training",
+            &id,
+            "a@example.org",
+            "zed@example.org",
+        ])
         .fails();
     assert!(out.stdout.contains("marked 1 attended"), "{}", out.stdout);
     assert!(
@@ -565,7 +690,12 @@ async fn attended_and_report_count_what_funders_ask(backend: Backend) {
         .ok()
         .stdout;
     let mut csv = csv::Reader::from_reader(csv_text.as_bytes());
-    let header: Vec<String> = csv.headers().expect("header").iter().map(str::to_owned).collect();
+    let header: Vec<String> = csv
+        .headers()
+        .expect("header")
+        .iter()
+        .map(str::to_owned)
+        .collect();
     assert_eq!(
         &header[..9],
         [
@@ -585,7 +715,10 @@ async fn attended_and_report_count_what_funders_ask(backend: Backend) {
     assert_eq!(&records[0][3], "4");
     assert_eq!(&records[0][6], "2");
     assert_eq!(&records[1][0], "total");
-    let table = cli.reg(&["report", "--from", &day, "--to", &day]).ok().stdout;
+    let table = cli
+        .reg(&["report", "--from", &day, "--to", &day])
+        .ok()
+        .stdout;
     assert!(table.contains(&id) && table.contains("total"), "{table}");
 }
 
@@ -597,12 +730,24 @@ async fn forget_erases_registrations_but_keeps_the_counts(backend: Backend) {
     cli.reg(&["attended", "--training", &past.id, "gone@example.org"])
         .ok();
     let next = next_session().id;
-    cli.reg(&["add", "--training", &next, "holder@example.org"]).ok();
-    cli.reg(&["add", "--training", &next, "gone@example.org", "--name", "Gone Person"])
+    cli.reg(&["add", "--training", &next, "holder@example.org"])
         .ok();
+    cli.reg(&[
+        "add",
+        "--training",
+        &next,
+        "gone@example.org",
+        "--name",
+        "Gone Person",
+    ])
+    .ok();
 
     let out = cli.run(&["subscribers", "forget", "gone@example.org"]).ok();
-    assert!(out.stdout.contains("2 training registration(s)"), "{}", out.stdout);
+    assert!(
+        out.stdout.contains("2 training registration(s)"),
+        "{}",
+        out.stdout
+    );
 
     let rows = sqlx::query(
         "SELECT status, subscriber_id, name, organisation, org_key, nonce, link_hash,
@@ -625,7 +770,9 @@ async fn forget_erases_registrations_but_keeps_the_counts(backend: Backend) {
             "confirm_user_agent",
         ] {
             assert!(
-                r.try_get::<Option<String>, _>(column).expect(column).is_none(),
+                r.try_get::<Option<String>, _>(column)
+                    .expect(column)
+                    .is_none(),
                 "{column} kept"
             );
         }
@@ -634,7 +781,10 @@ async fn forget_erases_registrations_but_keeps_the_counts(backend: Backend) {
     // The attendance stays; the place on the waiting list is given up.
     assert_eq!(statuses, ["attended", "cancelled"]);
     assert_eq!(
-        rows[0].try_get::<Option<String>, _>("org_key").unwrap().as_deref(),
+        rows[0]
+            .try_get::<Option<String>, _>("org_key")
+            .unwrap()
+            .as_deref(),
         Some("youthlink")
     );
     let links: i64 = sqlx::query("SELECT COUNT(*) AS n FROM registration_links")
@@ -652,13 +802,25 @@ async fn forget_erases_registrations_but_keeps_the_counts(backend: Backend) {
         .json();
     assert_eq!(report["trainings"][0]["attended"], 1, "{report:#}");
     assert_eq!(report["trainings"][0]["organisations"], 1);
-    let list = cli.reg(&["list", "--training", &past.id, "--json"]).ok().json();
-    assert!(list[0]["email"].is_null() && list[0]["name"].is_null(), "{list:#}");
+    let list = cli
+        .reg(&["list", "--training", &past.id, "--json"])
+        .ok()
+        .json();
+    assert!(
+        list[0]["email"].is_null() && list[0]["name"].is_null(),
+        "{list:#}"
+    );
     let table = cli.reg(&["list", "--training", &past.id]).ok().stdout;
-    assert!(table.contains("(forgotten)") && !table.contains("gone@"), "{table}");
+    assert!(
+        table.contains("(forgotten)") && !table.contains("gone@"),
+        "{table}"
+    );
     // The seat-holder of the next training is untouched, and the planner-side refill of
     // the waiting list finds no forgotten row in it.
-    let rows = cli.reg(&["list", "--training", &next, "--json"]).ok().json();
+    let rows = cli
+        .reg(&["list", "--training", &next, "--json"])
+        .ok()
+        .json();
     assert_eq!(status_of(&rows, "holder@example.org"), "registered");
 }
 
@@ -668,9 +830,17 @@ async fn registrants_who_never_joined_are_not_list_members(backend: Backend) {
     seed(&store, &key, "member@example.org", "active").await;
     seed(&store, &key, "asked@example.org", "pending").await;
     let id = next_session().id;
-    cli.reg(&["add", "--training", &id, "member@example.org", "--organisation", "YouthLink"])
+    cli.reg(&[
+        "add",
+        "--training",
+        &id,
+        "member@example.org",
+        "--organisation",
+        "YouthLink",
+    ])
+    .ok();
+    cli.reg(&["add", "--training", &id, "outsider@example.org"])
         .ok();
-    cli.reg(&["add", "--training", &id, "outsider@example.org"]).ok();
 
     let list = cli.run(&["subscribers", "list", "--json"]).ok().json();
     let emails: Vec<&str> = list
@@ -681,7 +851,10 @@ async fn registrants_who_never_joined_are_not_list_members(backend: Backend) {
         .collect();
     assert_eq!(emails, ["member@example.org", "asked@example.org"]);
 
-    let export = cli.run(&["subscribers", "export", "--format", "json"]).ok().json();
+    let export = cli
+        .run(&["subscribers", "export", "--format", "json"])
+        .ok()
+        .json();
     let rows = export.as_array().unwrap();
     assert_eq!(rows.len(), 2, "{export:#}");
     let member = &rows[0];
@@ -711,13 +884,19 @@ async fn status_shows_seats_and_attendance(backend: Backend) {
         cli.reg(&["add", "--training", &id, e]).ok();
     }
     let past = past_session();
-    walk_ins(&cli, &past.id, &[("p1@example.org", None), ("p2@example.org", None)]);
+    walk_ins(
+        &cli,
+        &past.id,
+        &[("p1@example.org", None), ("p2@example.org", None)],
+    );
     cli.reg(&["attended", "--training", &past.id, "p1@example.org"])
         .ok();
 
     let text = cli.run(&["status"]).ok().stdout;
     assert!(
-        text.contains(&format!("[{id}]: 2 / 2 registered, 1 waitlisted, 0 offer(s) open (full)")),
+        text.contains(&format!(
+            "[{id}]: 2 / 2 registered, 1 waitlisted, 0 offer(s) open (full)"
+        )),
         "{text}"
     );
     assert!(
@@ -727,13 +906,29 @@ async fn status_shows_seats_and_attendance(backend: Backend) {
     let doc = cli.run(&["status", "--json"]).ok().json();
     let first = &doc["trainings"][0];
     assert_eq!(
-        (&first["registered"], &first["waitlisted"], &first["offered"], &first["capacity"]),
-        (&Value::from(2), &Value::from(1), &Value::from(0), &Value::from(2)),
+        (
+            &first["registered"],
+            &first["waitlisted"],
+            &first["offered"],
+            &first["capacity"]
+        ),
+        (
+            &Value::from(2),
+            &Value::from(1),
+            &Value::from(0),
+            &Value::from(2)
+        ),
         "{doc:#}"
     );
     let recent = doc["recent_trainings"].as_array().expect("recent");
-    let last = recent.iter().find(|t| t["id"] == past.id.as_str()).expect("past");
-    assert_eq!((&last["attended"], &last["registered"]), (&Value::from(1), &Value::from(2)));
+    let last = recent
+        .iter()
+        .find(|t| t["id"] == past.id.as_str())
+        .expect("past");
+    assert_eq!(
+        (&last["attended"], &last["registered"]),
+        (&Value::from(1), &Value::from(2))
+    );
 }
 
 async fn check_warns_when_capacity_is_below_the_seats_held(backend: Backend) {
@@ -755,14 +950,23 @@ async fn check_warns_when_capacity_is_below_the_seats_held(backend: Backend) {
         out.stdout
     );
     // Everyone stays registered.
-    let rows = lowered.reg(&["list", "--training", &id, "--json"]).ok().json();
-    assert!(rows.as_array().unwrap().iter().all(|r| r["status"] == "registered"));
+    let rows = lowered
+        .reg(&["list", "--training", &id, "--json"])
+        .ok()
+        .json();
+    assert!(
+        rows.as_array()
+            .unwrap()
+            .iter()
+            .all(|r| r["status"] == "registered")
+    );
 }
 
 async fn key_rotation_keeps_registration_links_working(backend: Backend) {
     let (_db, store, cli) = setup(backend).await;
     let id = next_session().id;
-    cli.reg(&["add", "--training", &id, "linked@example.org"]).ok();
+    cli.reg(&["add", "--training", &id, "linked@example.org"])
+        .ok();
     let old_key = TokenKey::parse(&cli.key).expect("key");
     let (nonce, old_hash): (String, String) = {
         let r = sqlx::query("SELECT nonce, link_hash FROM registrations")
@@ -771,7 +975,10 @@ async fn key_rotation_keeps_registration_links_working(backend: Backend) {
             .expect("row");
         (r.try_get("nonce").unwrap(), r.try_get("link_hash").unwrap())
     };
-    assert_eq!(old_key.derive(TokenPurpose::Registration, &nonce).hash(), old_hash);
+    assert_eq!(
+        old_key.derive(TokenPurpose::Registration, &nonce).hash(),
+        old_hash
+    );
 
     let new_text = TokenKey::generate_text();
     let dir = tempfile::tempdir().expect("dir");
@@ -803,8 +1010,14 @@ async fn key_rotation_keeps_registration_links_working(backend: Backend) {
         .ok();
     let new_key = TokenKey::parse(&new_text).expect("key");
     let new_hash = new_key.derive(TokenPurpose::Registration, &nonce).hash();
-    let found_new = store.registration_by_link(&new_hash).await.expect("by link");
-    let found_old = store.registration_by_link(&old_hash).await.expect("by link");
+    let found_new = store
+        .registration_by_link(&new_hash)
+        .await
+        .expect("by link");
+    let found_old = store
+        .registration_by_link(&old_hash)
+        .await
+        .expect("by link");
     assert!(found_new.is_some(), "the new key's link works");
     assert_eq!(
         found_new.map(|r| r.id),
@@ -829,11 +1042,25 @@ fn registrations_help_teaches_staff() {
         assert!(text.contains(word), "{word} missing:\n{text}");
     }
     for (sub, words) in [
-        ("list", &["sign-in sheet", "waitlisted", "offered", "readable by you only"][..]),
-        ("add", &["--over-capacity", "waiting list", "harborlist serve"][..]),
+        (
+            "list",
+            &[
+                "sign-in sheet",
+                "waitlisted",
+                "offered",
+                "readable by you only",
+            ][..],
+        ),
+        (
+            "add",
+            &["--over-capacity", "waiting list", "harborlist serve"][..],
+        ),
         ("cancel", &["next person on the waiting list"][..]),
         ("attended", &["--file", "\"attended\" column"][..]),
-        ("report", &["--from", "no_shows", "organisations", "forgotten"][..]),
+        (
+            "report",
+            &["--from", "no_shows", "organisations", "forgotten"][..],
+        ),
     ] {
         let out = crate::cli::harborlist()
             .args(["registrations", sub, "--help"])

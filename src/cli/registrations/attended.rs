@@ -81,8 +81,12 @@ pub async fn run(
 /// with something in it.
 fn read_file(path: &Path) -> anyhow::Result<Vec<String>> {
     let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
-    let text = String::from_utf8(bytes)
-        .map_err(|_| anyhow::anyhow!("{} is not UTF-8 text (save it as \"CSV UTF-8\")", path.display()))?;
+    let text = String::from_utf8(bytes).map_err(|_| {
+        anyhow::anyhow!(
+            "{} is not UTF-8 text (save it as \"CSV UTF-8\")",
+            path.display()
+        )
+    })?;
     let text = text.strip_prefix('\u{feff}').unwrap_or(&text);
     let mut csv = csv::ReaderBuilder::new()
         .flexible(true)
@@ -94,7 +98,10 @@ fn read_file(path: &Path) -> anyhow::Result<Vec<String>> {
             .position(|h| sheet::unescape(h.trim()).eq_ignore_ascii_case(name))
     };
     let Some(email) = column("email") else {
-        bail!("{} has no \"email\" column in its first line", path.display());
+        bail!(
+            "{} has no \"email\" column in its first line",
+            path.display()
+        );
     };
     let attended = column("attended");
     let mut out = Vec::new();

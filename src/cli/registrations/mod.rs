@@ -35,7 +35,9 @@ use crate::{
     calendar::{Calendar, Session, human},
     clock::{from_millis, to_millis},
     config::{RegistrationMode, Settings},
-    domain::{Organisation, SubscriberEmail, SubscriberName, TokenPurpose, new_nonce, terminal_safe},
+    domain::{
+        Organisation, SubscriberEmail, SubscriberName, TokenPurpose, new_nonce, terminal_safe,
+    },
     fsutil,
     schedule::content,
     store::{
@@ -155,7 +157,11 @@ pub enum Command {
         #[arg(long, value_name = "ID")]
         training: String,
         /// The email addresses of those who came.
-        #[arg(value_name = "ADDRESS", required_unless_present = "file", conflicts_with = "file")]
+        #[arg(
+            value_name = "ADDRESS",
+            required_unless_present = "file",
+            conflicts_with = "file"
+        )]
         addresses: Vec<String>,
         /// A CSV file with an "email" column (and optionally an "attended" column).
         #[arg(long, value_name = "FILE.csv")]
@@ -230,7 +236,8 @@ pub async fn run(settings: &Settings, cmd: Command) -> anyhow::Result<ExitCode> 
             organisation,
             over_capacity,
         } => {
-            let person = Person::parse(settings, &address, name.as_deref(), organisation.as_deref())?;
+            let person =
+                Person::parse(settings, &address, name.as_deref(), organisation.as_deref())?;
             add(settings, &training, &person, over_capacity).await
         }
         Command::Cancel { training, address } => cancel(settings, &training, &address).await,
@@ -314,8 +321,9 @@ fn local_time(calendar: &Calendar, ms: i64) -> String {
 /// Writes `bytes` to `output` (0600, by replacement) or to standard output.
 fn emit(output: Option<&Path>, bytes: &[u8]) -> anyhow::Result<()> {
     match output {
-        Some(path) => fsutil::replace(path, bytes)
-            .with_context(|| format!("cannot write {}", path.display())),
+        Some(path) => {
+            fsutil::replace(path, bytes).with_context(|| format!("cannot write {}", path.display()))
+        }
         None => {
             let mut out = io::stdout().lock();
             out.write_all(bytes)?;
@@ -419,7 +427,11 @@ const SHEET_HEADER: [&str; 7] = [
     "attended",
 ];
 
-fn list_csv(rows: &[RegistrationRow], places: &[Option<i64>], all: bool) -> anyhow::Result<Vec<u8>> {
+fn list_csv(
+    rows: &[RegistrationRow],
+    places: &[Option<i64>],
+    all: bool,
+) -> anyhow::Result<Vec<u8>> {
     let mut csv = csv::Writer::from_writer(Vec::new());
     csv.write_record(SHEET_HEADER)?;
     for (r, place) in rows.iter().zip(places) {
@@ -427,7 +439,11 @@ fn list_csv(rows: &[RegistrationRow], places: &[Option<i64>], all: bool) -> anyh
             continue;
         }
         let place = place.map(|p| p.to_string()).unwrap_or_default();
-        let attended = if r.status == RegStatus::Attended { "yes" } else { "" };
+        let attended = if r.status == RegStatus::Attended {
+            "yes"
+        } else {
+            ""
+        };
         let cells = [
             r.name.as_deref().unwrap_or(""),
             r.organisation.as_deref().unwrap_or(""),
@@ -440,7 +456,7 @@ fn list_csv(rows: &[RegistrationRow], places: &[Option<i64>], all: bool) -> anyh
         // From the public form: no cell may run as a spreadsheet formula.
         csv.write_record(cells.map(sheet::escape).iter().map(|c| c.as_bytes()))?;
     }
-    Ok(csv.into_inner().map_err(|e| anyhow::anyhow!("{e}"))?)
+    csv.into_inner().map_err(|e| anyhow::anyhow!("{e}"))
 }
 
 fn list_table(
@@ -466,10 +482,13 @@ fn list_table(
             "{}\t{}\t{}\t{}\t{}\t{}",
             terminal_safe(r.name.as_deref().unwrap_or("-")),
             terminal_safe(r.organisation.as_deref().unwrap_or("-")),
-            r.email.as_deref().map_or("(forgotten)".into(), terminal_safe),
+            r.email
+                .as_deref()
+                .map_or("(forgotten)".into(), terminal_safe),
             r.status.as_str(),
             place.map_or("-".into(), |p| p.to_string()),
-            r.registered_ms.map_or("-".into(), |ms| local_time(calendar, ms)),
+            r.registered_ms
+                .map_or("-".into(), |ms| local_time(calendar, ms)),
         )?;
     }
     tw.flush()?;
@@ -507,7 +526,9 @@ impl Person {
             None => None,
         };
         let organisation = match organisation {
-            Some(o) => Organisation::parse(o).map_err(|e| anyhow::anyhow!("--organisation: {e}"))?,
+            Some(o) => {
+                Organisation::parse(o).map_err(|e| anyhow::anyhow!("--organisation: {e}"))?
+            }
             None => None,
         };
         Ok(Self {
@@ -559,17 +580,24 @@ async fn add(
     Ok(match outcome {
         SeatOutcome::Registered => {
             println!("registered {who} for {when} (seats: {seats}).");
-            println!("The \"You're registered\" email (with the calendar file and a give-up link) {queued}.");
+            println!(
+                "The \"You're registered\" email (with the calendar file and a give-up link) {queued}."
+            );
             ExitCode::SUCCESS
         }
         SeatOutcome::Waitlisted { rank } => {
-            println!("the training is full: {who} is on the waiting list, number {rank} (seats: {seats}).");
+            println!(
+                "the training is full: {who} is on the waiting list, number {rank} (seats: {seats})."
+            );
             println!("The \"You're on the waiting list\" email {queued}.");
             println!("To give them a seat anyway: run this again with --over-capacity.");
             ExitCode::SUCCESS
         }
         SeatOutcome::Already(status) => {
-            println!("{who} is already {} for {when}; nothing changed.", status.as_str());
+            println!(
+                "{who} is already {} for {when}; nothing changed.",
+                status.as_str()
+            );
             ExitCode::SUCCESS
         }
         SeatOutcome::Closed => {
@@ -610,7 +638,15 @@ async fn add_in(
         hash: &link_hash,
     };
     Ok(store
-        .register_directly(&seats, &who, link, RegSource::Staff, over_capacity, Evidence::default(), now)
+        .register_directly(
+            &seats,
+            &who,
+            link,
+            RegSource::Staff,
+            over_capacity,
+            Evidence::default(),
+            now,
+        )
         .await?)
 }
 
@@ -686,7 +722,9 @@ async fn cancel_in(
         .map_or(0, |c| c.offered);
     let offers = Offers {
         made: (offered_after - offered_before).max(0),
-        deadline_ms: now.saturating_add(seats.offer_ttl_ms).min(seats.closes_at_ms),
+        deadline_ms: now
+            .saturating_add(seats.offer_ttl_ms)
+            .min(seats.closes_at_ms),
         closed: now >= seats.closes_at_ms,
     };
     Ok(Some((outcome, offers)))

@@ -46,7 +46,10 @@ pub async fn run(
     if to < from {
         anyhow::bail!("--to ({to}) is before --from ({from})");
     }
-    let (start, end) = (day_start(&calendar, from)?, day_start(&calendar, to.succ_opt().unwrap_or(to))?);
+    let (start, end) = (
+        day_start(&calendar, from)?,
+        day_start(&calendar, to.succ_opt().unwrap_or(to))?,
+    );
     let sessions = calendar.sessions_between(start, end);
     let store = super::super::database::open(settings).await?;
     let ids: Vec<String> = sessions.iter().map(|s| s.id.clone()).collect();
@@ -90,7 +93,11 @@ pub async fn run(
     };
     emit(output, &bytes)?;
     if let Some(path) = output {
-        println!("wrote the report on {} training(s) to {}", lines.len(), path.display());
+        println!(
+            "wrote the report on {} training(s) to {}",
+            lines.len(),
+            path.display()
+        );
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -167,10 +174,15 @@ fn csv(lines: &[Line], total: &RegistrationTally) -> anyhow::Result<Vec<u8>> {
         t.organisations.to_string(),
         t.organisations_attended.to_string(),
     ])?;
-    Ok(csv.into_inner().map_err(|e| anyhow::anyhow!("{e}"))?)
+    csv.into_inner().map_err(|e| anyhow::anyhow!("{e}"))
 }
 
-fn table(from: NaiveDate, to: NaiveDate, lines: &[Line], t: &RegistrationTally) -> anyhow::Result<Vec<u8>> {
+fn table(
+    from: NaiveDate,
+    to: NaiveDate,
+    lines: &[Line],
+    t: &RegistrationTally,
+) -> anyhow::Result<Vec<u8>> {
     let mut out = Vec::new();
     writeln!(out, "Trainings from {from} to {to}")?;
     let mut tw = tabwriter::TabWriter::new(&mut out);

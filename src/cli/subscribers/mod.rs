@@ -352,7 +352,9 @@ async fn forget(settings: &Settings, address: &str) -> anyhow::Result<ExitCode> 
             status.as_str(),
             match outcome.registrations {
                 0 => String::new(),
-                n => format!(", and the name on {n} training registration(s) (kept unnamed for the counts)"),
+                n => format!(
+                    ", and the name on {n} training registration(s) (kept unnamed for the counts)"
+                ),
             }
         ),
         None => println!(
