@@ -7,9 +7,10 @@
 //! * [`Store::export_subscribers`] streams every subscriber row by row, so exporting a
 //!   large list takes constant memory;
 //! * [`Store::import_batch`] writes a batch (the CLI sends [`IMPORT_BATCH`] rows) in one
-//!   transaction of two statements, each given the whole batch as one JSON parameter: one
+//!   transaction of three statements, each given the whole batch as one JSON parameter: one
 //!   finds the suppressed addresses, one `INSERT … SELECT … ON CONFLICT (email_key) DO
 //!   NOTHING` adds the rest, and its affected-row count tells added from already known;
+//!   one makes members of people who had only registered for a training;
 //! * [`Store::remove_subscriber`] unsubscribes, with the same effects as an unsubscribe
 //!   link (see `set_unsubscribed` in `subscriptions`);
 //! * [`Store::forget_subscriber`] unnames the person's registrations (kept, for the
@@ -276,12 +277,27 @@ impl Store {
             // DO NOTHING skips known addresses: the affected rows are exactly the new ones.
             let added = sqlx::query(AssertSqlSafe(sql))
                 .bind(now_ms)
-                .bind(batch)
+                .bind(&batch)
                 .execute(&mut *tx)
                 .await?
                 .rows_affected();
-            counts.added = added;
-            counts.existing = keep.len() as u64 - added;
+            // Someone who only registered for a training is not on the list yet: the old
+            // list's consent makes them a member, as it would a new address.
+            let joined = sqlx::query(AssertSqlSafe(format!(
+                "UPDATE subscribers SET status = 'active', source = 'import', confirmed_at = $1, updated_at = $1,
+                        name = COALESCE(name, (SELECT r.value ->> 2 FROM {rows} AS r WHERE r.value ->> 1 = subscribers.email_key LIMIT 1))
+                 WHERE email_key IN (SELECT r.value ->> 1 FROM {rows} AS r)
+                   AND status = 'pending' AND requested_at IS NULL
+                   AND EXISTS (SELECT 1 FROM registrations g WHERE g.subscriber_id = subscribers.id)",
+                rows = json_rows(backend, 2)
+            )))
+            .bind(now_ms)
+            .bind(&batch)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            counts.added = added + joined;
+            counts.existing = keep.len() as u64 - added - joined;
         }
         tx.commit().await?;
         Ok(counts)

@@ -874,6 +874,36 @@ async fn registrants_who_never_joined_are_not_list_members(backend: Backend) {
     // Still on the registration list for staff.
     let regs = cli.reg(&["list", "--training", &id, "--json"]).ok().json();
     assert_eq!(status_of(&regs, "outsider@example.org"), "registered");
+
+    // Importing an old list that has them makes them members, as a new address would be.
+    let dir = tempfile::tempdir().expect("dir");
+    let file = dir.path().join("old.csv");
+    std::fs::write(
+        &file,
+        "email,name\noutsider@example.org,Out Sider\nmember@example.org,Mem\n",
+    )
+    .expect("write");
+    let out = cli.run(&["subscribers", "import", path(&file)]).ok();
+    assert!(
+        out.stdout.contains("imported 1, already on the list 1"),
+        "{}",
+        out.stdout
+    );
+    let list = cli.run(&["subscribers", "list", "--json"]).ok().json();
+    let outsider = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["email"] == "outsider@example.org")
+        .expect("now on the list");
+    assert_eq!(
+        (&outsider["status"], &outsider["name"], &outsider["source"]),
+        (
+            &Value::from("active"),
+            &Value::from("Out Sider"),
+            &Value::from("import")
+        )
+    );
 }
 
 async fn status_shows_seats_and_attendance(backend: Backend) {
