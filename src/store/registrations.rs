@@ -588,10 +588,11 @@ impl Store {
     }
 
     /// Everyone who registered for the session, for staff: seats first, then the waiting
-    /// list in order, then the rest.
+    /// list in order, then the rest. A registration made without a name (a one-click link,
+    /// a phone registration without --name) shows the name the person has on the list.
     pub async fn registrations_for(&self, session_id: &str) -> Result<Vec<RegistrationRow>> {
         let rows = sqlx::query(
-            "SELECT s.email, r.name, r.organisation, r.status, r.position, r.source,
+            "SELECT s.email, COALESCE(r.name, s.name) AS name, r.organisation, r.status, r.position, r.source,
                     COALESCE(r.registered_at, r.requested_at, r.created_at) AS at
              FROM registrations r LEFT JOIN subscribers s ON s.id = r.subscriber_id
              WHERE r.session_id = $1

@@ -851,6 +851,20 @@ async fn registrants_who_never_joined_are_not_list_members(backend: Backend) {
         .collect();
     assert_eq!(emails, ["member@example.org", "asked@example.org"]);
 
+    // A registration without a name shows the member's name on the list.
+    sqlx::query("UPDATE subscribers SET name = 'Mem Ber' WHERE email_key = 'member@example.org'")
+        .execute(store.pool())
+        .await
+        .expect("name");
+    let regs = cli.reg(&["list", "--training", &id, "--json"]).ok().json();
+    let member = regs
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["email"] == "member@example.org")
+        .expect("member");
+    assert_eq!(member["name"], "Mem Ber");
+
     let export = cli
         .run(&["subscribers", "export", "--format", "json"])
         .ok()
