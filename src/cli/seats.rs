@@ -105,3 +105,80 @@ impl SeatView {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use chrono::Duration;
+
+    use super::*;
+
+    fn counts(registered: i64, waitlisted: i64, offered: i64) -> Option<SeatCounts> {
+        Some(SeatCounts {
+            registered,
+            waitlisted,
+            offered,
+            attended: 0,
+        })
+    }
+
+    #[test]
+    fn open_full_closed_and_external_read_as_staff_expect() {
+        let mut settings = crate::config::Sources::new(None)
+            .load()
+            .expect("default settings");
+        settings.trainings.capacity = 30;
+        let calendar = settings.calendar().expect("calendar");
+        let mut session = calendar.session_by_id("2027-01-20").expect("session");
+        let start = session.start.with_timezone(&Utc);
+        let early = start - Duration::days(10);
+        let view = |s: &Settings, session: &Session, c, now| SeatView::of(s, session, c, now);
+
+        let v = view(&settings, &session, counts(12, 0, 0), early);
+        assert_eq!(
+            (v.registration, v.human()),
+            (Registration::Open, "12/30".into())
+        );
+        assert_eq!(v.seats_left(), Some(18));
+        let v = view(&settings, &session, counts(30, 3, 0), early);
+        assert_eq!(
+            (v.registration, v.human()),
+            (Registration::Full, "full (30/30), 3 waiting".into())
+        );
+        let v = view(&settings, &session, counts(29, 2, 1), early);
+        assert_eq!(v.human(), "full (30/30), 2 waiting, 1 offer(s) open");
+        // A lowered capacity: nobody is dropped, and no seat is left.
+        let v = view(&settings, &session, counts(32, 0, 0), early);
+        assert_eq!(
+            (v.registration, v.seats_left()),
+            (Registration::Full, Some(0))
+        );
+        assert_eq!(v.json()["registered"], 32);
+
+        let v = view(
+            &settings,
+            &session,
+            counts(12, 1, 0),
+            start - Duration::hours(1),
+        );
+        assert_eq!(
+            (v.registration, v.human()),
+            (Registration::Closed, "closed (12/30, 1 waiting)".into())
+        );
+        let v = view(&settings, &session, None, early);
+        assert_eq!(v.registration, Registration::Open);
+        assert!(v.json()["registered"].is_null() && v.json()["seats_left"].is_null());
+
+        session.cancelled = true;
+        assert_eq!(
+            view(&settings, &session, counts(0, 0, 0), early).registration,
+            Registration::Closed
+        );
+        settings.registration.mode = RegistrationMode::External;
+        let v = view(&settings, &session, counts(3, 0, 0), early);
+        assert_eq!(
+            (v.registration, v.human()),
+            (Registration::External, "external".into())
+        );
+        assert_eq!(v.json()["registration"], "external");
+    }
+}
