@@ -431,10 +431,17 @@ impl Store {
         if over_capacity && matches!(reg.status, RegStatus::Waitlisted | RegStatus::Offered) {
             // Staff give someone already waiting a seat: straight to it, with no offer on
             // the way (an offered seat is theirs already; a waiting place is left behind).
-            sqlx::query("UPDATE registrations SET position = NULL WHERE id = $1")
-                .bind(reg.id)
-                .execute(&mut *tx)
-                .await?;
+            sqlx::query(
+                "UPDATE registrations SET position = NULL, name = COALESCE($1, name),
+                        organisation = COALESCE($2, organisation), org_key = COALESCE($3, org_key)
+                 WHERE id = $4",
+            )
+            .bind(who.name)
+            .bind(who.organisation)
+            .bind(who.org_key)
+            .bind(reg.id)
+            .execute(&mut *tx)
+            .await?;
             set_registered(&mut tx, &reg, now_ms).await?;
             queue_mail(&mut tx, seats, &reg, Letter::Registered, reg.subscriber_id, now_ms).await?;
             tx.commit().await?;
