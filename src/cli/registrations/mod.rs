@@ -56,7 +56,7 @@ A training's ID is its date, like 2027-01-20 (for an extra session, the id in it
 Examples:
   harborlist registrations list --training 2027-01-20
   harborlist registrations list --training 2027-01-20 -o sign-in.csv     the sign-in sheet
-  harborlist registrations add --training 2027-01-20 ann@example.org --name \"Ann Lee\" --organisation YouthLink
+  harborlist registrations add --training 2027-01-20 ann@example.org --name \"Ann Lee\"
   harborlist registrations cancel --training 2027-01-20 ann@example.org
   harborlist registrations attended --training 2027-01-20 --file sign-in.csv
   harborlist registrations report --from 2027-01-01 --to 2027-06-30 --format csv -o report.csv";
