@@ -5,7 +5,8 @@
 //! passes here is one they accept. On top, it looks at announcements the way staff need:
 //! one whose `send_at` is past `announcements.max_late` is an error (the planner would skip
 //! it), and, if the database can be read (read-only; none is ever created), one that was
-//! already sent is noted as such.
+//! already sent is noted as such; and an upcoming training whose capacity is below the
+//! seats already held there is warned about (`warn`, not a failure), naming the key.
 //!
 //! `check --relay` instead opens one session to the mail relay, as the sender would
 //! ([`crate::mail::smtp::check_relay`]), and prints how far it got.
@@ -20,7 +21,7 @@ use crate::{
     preflight,
     runtime::Runtime,
     schedule::announcements,
-    store::report::{MailingFate, peek_mailings},
+    store::report::{MailingFate, PeekedSeats, peek_mailings, peek_seat_counts},
 };
 
 #[derive(Debug, clap::Args)]
@@ -86,12 +87,70 @@ pub async fn run(sources: &Sources, args: &Args) -> anyhow::Result<ExitCode> {
             }
         }
     }
+    for warning in capacity_warnings(&runtime, now).await {
+        println!("warn {warning}");
+    }
     if failures > 0 {
         eprintln!("{failures} problem(s) found");
         return Ok(ExitCode::FAILURE);
     }
     println!("all good");
     Ok(ExitCode::SUCCESS)
+}
+
+/// Upcoming sessions whose configured capacity is below the seats already held (read
+/// from the database read-only, if there is one). Not an error: everyone registered stays
+/// registered, and no seat is offered until enough are given up.
+async fn capacity_warnings(runtime: &Runtime, now: DateTime<Utc>) -> Vec<String> {
+    let PeekedSeats::Counts(counts) = peek_seat_counts(&runtime.settings.database.url).await else {
+        return Vec::new();
+    };
+    let mut sessions: Vec<_> = counts
+        .iter()
+        .filter_map(|(id, c)| Some((runtime.calendar.session_by_id(id)?, *c)))
+        .filter(|(s, c)| s.start.with_timezone(&Utc) > now && c.taken() > i64::from(s.capacity))
+        .collect();
+    sessions.sort_by_key(|(s, _)| s.start);
+    sessions
+        .into_iter()
+        .map(|(s, c)| {
+            format!(
+                "training {} ({}): capacity {} is below the {} already holding a seat. Everyone registered stays registered, and no seat is offered until fewer than {} hold one. To change it: {}",
+                s.id,
+                crate::calendar::human::when(&s),
+                s.capacity,
+                c.taken(),
+                s.capacity,
+                capacity_key(&runtime.settings, &s)
+            )
+        })
+        .collect()
+}
+
+/// The configuration key that sets `session`'s capacity.
+fn capacity_key(settings: &Settings, session: &crate::calendar::Session) -> String {
+    let trainings = &settings.trainings;
+    if session.extra {
+        if let Some(i) = trainings
+            .extra
+            .iter()
+            .position(|e| e.id.as_deref() == Some(session.id.as_str()))
+        {
+            return format!("trainings.extra[{i}].capacity");
+        }
+        return "capacity in the session's [[trainings.extra]] entry".into();
+    }
+    if let Some(i) = trainings
+        .change
+        .iter()
+        .position(|c| c.date == session.id && c.capacity.is_some())
+    {
+        return format!("trainings.change[{i}].capacity");
+    }
+    format!(
+        "trainings.capacity, or a [[trainings.change]] with date = \"{}\" and its own capacity",
+        session.id
+    )
 }
 
 /// What the database says about each announcement, if there is one to read.

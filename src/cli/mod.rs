@@ -6,7 +6,8 @@
 mod check;
 mod database;
 mod preview;
-
+mod registrations;
+mod seats;
 mod serve;
 mod sheet;
 mod status;
@@ -37,7 +38,9 @@ Examples:
   harborlist preview --announcement may-topics --to you@example.org --out /tmp/a.eml
   harborlist send-test --announcement may-topics --to you@example.org
   harborlist subscribers list --json        everyone on the list, as JSON
-  harborlist subscribers import old-list.csv  move an existing list over (columns: email, name)";
+  harborlist subscribers import old-list.csv  move an existing list over (columns: email, name)
+  harborlist registrations list --training 2027-01-20 -o sign-in.csv   the sign-in sheet
+  harborlist registrations report --format csv -o report.csv          numbers for funders";
 
 #[derive(Debug, Parser)]
 #[command(
@@ -82,7 +85,7 @@ pub enum Command {
     /// Check the configuration, the calendar and every template; exit 1 on any problem.
     /// With --relay, log in to the mail relay instead.
     Check(check::Args),
-    /// Show upcoming trainings as the calendar computes them.
+    /// Show upcoming trainings as the calendar computes them, with their IDs and seats.
     Trainings(trainings::Args),
     /// Show the next trainings, upcoming mailings and how recent mailings went.
     Status(status::Args),
@@ -93,6 +96,10 @@ pub enum Command {
     /// Look at and manage the subscriber list: list, export, import, remove, forget.
     #[command(subcommand)]
     Subscribers(subscribers::Command),
+    /// Who registered for a training: list (and the sign-in sheet), add a phone
+    /// registration, cancel, mark attendance, and the report for funders.
+    #[command(subcommand)]
+    Registrations(registrations::Command),
 }
 
 pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
@@ -100,11 +107,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Serve => serve::run(sources).await,
         Command::Check(args) => check::run(&sources, &args).await,
-        Command::Trainings(args) => trainings::run(&load(&sources)?, &args),
+        Command::Trainings(args) => trainings::run(&load(&sources)?, &args).await,
         Command::Status(args) => status::run(&load(&sources)?, &args).await,
         Command::Preview(args) => preview::preview(load(&sources)?, &args).await,
         Command::SendTest(args) => preview::send_test(load(&sources)?, &args).await,
         Command::Subscribers(cmd) => subscribers::run(&load(&sources)?, cmd).await,
+        Command::Registrations(cmd) => registrations::run(&load(&sources)?, cmd).await,
     }
 }
 

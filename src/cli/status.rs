@@ -1,5 +1,6 @@
-//! `harborlist status`: the mail relay's state, what is coming up and how recent mailings
-//! went. The relay's state is what the sender last stored (see `crate::send`), so it shows
+//! `harborlist status`: the mail relay's state, the next trainings with their seats
+//! (registered / capacity, waiting list, open offers), how many came to the last ones,
+//! what is coming up and how recent mailings went. The relay's state is what the sender last stored (see `crate::send`), so it shows
 //! the running daemon's view from any process.
 
 use std::{io::Write, process::ExitCode};
@@ -7,6 +8,7 @@ use std::{io::Write, process::ExitCode};
 use chrono::{Duration, Utc};
 use serde_json::json;
 
+use super::seats::{Registration, SeatView};
 use crate::{
     calendar::human,
     clock::{from_millis, to_millis},
@@ -38,7 +40,12 @@ pub async fn run(settings: &Settings, args: &Args) -> anyhow::Result<ExitCode> {
     store.settle_sent().await?;
     let now = Utc::now();
     let trainings = calendar.upcoming(now, 3);
+    let past = calendar.sessions_between(now - Duration::days(RECENT_DAYS), now);
+    let past = &past[past.len().saturating_sub(2)..];
+    let seats = store.seat_counts().await?;
+    let tallies = store.registration_tallies().await?;
     let counts = store.subscriber_counts().await?;
+    let off_list = store.registrants_off_list().await?;
     let upcoming = store.upcoming_mailings(args.limit).await?;
     let recent = store.recent_mailings(args.limit).await?;
     let personal = store
@@ -61,9 +68,30 @@ pub async fn run(settings: &Settings, args: &Args) -> anyhow::Result<ExitCode> {
             json!({ "key": m.key, "kind": m.kind, "state": m.state, "due": from_millis(m.due_ms).to_rfc3339(),
                     "audience": m.audience, "sent": m.sent, "failed": m.failed, "pending": m.pending, "skipped": m.skipped })
         };
+        let seat_json = |t: &crate::calendar::Session| {
+            let view = SeatView::of(
+                settings,
+                t,
+                Some(seats.get(&t.id).copied().unwrap_or_default()),
+                now,
+            );
+            let mut doc = training_json(t);
+            if let (Some(obj), serde_json::Value::Object(more)) = (doc.as_object_mut(), view.json())
+            {
+                obj.extend(more);
+            }
+            doc
+        };
+        let past_json = |t: &crate::calendar::Session| {
+            let tally = tallies.get(&t.id).copied().unwrap_or_default();
+            json!({ "id": t.id, "start": t.start.to_rfc3339(), "cancelled": t.cancelled,
+                    "registered": tally.registered, "attended": tally.attended, "no_shows": tally.not_attended })
+        };
         let doc = json!({
-            "trainings": trainings.iter().map(training_json).collect::<Vec<_>>(),
+            "trainings": trainings.iter().map(seat_json).collect::<Vec<_>>(),
+            "recent_trainings": past.iter().map(past_json).collect::<Vec<_>>(),
             "subscribers": counts.iter().map(|(s, n)| (s.clone(), json!(n))).collect::<serde_json::Map<_, _>>(),
+            "registrants_not_on_list": off_list,
             "upcoming": upcoming.iter().map(summary).collect::<Vec<_>>(),
             "recent": recent.iter().map(summary).collect::<Vec<_>>(),
             "personal_last_24h": { "sent": personal.0, "failed": personal.1, "pending": personal.2 },
@@ -85,7 +113,42 @@ pub async fn run(settings: &Settings, args: &Args) -> anyhow::Result<ExitCode> {
     writeln!(out, "\nNext trainings")?;
     for s in &trainings {
         let mark = if s.cancelled { "  (cancelled)" } else { "" };
-        writeln!(out, "  {}{mark}", human::when(s))?;
+        let view = SeatView::of(
+            settings,
+            s,
+            Some(seats.get(&s.id).copied().unwrap_or_default()),
+            now,
+        );
+        writeln!(
+            out,
+            "  {} [{}]{mark}: {}",
+            human::when(s),
+            s.id,
+            seats_line(&view)
+        )?;
+    }
+    if !past.is_empty() {
+        writeln!(out, "\nRecent trainings")?;
+        for s in past {
+            let t = tallies.get(&s.id).copied().unwrap_or_default();
+            let line = if s.cancelled {
+                "cancelled".to_owned()
+            } else if t.registered == 0 {
+                "nobody registered with harborlist".to_owned()
+            } else {
+                format!(
+                    "{} of {} registered attended{}",
+                    t.attended,
+                    t.registered,
+                    if t.attended == 0 {
+                        " (none marked yet: `harborlist registrations attended`)"
+                    } else {
+                        ""
+                    }
+                )
+            };
+            writeln!(out, "  {} [{}]: {line}", human::when(s), s.id)?;
+        }
     }
     let count = |status: &str| {
         counts
@@ -101,6 +164,12 @@ pub async fn run(settings: &Settings, args: &Args) -> anyhow::Result<ExitCode> {
         count("unsubscribed"),
         count("bouncing")
     )?;
+    if off_list > 0 {
+        writeln!(
+            out,
+            "Registered for a training without joining the list: {off_list}"
+        )?;
+    }
 
     writeln!(out, "\nUpcoming mailings")?;
     let mut tw = tabwriter::TabWriter::new(Vec::new());
@@ -158,6 +227,32 @@ pub async fn run(settings: &Settings, args: &Args) -> anyhow::Result<ExitCode> {
         personal.0, personal.1, personal.2
     )?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// How far back "Recent trainings" looks.
+const RECENT_DAYS: i64 = 120;
+
+/// "12 / 30 registered, 3 waitlisted, 1 offer open" (or "registration is external").
+fn seats_line(view: &SeatView) -> String {
+    let Some(c) = view.counts else {
+        return "seats unknown".into();
+    };
+    if view.registration == Registration::External {
+        return "registration is external".into();
+    }
+    let mut line = format!(
+        "{} / {} registered, {} waitlisted, {} offer(s) open",
+        c.registered + c.attended,
+        view.capacity,
+        c.waitlisted,
+        c.offered
+    );
+    match view.registration {
+        Registration::Full => line.push_str(" (full)"),
+        Registration::Closed => line.push_str(" (registration closed)"),
+        _ => {}
+    }
+    line
 }
 
 /// The relay's state as the sender last stored it; `None` before anything was sent.

@@ -234,8 +234,32 @@ pub async fn claim(
     }
 }
 
-/// Registers every subscriber's unsubscribe link, and every open confirmation link,
-/// under `key` (see `crate::store::relink`).
+/// Registers every registration's link under `key`, page by page; returns how many moved.
+async fn relink_registrations(store: &Store, key: &TokenKey) -> crate::store::Result<usize> {
+    const PAGE: i64 = 1_000;
+    let mut after = 0;
+    let mut moved = 0usize;
+    loop {
+        let links = store.registration_links_after(after, PAGE).await?;
+        let Some(last) = links.last() else { break };
+        after = last.registration_id;
+        let moves: Vec<_> = links
+            .into_iter()
+            .filter_map(|link| {
+                let hash = key.derive(TokenPurpose::Registration, &link.nonce).hash();
+                (hash != link.hash).then_some((link, hash))
+            })
+            .collect();
+        moved += moves.len();
+        if !moves.is_empty() {
+            store.relink_registrations(&moves).await?;
+        }
+    }
+    Ok(moved)
+}
+
+/// Registers every subscriber's unsubscribe link, every registration's link and every
+/// open confirmation link under `key` (see `crate::store::relink`).
 async fn relink(store: &Store, key: &TokenKey, now_ms: i64) -> crate::store::Result<()> {
     const PAGE: i64 = 1_000;
     let mut after = 0;
@@ -256,6 +280,7 @@ async fn relink(store: &Store, key: &TokenKey, now_ms: i64) -> crate::store::Res
             store.relink_unsubscribe(&moves).await?;
         }
     }
+    let registrations = relink_registrations(store, key).await?;
     let open = store.open_confirmations(now_ms).await?;
     for confirmation in &open {
         let hash = key
@@ -265,6 +290,7 @@ async fn relink(store: &Store, key: &TokenKey, now_ms: i64) -> crate::store::Res
     }
     tracing::info!(
         unsubscribe_links = moved,
+        registration_links = registrations,
         confirmation_links = open.len(),
         "registered links under the new token key"
     );

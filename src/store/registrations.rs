@@ -243,6 +243,30 @@ pub struct RegistrationRow {
 
 const DAY_MS: i64 = 86_400_000;
 
+/// Every session's live rows by status: what [`seat_counts_of`] reads.
+pub(crate) const SEAT_COUNTS_SQL: &str = "SELECT session_id, status, COUNT(*) AS n FROM registrations
+     WHERE status IN ('registered', 'waitlisted', 'offered', 'attended')
+     GROUP BY session_id, status";
+
+/// The rows of [`SEAT_COUNTS_SQL`] as counts by session.
+pub(crate) fn seat_counts_of(
+    rows: &[sqlx::any::AnyRow],
+) -> Result<std::collections::HashMap<String, SeatCounts>> {
+    let mut out: std::collections::HashMap<String, SeatCounts> = Default::default();
+    for r in rows {
+        let counts = out.entry(r.try_get("session_id")?).or_default();
+        let n: i64 = r.try_get("n")?;
+        match RegStatus::parse(&r.try_get::<String, _>("status")?)? {
+            RegStatus::Registered => counts.registered = n,
+            RegStatus::Waitlisted => counts.waitlisted = n,
+            RegStatus::Offered => counts.offered = n,
+            RegStatus::Attended => counts.attended = n,
+            _ => {}
+        }
+    }
+    Ok(out)
+}
+
 impl Store {
     /// A public registration request: the person gets a mail whatever the state. A new or
     /// unconfirmed registration gets the confirmation link; one already registered,
@@ -404,6 +428,25 @@ impl Store {
         lock_seats(&mut tx, &seats.id, now_ms).await?;
         let subscriber_id = ensure_person(&mut tx, who, now_ms).await?;
         let reg = upsert_registration(&mut tx, seats, subscriber_id, who, link, source, now_ms).await?;
+        if over_capacity && matches!(reg.status, RegStatus::Waitlisted | RegStatus::Offered) {
+            // Staff give someone already waiting a seat: straight to it, with no offer on
+            // the way (an offered seat is theirs already; a waiting place is left behind).
+            sqlx::query(
+                "UPDATE registrations SET position = NULL, name = COALESCE($1, name),
+                        organisation = COALESCE($2, organisation), org_key = COALESCE($3, org_key)
+                 WHERE id = $4",
+            )
+            .bind(who.name)
+            .bind(who.organisation)
+            .bind(who.org_key)
+            .bind(reg.id)
+            .execute(&mut *tx)
+            .await?;
+            set_registered(&mut tx, &reg, now_ms).await?;
+            queue_mail(&mut tx, seats, &reg, Letter::Registered, reg.subscriber_id, now_ms).await?;
+            tx.commit().await?;
+            return Ok(SeatOutcome::Registered);
+        }
         if reg.status.is_live() {
             tx.rollback().await?;
             return Ok(SeatOutcome::Already(reg.status));
@@ -547,33 +590,16 @@ impl Store {
 
     /// The seat counts of every session anyone registered for (the others are absent).
     pub async fn seat_counts(&self) -> Result<std::collections::HashMap<String, SeatCounts>> {
-        let rows = sqlx::query(
-            "SELECT session_id, status, COUNT(*) AS n FROM registrations
-             WHERE status IN ('registered', 'waitlisted', 'offered', 'attended')
-             GROUP BY session_id, status",
-        )
-        .fetch_all(self.pool())
-        .await?;
-        let mut out: std::collections::HashMap<String, SeatCounts> = Default::default();
-        for r in rows {
-            let counts = out.entry(r.try_get("session_id")?).or_default();
-            let n: i64 = r.try_get("n")?;
-            match RegStatus::parse(&r.try_get::<String, _>("status")?)? {
-                RegStatus::Registered => counts.registered = n,
-                RegStatus::Waitlisted => counts.waitlisted = n,
-                RegStatus::Offered => counts.offered = n,
-                RegStatus::Attended => counts.attended = n,
-                _ => {}
-            }
-        }
-        Ok(out)
+        let rows = sqlx::query(SEAT_COUNTS_SQL).fetch_all(self.pool()).await?;
+        seat_counts_of(&rows)
     }
 
     /// Everyone who registered for the session, for staff: seats first, then the waiting
-    /// list in order, then the rest.
+    /// list in order, then the rest. A registration made without a name (a one-click link,
+    /// a phone registration without --name) shows the name the person has on the list.
     pub async fn registrations_for(&self, session_id: &str) -> Result<Vec<RegistrationRow>> {
         let rows = sqlx::query(
-            "SELECT s.email, r.name, r.organisation, r.status, r.position, r.source,
+            "SELECT s.email, COALESCE(r.name, s.name) AS name, r.organisation, r.status, r.position, r.source,
                     COALESCE(r.registered_at, r.requested_at, r.created_at) AS at
              FROM registrations r LEFT JOIN subscribers s ON s.id = r.subscriber_id
              WHERE r.session_id = $1

@@ -4,7 +4,10 @@
 //! with the current key. So after a rotation each subscriber's unsubscribe hash becomes
 //! the one under the new key, and the old hash moves to `unsub_links`, where the web flow
 //! still finds it (links in mail already sent keep working). A confirmation token that has
-//! not expired gets a second row under the new hash, sharing its expiry and use. The caller
+//! not expired gets a second row under the new hash, sharing its expiry and use. A
+//! registration's link (give up, leave the waiting list, claim) moves the same way as an
+//! unsubscribe link: its `link_hash` becomes the new key's, and the old one moves to
+//! `registration_links`, where `registration_by_link` still finds it. The caller
 //! (`crate::runtime::keys`) derives the hashes; this module only stores them. Each page is
 //! one transaction and a page already moved is left alone, so an interrupted rotation is
 //! simply run again.
@@ -17,6 +20,14 @@ use super::{Result, Store, StoreError, roster::json_rows};
 #[derive(Debug, Clone)]
 pub struct UnsubscribeLink {
     pub subscriber_id: i64,
+    pub nonce: String,
+    pub hash: String,
+}
+
+/// A registration's link as stored: its nonce and the hash of its token.
+#[derive(Debug, Clone)]
+pub struct RegistrationLink {
+    pub registration_id: i64,
     pub nonce: String,
     pub hash: String,
 }
@@ -132,6 +143,64 @@ impl Store {
         .bind(&open.hash_prefix)
         .execute(self.pool())
         .await?;
+        Ok(())
+    }
+
+    /// Up to `limit` registrations' links, by id, after `after_id` (forgotten people's rows
+    /// have none).
+    pub async fn registration_links_after(
+        &self,
+        after_id: i64,
+        limit: i64,
+    ) -> Result<Vec<RegistrationLink>> {
+        let rows = sqlx::query(
+            "SELECT id, nonce, link_hash FROM registrations
+             WHERE id > $1 AND nonce IS NOT NULL AND link_hash IS NOT NULL ORDER BY id LIMIT $2",
+        )
+        .bind(after_id)
+        .bind(limit)
+        .fetch_all(self.pool())
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(RegistrationLink {
+                    registration_id: r.try_get("id")?,
+                    nonce: r.try_get("nonce")?,
+                    hash: r.try_get("link_hash")?,
+                })
+            })
+            .collect()
+    }
+
+    /// Gives each registration link its new hash, keeping the old one valid in
+    /// `registration_links`, as [`Store::relink_unsubscribe`] does for unsubscribe links.
+    pub async fn relink_registrations(&self, moves: &[(RegistrationLink, String)]) -> Result<()> {
+        // Each move as [registration id, old hash, new hash].
+        let page = serde_json::to_string(
+            &moves
+                .iter()
+                .map(|(link, new_hash)| (link.registration_id, &link.hash, new_hash))
+                .collect::<Vec<_>>(),
+        )
+        .map_err(|e| StoreError::Corrupt(format!("relink page: {e}")))?;
+        let rows = json_rows(self.backend(), 1);
+        let mut tx = self.begin().await?;
+        sqlx::query(AssertSqlSafe(format!(
+            "INSERT INTO registration_links (hash, registration_id)
+             SELECT r.value ->> 1, CAST(r.value ->> 0 AS BIGINT) FROM {rows} AS r WHERE true
+             ON CONFLICT (hash) DO NOTHING"
+        )))
+        .bind(&page)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(AssertSqlSafe(format!(
+            "UPDATE registrations SET link_hash = r.value ->> 2 FROM {rows} AS r
+             WHERE registrations.id = CAST(r.value ->> 0 AS BIGINT) AND registrations.link_hash = r.value ->> 1"
+        )))
+        .bind(&page)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
         Ok(())
     }
 }

@@ -1,9 +1,10 @@
-//! Read-only summaries for `harborlist status`.
+//! Read-only summaries: `harborlist status`, `trainings` and `check` (some without a
+//! writable database), and the numbers behind `registrations report`.
 
 use serde::Serialize;
 use sqlx::Row;
 
-use super::{Backend, Result, Store, StoreError};
+use super::{Backend, Result, Store, placeholders};
 
 #[derive(Debug, Clone, Serialize)]
 pub struct MailingSummary {
@@ -45,16 +46,13 @@ pub enum MailingFate {
     Planned,
 }
 
-/// Looks mailings up by key without changing anything: no migration, no file created, and
-/// on SQLite a read-only connection. `Ok(None)` when there is no database to read (no
-/// file yet, or a server that does not answer within a few seconds).
-pub async fn peek_mailings(
-    url: &str,
-    keys: &[String],
-) -> Result<Option<Vec<(String, MailingFate)>>> {
+/// A connection that changes nothing: no migration, no file created, and on SQLite a
+/// read-only one. `Ok(None)` when there is no SQLite file yet; `Err` says why a database
+/// could not be opened (a server that does not answer within a few seconds, say).
+async fn peek_connection(url: &str) -> std::result::Result<Option<sqlx::AnyConnection>, String> {
     use sqlx::{AnyConnection, Connection};
     sqlx::any::install_default_drivers();
-    let url = match Backend::from_url(url).map_err(StoreError::Corrupt)? {
+    let url = match Backend::from_url(url)? {
         Backend::Sqlite => {
             let rest = url
                 .trim_start_matches("sqlite://")
@@ -68,8 +66,62 @@ pub async fn peek_mailings(
         Backend::Postgres => url.to_owned(),
     };
     let connect = AnyConnection::connect(&url);
-    let Ok(Ok(mut conn)) = tokio::time::timeout(std::time::Duration::from_secs(3), connect).await
-    else {
+    match tokio::time::timeout(std::time::Duration::from_secs(3), connect).await {
+        Ok(Ok(conn)) => Ok(Some(conn)),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err("the database did not answer within 3 s".into()),
+    }
+}
+
+/// What a read-only look at the seats found.
+#[derive(Debug, Clone)]
+pub enum PeekedSeats {
+    /// No database yet, or one without registrations (a fresh install, or one the new
+    /// version has not migrated): nobody has registered.
+    NoDatabase,
+    /// A database that could not be reached or read, and why.
+    Unknown(String),
+    Counts(std::collections::HashMap<String, super::registrations::SeatCounts>),
+}
+
+/// Every session's seat counts, read without changing anything (see [`peek_connection`]),
+/// for `trainings` and `check`, which must work before the daemon ever ran and must not
+/// create a database.
+pub async fn peek_seat_counts(url: &str) -> PeekedSeats {
+    use sqlx::Connection;
+    let mut conn = match peek_connection(url).await {
+        Ok(Some(conn)) => conn,
+        Ok(None) => return PeekedSeats::NoDatabase,
+        Err(e) => return PeekedSeats::Unknown(e),
+    };
+    let rows = sqlx::query(super::registrations::SEAT_COUNTS_SQL)
+        .fetch_all(&mut conn)
+        .await;
+    let _ = conn.close().await;
+    match rows {
+        Ok(rows) => match super::registrations::seat_counts_of(&rows) {
+            Ok(counts) => PeekedSeats::Counts(counts),
+            Err(e) => PeekedSeats::Unknown(e.to_string()),
+        },
+        // A database the daemon has not set up yet (or not since registrations came in):
+        // nobody can have registered.
+        Err(sqlx::Error::Database(e))
+            if e.code().as_deref() == Some("42P01") || e.message().contains("no such table") =>
+        {
+            PeekedSeats::NoDatabase
+        }
+        Err(e) => PeekedSeats::Unknown(format!("cannot read registrations: {e}")),
+    }
+}
+
+/// Looks mailings up by key without changing anything (see [`peek_connection`]).
+/// `Ok(None)` when there is no database to read.
+pub async fn peek_mailings(
+    url: &str,
+    keys: &[String],
+) -> Result<Option<Vec<(String, MailingFate)>>> {
+    use sqlx::Connection;
+    let Ok(Some(mut conn)) = peek_connection(url).await else {
         return Ok(None);
     };
     let mut out = Vec::new();
@@ -217,5 +269,82 @@ impl Store {
             r.try_get("failed")?,
             r.try_get("pending")?,
         ))
+    }
+}
+
+/// One training's registrations, for a funder's report. Forgotten people's rows count
+/// too: forgetting erases who they were, not that they came.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct RegistrationTally {
+    /// Held a seat: registered, or marked attended.
+    pub registered: i64,
+    /// Still waiting (or holding an offer they had not claimed).
+    pub waitlisted: i64,
+    pub attended: i64,
+    /// Registered and not marked attended (a no-show, once the training is over).
+    pub not_attended: i64,
+    /// Gave up their seat, left the waiting list, declined an offer, or were cancelled.
+    pub cancelled: i64,
+    /// Distinct organisations among those registered (folded, so spellings count once;
+    /// people who gave none are not counted).
+    pub organisations: i64,
+    /// Distinct organisations among those who attended.
+    pub organisations_attended: i64,
+}
+
+impl Store {
+    /// Every session's tally, by session id (sessions nobody registered for are absent).
+    pub async fn registration_tallies(
+        &self,
+    ) -> Result<std::collections::HashMap<String, RegistrationTally>> {
+        let rows = sqlx::query(
+            "SELECT session_id,
+                    COUNT(CASE WHEN status IN ('registered', 'attended') THEN 1 END) AS registered,
+                    COUNT(CASE WHEN status IN ('waitlisted', 'offered') THEN 1 END) AS waitlisted,
+                    COUNT(CASE WHEN status = 'attended' THEN 1 END) AS attended,
+                    COUNT(CASE WHEN status = 'registered' THEN 1 END) AS not_attended,
+                    COUNT(CASE WHEN status = 'cancelled' THEN 1 END) AS cancelled,
+                    COUNT(DISTINCT CASE WHEN status IN ('registered', 'attended') THEN org_key END) AS orgs,
+                    COUNT(DISTINCT CASE WHEN status = 'attended' THEN org_key END) AS orgs_attended
+             FROM registrations GROUP BY session_id",
+        )
+        .fetch_all(self.pool())
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok((
+                    r.try_get("session_id")?,
+                    RegistrationTally {
+                        registered: r.try_get("registered")?,
+                        waitlisted: r.try_get("waitlisted")?,
+                        attended: r.try_get("attended")?,
+                        not_attended: r.try_get("not_attended")?,
+                        cancelled: r.try_get("cancelled")?,
+                        organisations: r.try_get("orgs")?,
+                        organisations_attended: r.try_get("orgs_attended")?,
+                    },
+                ))
+            })
+            .collect()
+    }
+
+    /// Distinct organisations over several sessions together, (registered, attended): the
+    /// report's total, where one organisation at three trainings counts once.
+    pub async fn distinct_organisations(&self, session_ids: &[String]) -> Result<(i64, i64)> {
+        if session_ids.is_empty() {
+            return Ok((0, 0));
+        }
+        let sql = format!(
+            "SELECT COUNT(DISTINCT CASE WHEN status IN ('registered', 'attended') THEN org_key END) AS orgs,
+                    COUNT(DISTINCT CASE WHEN status = 'attended' THEN org_key END) AS orgs_attended
+             FROM registrations WHERE session_id IN ({})",
+            placeholders(1, session_ids.len())
+        );
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for id in session_ids {
+            query = query.bind(id);
+        }
+        let r = query.fetch_one(self.pool()).await?;
+        Ok((r.try_get("orgs")?, r.try_get("orgs_attended")?))
     }
 }

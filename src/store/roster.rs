@@ -7,14 +7,16 @@
 //! * [`Store::export_subscribers`] streams every subscriber row by row, so exporting a
 //!   large list takes constant memory;
 //! * [`Store::import_batch`] writes a batch (the CLI sends [`IMPORT_BATCH`] rows) in one
-//!   transaction of two statements, each given the whole batch as one JSON parameter: one
+//!   transaction of three statements, each given the whole batch as one JSON parameter: one
 //!   finds the suppressed addresses, one `INSERT … SELECT … ON CONFLICT (email_key) DO
 //!   NOTHING` adds the rest, and its affected-row count tells added from already known;
+//!   one makes members of people who had only registered for a training;
 //! * [`Store::remove_subscriber`] unsubscribes, with the same effects as an unsubscribe
 //!   link (see `set_unsubscribed` in `subscriptions`);
-//! * [`Store::forget_subscriber`] deletes the person's row (their tokens, own mailings
-//!   and deliveries go with it by `ON DELETE CASCADE`) and suppresses the address, so no
-//!   later import brings it back.
+//! * [`Store::forget_subscriber`] unnames the person's registrations (kept, for the
+//!   counts), deletes the person's row (their tokens, own mailings and deliveries go with
+//!   it by `ON DELETE CASCADE`) and suppresses the address, so no later import brings it
+//!   back.
 
 use std::collections::HashSet;
 
@@ -110,9 +112,21 @@ impl std::ops::AddAssign for ImportCounts {
     }
 }
 
+/// `export_subscribers`' query: list members only (see
+/// [`ON_LIST`](super::subscriptions::ON_LIST), spelled out here because a streamed query
+/// needs a `'static` text).
+const EXPORT_SQL: &str =
+    "SELECT id, email, name, status, source, created_at, confirmed_at, unsubscribed_at
+     FROM subscribers s
+     WHERE NOT (s.status = 'pending' AND s.requested_at IS NULL
+                AND EXISTS (SELECT 1 FROM registrations r WHERE r.subscriber_id = s.id))
+     ORDER BY id";
+
 /// A subscriber as an export shows it; timestamps in RFC 3339 UTC.
 #[derive(Debug, Clone, Serialize)]
 pub struct ExportRow {
+    #[serde(skip)]
+    pub id: i64,
     pub email: String,
     pub name: Option<String>,
     pub status: Status,
@@ -120,6 +134,21 @@ pub struct ExportRow {
     pub created_at: String,
     pub confirmed_at: Option<String>,
     pub unsubscribed_at: Option<String>,
+    /// Their registrations for trainings (filled in by the caller from
+    /// [`Store::registrations_by_subscriber`]).
+    pub registrations: Vec<PersonRegistration>,
+}
+
+/// One of a list member's registrations, as an export shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct PersonRegistration {
+    pub training: String,
+    pub status: super::registrations::RegStatus,
+    pub name: Option<String>,
+    pub organisation: Option<String>,
+    pub source: String,
+    /// When they took the seat (or asked to), RFC 3339 UTC.
+    pub registered_at: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -141,19 +170,18 @@ pub struct ForgetOutcome {
     pub erased: Option<Status>,
     /// Whether the address was suppressed before this call.
     pub was_suppressed: bool,
+    /// Their registrations, now unnamed (kept for the counts).
+    pub registrations: u64,
 }
 
 impl Store {
-    /// Every subscriber, oldest first, one row at a time from the database cursor.
+    /// Every subscriber on the list, oldest first, one row at a time from the database
+    /// cursor (people who only registered for a training are not on it).
     pub fn export_subscribers(&self) -> impl Stream<Item = Result<ExportRow>> + Send + '_ {
-        sqlx::query(
-            "SELECT email, name, status, source, created_at, confirmed_at, unsubscribed_at
-             FROM subscribers ORDER BY id",
-        )
-        .fetch(self.pool())
-        .map(|row| {
+        sqlx::query(EXPORT_SQL).fetch(self.pool()).map(|row| {
             let row = row?;
             Ok(ExportRow {
+                id: row.try_get("id")?,
                 email: row.try_get("email")?,
                 name: row.try_get("name")?,
                 status: Status::parse(&row.try_get::<String, _>("status")?)?,
@@ -163,8 +191,39 @@ impl Store {
                 unsubscribed_at: row
                     .try_get::<Option<i64>, _>("unsubscribed_at")?
                     .map(rfc3339),
+                registrations: Vec::new(),
             })
         })
+    }
+
+    /// Every registration of someone still known, by subscriber id, in the order they were
+    /// made: what an export adds to each list member's row.
+    pub async fn registrations_by_subscriber(
+        &self,
+    ) -> Result<std::collections::HashMap<i64, Vec<PersonRegistration>>> {
+        let rows = sqlx::query(
+            "SELECT subscriber_id, session_id, status, name, organisation, source,
+                    COALESCE(registered_at, requested_at, created_at) AS at
+             FROM registrations WHERE subscriber_id IS NOT NULL ORDER BY id",
+        )
+        .fetch_all(self.pool())
+        .await?;
+        let mut out: std::collections::HashMap<i64, Vec<PersonRegistration>> = Default::default();
+        for r in &rows {
+            out.entry(r.try_get("subscriber_id")?)
+                .or_default()
+                .push(PersonRegistration {
+                    training: r.try_get("session_id")?,
+                    status: super::registrations::RegStatus::parse(
+                        &r.try_get::<String, _>("status")?,
+                    )?,
+                    name: r.try_get("name")?,
+                    organisation: r.try_get("organisation")?,
+                    source: r.try_get("source")?,
+                    registered_at: r.try_get::<Option<i64>, _>("at")?.map(rfc3339),
+                });
+        }
+        Ok(out)
     }
 
     /// Adds the candidates as active subscribers with consent source "import", in one
@@ -218,12 +277,27 @@ impl Store {
             // DO NOTHING skips known addresses: the affected rows are exactly the new ones.
             let added = sqlx::query(AssertSqlSafe(sql))
                 .bind(now_ms)
-                .bind(batch)
+                .bind(&batch)
                 .execute(&mut *tx)
                 .await?
                 .rows_affected();
-            counts.added = added;
-            counts.existing = keep.len() as u64 - added;
+            // Someone who only registered for a training is not on the list yet: the old
+            // list's consent makes them a member, as it would a new address.
+            let joined = sqlx::query(AssertSqlSafe(format!(
+                "UPDATE subscribers SET status = 'active', source = 'import', confirmed_at = $1, updated_at = $1,
+                        name = COALESCE(name, (SELECT r.value ->> 2 FROM {rows} AS r WHERE r.value ->> 1 = subscribers.email_key LIMIT 1))
+                 WHERE email_key IN (SELECT r.value ->> 1 FROM {rows} AS r)
+                   AND status = 'pending' AND requested_at IS NULL
+                   AND EXISTS (SELECT 1 FROM registrations g WHERE g.subscriber_id = subscribers.id)",
+                rows = json_rows(backend, 2)
+            )))
+            .bind(now_ms)
+            .bind(&batch)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            counts.added = added + joined;
+            counts.existing = keep.len() as u64 - added - joined;
         }
         tx.commit().await?;
         Ok(counts)
@@ -283,10 +357,12 @@ impl Store {
             .bind(email_key)
             .fetch_optional(&mut *tx)
             .await?;
+        let mut registrations = 0;
         let erased = match row {
             Some(row) => {
                 let id: i64 = row.try_get("id")?;
                 let status = Status::parse(&row.try_get::<String, _>("status")?)?;
+                registrations = unname_registrations(&mut tx, id, now_ms).await?;
                 // Tokens, their own mailings and all their deliveries cascade.
                 sqlx::query("DELETE FROM subscribers WHERE id = $1")
                     .bind(id)
@@ -308,6 +384,7 @@ impl Store {
         Ok(ForgetOutcome {
             erased,
             was_suppressed: inserted == 0,
+            registrations,
         })
     }
 
@@ -319,6 +396,42 @@ impl Store {
             .await?
             .is_some())
     }
+}
+
+/// Erases who made the person's registrations, keeping what happened for the counts: the
+/// row keeps its session, status and folded organisation (`org_key`, for the number of
+/// distinct organisations), and loses the name, the organisation as typed, the consent
+/// evidence (IP, user agent), the link (nonce, hash, and hashes under earlier keys) and
+/// the person. A place on the waiting list or an open offer is given up (there is nobody
+/// to offer a seat to any more); the planner's next refill passes a freed seat on. A seat
+/// already held stays held: forgetting someone is not cancelling for them.
+async fn unname_registrations(
+    tx: &mut Transaction<'static, Any>,
+    subscriber_id: i64,
+    now_ms: i64,
+) -> Result<u64> {
+    sqlx::query(
+        "DELETE FROM registration_links WHERE registration_id IN
+             (SELECT id FROM registrations WHERE subscriber_id = $1)",
+    )
+    .bind(subscriber_id)
+    .execute(&mut **tx)
+    .await?;
+    Ok(sqlx::query(
+        "UPDATE registrations SET
+             status = CASE WHEN status IN ('waitlisted', 'offered', 'pending') THEN 'cancelled' ELSE status END,
+             cancelled_at = CASE WHEN status IN ('waitlisted', 'offered', 'pending') THEN $2 ELSE cancelled_at END,
+             position = NULL, offer_expires_at = NULL,
+             name = NULL, organisation = NULL,
+             request_ip = NULL, request_user_agent = NULL, confirm_ip = NULL, confirm_user_agent = NULL,
+             nonce = NULL, link_hash = NULL, subscriber_id = NULL, updated_at = $2
+         WHERE subscriber_id = $1",
+    )
+    .bind(subscriber_id)
+    .bind(now_ms)
+    .execute(&mut **tx)
+    .await?
+    .rows_affected())
 }
 
 /// The suppression hashes among `rows` that are on the suppression list, in one query.

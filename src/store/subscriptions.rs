@@ -109,6 +109,15 @@ pub struct SubscriberRow {
 
 const DAY_MS: i64 = 86_400_000;
 
+/// Whether the subscriber row `s` is someone on the list, in any state, rather than a
+/// person who only registered for a training: such a row is `pending` with no request to
+/// join (`requested_at` is set by every subscribe request) and has a registration. They
+/// are never list members: `subscribers list`, `export` and the counts leave them out, and
+/// `registrations list` shows them. Asking to join later makes them an ordinary pending
+/// subscriber.
+pub(crate) const ON_LIST: &str = "NOT (s.status = 'pending' AND s.requested_at IS NULL
+     AND EXISTS (SELECT 1 FROM registrations r WHERE r.subscriber_id = s.id))";
+
 /// The subscriber whose unsubscribe link hashes to `$1`: under the current key
 /// (`unsub_hash`), or under an earlier one (`unsub_links`, written by a key rotation). Two
 /// indexed lookups, then the primary key.
@@ -387,11 +396,13 @@ impl Store {
         Ok(())
     }
 
-    /// Every subscriber, oldest first, for `harborlist subscribers list`.
+    /// Every subscriber, oldest first, for `harborlist subscribers list` (people who only
+    /// registered for a training are not on the list: see [`ON_LIST`]).
     pub async fn list_subscribers(&self) -> Result<Vec<SubscriberRow>> {
-        let rows = sqlx::query(
-            "SELECT email, name, status, source, created_at, confirmed_at FROM subscribers ORDER BY id",
-        )
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT email, name, status, source, created_at, confirmed_at FROM subscribers s
+             WHERE {ON_LIST} ORDER BY id"
+        )))
         .fetch_all(self.pool())
         .await?;
         rows.iter()
@@ -408,16 +419,26 @@ impl Store {
             .collect()
     }
 
-    /// Counts by status, for metrics and `status`.
+    /// Counts by status, for metrics and `status` (list members only: see [`ON_LIST`]).
     pub async fn subscriber_counts(&self) -> Result<Vec<(String, i64)>> {
-        let rows = sqlx::query(
-            "SELECT status, COUNT(*) AS n FROM subscribers GROUP BY status ORDER BY status",
-        )
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT status, COUNT(*) AS n FROM subscribers s WHERE {ON_LIST} GROUP BY status ORDER BY status"
+        )))
         .fetch_all(self.pool())
         .await?;
         rows.iter()
             .map(|r| Ok((r.try_get::<String, _>("status")?, r.try_get::<i64, _>("n")?)))
             .collect()
+    }
+
+    /// People who registered for a training without being on the list.
+    pub async fn registrants_off_list(&self) -> Result<i64> {
+        Ok(sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT COUNT(*) AS n FROM subscribers s WHERE NOT ({ON_LIST})"
+        )))
+        .fetch_one(self.pool())
+        .await?
+        .try_get("n")?)
     }
 }
 

@@ -21,6 +21,7 @@ mod limits;
 mod observability;
 mod registration;
 mod registration_seats;
+mod registrations_cli;
 mod relay_faults;
 mod reload;
 mod reminders;

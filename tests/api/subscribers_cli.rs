@@ -345,7 +345,8 @@ async fn export_writes_every_subscriber_as_csv_and_json(backend: Backend) {
             "source",
             "created_at",
             "confirmed_at",
-            "unsubscribed_at"
+            "unsubscribed_at",
+            "registrations"
         ]
     );
     let rows: Vec<csv::StringRecord> = csv.records().map(|r| r.expect("row")).collect();
@@ -403,7 +404,7 @@ async fn export_writes_every_subscriber_as_csv_and_json(backend: Backend) {
     );
     assert_eq!(
         empty.run(&["export"]).ok().stdout.trim(),
-        "email,name,status,source,created_at,confirmed_at,unsubscribed_at"
+        "email,name,status,source,created_at,confirmed_at,unsubscribed_at,registrations"
     );
 }
 

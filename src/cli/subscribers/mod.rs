@@ -41,6 +41,9 @@ pub use import::{CheckedRow, check_import_csv};
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Everyone who ever asked to join, with their status (pending, active, unsubscribed, bouncing).
+    ///
+    /// People who registered for a training without joining the list are not on it: see
+    /// `harborlist registrations list`.
     List {
         /// Print a JSON array of {email, name, status, source, created_at, confirmed_at}.
         #[arg(long)]
@@ -48,8 +51,11 @@ pub enum Command {
     },
     /// Save the whole list (everyone, in every state) as CSV or JSON.
     ///
-    /// Each subscriber's email, name, status, source (web or import) and when they joined,
-    /// confirmed and unsubscribed (UTC times). Without --output the data goes to the
+    /// Each subscriber's email, name, status, source (web or import), when they joined,
+    /// confirmed and unsubscribed (UTC times), and the trainings they registered for
+    /// ("2027-01-20 registered; 2027-03-17 waitlisted"; in JSON with the name and
+    /// organisation they gave). People who registered for a training without joining the
+    /// list are not in it (`registrations list` shows them). Without --output the data goes to the
     /// screen (standard output), so you can redirect it; the count goes to standard error.
     /// The file holds personal data: keep it safe and delete it when you are done.
     ///
@@ -101,7 +107,9 @@ pub enum Command {
     ///
     /// Deletes their subscriber record with their links and the messages addressed to them,
     /// and keeps only a one-way hash of the address so that a later import cannot add them
-    /// back. If they were not on the list, the address is still suppressed. This cannot be
+    /// back. Their training registrations lose their name, organisation, address and links
+    /// but stay, unnamed, so `registrations report` still counts them; a place on a waiting
+    /// list is given up. If they were not on the list, the address is still suppressed. This cannot be
     /// undone; to come back they subscribe again on the website.
     Forget {
         /// The email address (capitalisation does not matter).
@@ -166,7 +174,7 @@ async fn list(settings: &Settings, json: bool) -> anyhow::Result<ExitCode> {
 // ---------------------------------------------------------------------------------------
 // export
 
-const EXPORT_HEADER: [&str; 7] = [
+const EXPORT_HEADER: [&str; 8] = [
     "email",
     "name",
     "status",
@@ -174,7 +182,17 @@ const EXPORT_HEADER: [&str; 7] = [
     "created_at",
     "confirmed_at",
     "unsubscribed_at",
+    "registrations",
 ];
+
+/// A member's registrations in one CSV cell: "2027-01-20 registered; 2027-03-17 waitlisted".
+fn registrations_cell(row: &ExportRow) -> String {
+    row.registrations
+        .iter()
+        .map(|r| format!("{} {}", r.training, r.status.as_str()))
+        .collect::<Vec<_>>()
+        .join("; ")
+}
 
 async fn export(
     settings: &Settings,
@@ -223,7 +241,13 @@ async fn write_export<W: Write + Send>(
     format: Format,
     mut out: W,
 ) -> anyhow::Result<u64> {
-    let mut rows = store.export_subscribers();
+    let mut registrations = store.registrations_by_subscriber().await?;
+    let mut rows = store.export_subscribers().map(move |row| {
+        row.map(|mut r| {
+            r.registrations = registrations.remove(&r.id).unwrap_or_default();
+            r
+        })
+    });
     let mut n = 0u64;
     match format {
         Format::Csv => {
@@ -231,6 +255,7 @@ async fn write_export<W: Write + Send>(
             csv.write_record(EXPORT_HEADER)?;
             while let Some(row) = rows.next().await {
                 let r: ExportRow = row?;
+                let registrations = registrations_cell(&r);
                 // Names and addresses come from the public form: no cell may run as a
                 // spreadsheet formula.
                 csv.write_record(
@@ -242,6 +267,7 @@ async fn write_export<W: Write + Send>(
                         r.created_at.as_str(),
                         r.confirmed_at.as_deref().unwrap_or(""),
                         r.unsubscribed_at.as_deref().unwrap_or(""),
+                        registrations.as_str(),
                     ]
                     .map(sheet::escape)
                     .iter()
@@ -322,8 +348,14 @@ async fn forget(settings: &Settings, address: &str) -> anyhow::Result<ExitCode> 
     };
     match outcome.erased {
         Some(status) => println!(
-            "forgot {email}: erased their {} record, links and messages; {suppressed}, so an import cannot add it back",
-            status.as_str()
+            "forgot {email}: erased their {} record, links and messages{}; {suppressed}, so an import cannot add it back",
+            status.as_str(),
+            match outcome.registrations {
+                0 => String::new(),
+                n => format!(
+                    ", and the name on {n} training registration(s) (kept unnamed for the counts)"
+                ),
+            }
         ),
         None => println!(
             "{email} was not on the list, nothing to erase; {suppressed}, so an import cannot add it"
