@@ -54,7 +54,13 @@ pub async fn trainings(p: &Planner, report: &mut TurnReport) -> Result<(), Store
         record(p, &session, now_ms, config_ms, &prodid, report).await?;
     }
 
-    let wanted = plan::reminders(&with_sequence, &settings.reminders, now, &prodid);
+    let wanted = plan::reminders(
+        &with_sequence,
+        &settings.reminders,
+        settings.registration.mode,
+        now,
+        &prodid,
+    );
     let wanted_keys: HashSet<&str> = wanted.iter().map(|m| m.key.as_str()).collect();
     for m in &wanted {
         if p.store.upsert_planned(m, now_ms, config_ms).await? {
