@@ -19,6 +19,7 @@ mod late;
 mod leases;
 mod limits;
 mod observability;
+mod registration_plan;
 mod relay_faults;
 mod reload;
 mod reminders;
