@@ -2,8 +2,9 @@
 //!
 //! A mailing is one thing sent to an audience, under a natural key (`confirm:…`,
 //! `reminder:<training>:<name>`, `announcement:<id>`) so that planning it twice is a no-op.
-//! Fan-out turns a due list mailing into one `deliveries` row per active subscriber, in
-//! batches, `ON CONFLICT DO NOTHING`. What happens to the deliveries after that (claim,
+//! Fan-out turns a due list mailing into one `deliveries` row per subscriber of its
+//! [`Segment`] (every active subscriber when it has none), in batches by subscriber id,
+//! `ON CONFLICT DO NOTHING`. What happens to the deliveries after that (claim,
 //! record, lease expiry) is in [`super::delivery`].
 
 use sqlx::{Any, AssertSqlSafe, Row, Transaction};
@@ -94,7 +95,7 @@ impl Segment {
     ///   bouncing list mail once) does not stop it. Only a forgotten person (no row) is out.
     /// * `Unregistered`: active, with no live registration.
     /// * `Involved`: active, or with a live registration.
-    fn filter(segment: Option<Self>) -> &'static str {
+    pub(super) fn filter(segment: Option<Self>) -> &'static str {
         match segment {
             None => "status = 'active'",
             Some(Self::Registered) => {

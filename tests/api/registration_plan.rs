@@ -304,6 +304,17 @@ async fn reminders_by_audience_reach_exactly_their_people_once_across_a_restart(
     for m in w.app.sink.messages() {
         assert!(header(&m.bytes, "List-Unsubscribe").is_none(), "{:?}", m.to);
     }
+    // `status` counts each planned mailing's own audience.
+    let upcoming = w.store().upcoming_mailings(50).await.unwrap();
+    let audience = |name: &str| {
+        upcoming
+            .iter()
+            .find(|m| m.key == key(name))
+            .map(|m| m.audience)
+    };
+    assert_eq!(audience("invitation"), Some(4), "the active list");
+    assert_eq!(audience("last-call"), Some(3), "a, b and d");
+    assert_eq!(audience("reminder"), Some(3), "c, p and u");
 
     w.set_clock("2026-12-30T17:00:00Z").await;
     assert_eq!(
