@@ -63,7 +63,10 @@ impl AnnouncementSettings {
     /// The session `training` names: by its id first (`2027-01-20`, `lgbtq-2027-04`), then
     /// as a date, the form from before sessions had ids (which also finds an extra by the
     /// day it is on). `None` without `training`, or if it names no session.
-    pub fn session(&self, calendar: &crate::calendar::Calendar) -> Option<crate::calendar::Session> {
+    pub fn session(
+        &self,
+        calendar: &crate::calendar::Calendar,
+    ) -> Option<crate::calendar::Session> {
         let text = self.training.as_deref()?.trim();
         calendar.session_by_id(text).or_else(|| {
             text.parse::<NaiveDate>()

@@ -193,7 +193,10 @@ mod tests {
             state: "skipped".into(),
             ..last_call.clone()
         };
-        assert_eq!(superseded_by(&invite, &[invite.clone(), skipped, remind]), None);
+        assert_eq!(
+            superseded_by(&invite, &[invite.clone(), skipped, remind]),
+            None
+        );
     }
 
     #[test]
@@ -202,7 +205,10 @@ mod tests {
         use RegistrationMode::*;
         assert_eq!(segment(List, Harborlist), None);
         assert_eq!(segment(Registered, Harborlist), Some(Segment::Registered));
-        assert_eq!(segment(Unregistered, Harborlist), Some(Segment::Unregistered));
+        assert_eq!(
+            segment(Unregistered, Harborlist),
+            Some(Segment::Unregistered)
+        );
         for a in [List, Registered, Unregistered] {
             assert_eq!(segment(a, External), None);
         }

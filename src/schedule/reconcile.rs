@@ -191,9 +191,9 @@ async fn record(
 /// update or cancellation even if no list mail about it went out yet.
 async fn has_people(p: &Planner, session_id: &str) -> Result<bool, StoreError> {
     let counts = p.store.seat_counts().await?;
-    Ok(counts.get(session_id).is_some_and(|c| {
-        c.taken() + c.waitlisted > 0
-    }))
+    Ok(counts
+        .get(session_id)
+        .is_some_and(|c| c.taken() + c.waitlisted > 0))
 }
 
 /// The session as stored in `trainings.snapshot`, so a training removed from the config

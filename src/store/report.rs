@@ -153,7 +153,11 @@ impl Store {
     }
 
     /// How many a mailing to `segment` about `training` would reach now.
-    async fn segment_size(&self, segment: Option<Segment>, training: Option<String>) -> Result<i64> {
+    async fn segment_size(
+        &self,
+        segment: Option<Segment>,
+        training: Option<String>,
+    ) -> Result<i64> {
         let sql = format!(
             "SELECT COUNT(*) AS n FROM subscribers WHERE {}",
             Segment::filter(segment).replace("{training}", "$1")

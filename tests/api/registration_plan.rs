@@ -78,10 +78,18 @@ fn templates() -> tempfile::TempDir {
     }
     let dir = tempfile::tempdir().unwrap();
     copy(Path::new("templates"), dir.path());
-    for name in ["registered", "waitlisted", "seat_offer", "registration_confirm"] {
+    for name in [
+        "registered",
+        "waitlisted",
+        "seat_offer",
+        "registration_confirm",
+    ] {
         for (ext, body) in [
             ("subject", "About your seat: {{training.title}}"),
-            ("txt", "Hello,\n\nNews about your seat for {{training.date}}.\n"),
+            (
+                "txt",
+                "Hello,\n\nNews about your seat for {{training.date}}.\n",
+            ),
             ("html", "<p>News about your seat for {{training.date}}.</p>"),
         ] {
             let file = dir.path().join(format!("email/{name}.{ext}.hbs"));
@@ -158,7 +166,10 @@ impl World {
         let nonce = new_nonce();
         let hash = self.key.derive(TokenPurpose::Registration, &nonce).hash();
         let unsub_nonce = new_nonce();
-        let unsub_hash = self.key.derive(TokenPurpose::Unsubscribe, &unsub_nonce).hash();
+        let unsub_hash = self
+            .key
+            .derive(TokenPurpose::Unsubscribe, &unsub_nonce)
+            .hash();
         let email_key = email.to_lowercase();
         let who = Registrant {
             email,
@@ -288,9 +299,7 @@ fn three_audiences() -> Vec<ReminderSettings> {
     ]
 }
 
-async fn reminders_by_audience_reach_exactly_their_people_once_across_a_restart(
-    backend: Backend,
-) {
+async fn reminders_by_audience_reach_exactly_their_people_once_across_a_restart(backend: Backend) {
     let mut w = World::new(backend, "2026-12-01T00:00:00Z", three_audiences(), 30).await;
     // c is on the list; p and u are not (pending, unsubscribed), and register all the same.
     for email in ["c@example.org", "p@example.org", "u@example.org"] {
@@ -319,7 +328,12 @@ async fn reminders_by_audience_reach_exactly_their_people_once_across_a_restart(
     w.set_clock("2026-12-30T17:00:00Z").await;
     assert_eq!(
         w.recipients_of(&key("invitation"), 4).await,
-        set(&["a@example.org", "b@example.org", "c@example.org", "d@example.org"]),
+        set(&[
+            "a@example.org",
+            "b@example.org",
+            "c@example.org",
+            "d@example.org"
+        ]),
         "the invitation: the active list"
     );
 
@@ -406,7 +420,10 @@ async fn a_last_call_is_skipped_when_the_training_is_full(backend: Backend) {
         .find(|m| m.key == key("last-call"))
         .expect("listed among skipped mailings")
         .reason;
-    assert!(reason.contains("no seats left") && reason.contains("2 of 2"), "{reason}");
+    assert!(
+        reason.contains("no seats left") && reason.contains("2 of 2"),
+        "{reason}"
+    );
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert_eq!(w.mail_to_all(&key("last-call")), 0);
 }
@@ -473,10 +490,7 @@ async fn an_expired_offer_passes_to_the_next_person(backend: Backend) {
     assert_eq!(w.status("p@example.org").await, Some(RegStatus::Expired));
     assert_eq!(w.status("u@example.org").await, Some(RegStatus::Offered));
     let offers = w.registration_mail_keys("u@example.org").await;
-    assert!(
-        offers.iter().any(|k| k.starts_with("offer:")),
-        "{offers:?}"
-    );
+    assert!(offers.iter().any(|k| k.starts_with("offer:")), "{offers:?}");
     // u is not on the list (unsubscribed) and gets the offer all the same, as
     // transactional mail: "You're on the waiting list", then the offer.
     eventually(30, "u's offer", || async {
@@ -692,7 +706,13 @@ fn the_default_reminders_are_an_invitation_to_the_list_and_a_reminder_to_those_r
     let r: Vec<_> = s
         .reminders
         .iter()
-        .map(|r| (r.name.as_str(), r.before.std().as_secs() / 86_400, r.audience))
+        .map(|r| {
+            (
+                r.name.as_str(),
+                r.before.std().as_secs() / 86_400,
+                r.audience,
+            )
+        })
         .collect();
     assert_eq!(
         r,

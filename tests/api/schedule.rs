@@ -218,7 +218,10 @@ async fn after_downtime_a_reminder_for_those_registered_leaves_the_invitation_to
         vec!["a@example.org", "b@example.org"]
     );
     assert_eq!(w.state(REMIND).await.as_deref(), Some("fanned"));
-    assert!(w.deliveries(REMIND).await.is_empty(), "nobody is registered");
+    assert!(
+        w.deliveries(REMIND).await.is_empty(),
+        "nobody is registered"
+    );
     assert_eq!((report.skipped, report.fanned_out), (0, 2), "{report:?}");
 }
 
