@@ -72,7 +72,12 @@ pub async fn skip_when_full(
     now_ms: i64,
     report: &mut TurnReport,
 ) -> Result<(), StoreError> {
-    let wanted = |m: &MailingRow| m.state == "planned" && m.segment == Some(Segment::Unregistered);
+    // One whose training has begun is left for process_due to skip as too late.
+    let wanted = |m: &MailingRow| {
+        m.state == "planned"
+            && m.segment == Some(Segment::Unregistered)
+            && m.not_after_ms.is_none_or(|t| t > now_ms)
+    };
     if !due.iter().any(wanted) {
         return Ok(());
     }
