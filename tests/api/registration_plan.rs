@@ -34,6 +34,7 @@ use crate::{
 both_backends!(
     reminders_by_audience_reach_exactly_their_people_once_across_a_restart,
     a_last_call_is_skipped_when_the_training_is_full,
+    someone_who_registers_after_the_fan_out_is_not_sent_the_last_call,
     after_downtime_a_last_call_supersedes_the_invitation_but_not_the_reminder,
     an_expired_offer_passes_to_the_next_person,
     a_capacity_raise_by_reload_offers_as_many_seats_as_were_added,
@@ -426,6 +427,41 @@ async fn a_last_call_is_skipped_when_the_training_is_full(backend: Backend) {
     );
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert_eq!(w.mail_to_all(&key("last-call")), 0);
+}
+
+/// The sender checks the segment again at send time: someone who registered between the
+/// fan-out and the sending is not asked to register.
+async fn someone_who_registers_after_the_fan_out_is_not_sent_the_last_call(backend: Backend) {
+    let w = World::new(backend, "2027-01-05T00:00:00Z", three_audiences(), 30).await;
+    // The relay turns everything away for now (451), so the last call waits in retries.
+    w.app.sink.set(crate::helpers::Behaviour::TempFail);
+    w.set_clock("2027-01-13T17:00:00Z").await;
+    eventually(30, "the last call tried", || async {
+        (w.app.sink.attempts() >= 4).then_some(())
+    })
+    .await;
+    assert_eq!(w.register("b@example.org").await, SeatOutcome::Registered);
+    w.app.sink.set(crate::helpers::Behaviour::Accept);
+    // Past every retry's backoff (at most mail.retry_max, 1 s here).
+    w.set_clock("2027-01-13T17:00:05Z").await;
+    assert_eq!(
+        w.recipients_of(&key("last-call"), 3).await,
+        set(&["a@example.org", "c@example.org", "d@example.org"])
+    );
+    let reason: Option<String> = sqlx::query_scalar(
+        "SELECT d.last_error FROM deliveries d JOIN mailings m ON m.id = d.mailing_id
+         JOIN subscribers s ON s.id = d.subscriber_id
+         WHERE m.key = $1 AND s.email_key = 'b@example.org' AND d.state = 'skipped'",
+    )
+    .bind(key("last-call"))
+    .fetch_optional(w.store().pool())
+    .await
+    .unwrap()
+    .flatten();
+    assert!(
+        reason.as_deref().is_some_and(|r| r.contains("registered")),
+        "{reason:?}"
+    );
 }
 
 async fn after_downtime_a_last_call_supersedes_the_invitation_but_not_the_reminder(
