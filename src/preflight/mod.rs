@@ -10,7 +10,9 @@
 //! * every email the daemon can send (confirmation, welcome, goodbye, update,
 //!   cancellation, each reminder, each announcement) is composed, for a recipient with a
 //!   name and one without, from data built by the real path's own functions
-//!   ([`samples`]).
+//!   ([`samples`]);
+//! * and, as warnings that refuse nothing, a reminder for those registered or not
+//!   registered while registration is taken elsewhere (it goes to the whole list).
 
 pub mod samples;
 
