@@ -80,6 +80,11 @@ pub async fn run(sources: &Sources, args: &Args) -> anyhow::Result<ExitCode> {
         };
         match outcome {
             Ok(note) if note.is_empty() => println!("ok   {}", finding.subject),
+            Ok(note) if note.starts_with(preflight::WARNING) => println!(
+                "warn {}: {}",
+                finding.subject,
+                &note[preflight::WARNING.len()..]
+            ),
             Ok(note) => println!("ok   {} ({note})", finding.subject),
             Err(problem) => {
                 eprintln!("FAIL {}: {problem}", finding.subject);

@@ -3,7 +3,9 @@
 //! Usually kept in `config/announcements.toml`, which is layered in automatically. Each
 //! entry has a stable `id` (the key that makes it go out once), a `send_at`, a `subject`,
 //! and a body: `markdown = """…"""`, or `template = "name"` with optional `vars`. With
-//! `training = "YYYY-MM-DD"` it carries that training's calendar invite.
+//! `training = "…"` (a session's id: its date `2027-01-20` for a recurring one, an extra's
+//! `id`; or the date of an extra) it carries that training's calendar invite and, for
+//! members, its Register link.
 
 use std::collections::BTreeMap;
 
@@ -22,8 +24,9 @@ pub struct AnnouncementSettings {
     pub template: Option<String>,
     #[serde(default)]
     pub vars: BTreeMap<String, serde_json::Value>,
+    /// The session it is about: its id, or the date it is on (see [`Self::session`]).
     #[serde(default)]
-    pub training: Option<NaiveDate>,
+    pub training: Option<String>,
     /// Send it even if `send_at` is more than `announcements.max_late` in the past.
     #[serde(default)]
     pub send_late: bool,
@@ -55,6 +58,21 @@ impl AnnouncementSettings {
                 markdown: String::new(),
             },
         }
+    }
+
+    /// The session `training` names: by its id first (`2027-01-20`, `lgbtq-2027-04`), then
+    /// as a date, the form from before sessions had ids (which also finds an extra by the
+    /// day it is on). `None` without `training`, or if it names no session.
+    pub fn session(
+        &self,
+        calendar: &crate::calendar::Calendar,
+    ) -> Option<crate::calendar::Session> {
+        let text = self.training.as_deref()?.trim();
+        calendar.session_by_id(text).or_else(|| {
+            text.parse::<NaiveDate>()
+                .ok()
+                .and_then(|date| calendar.session_on(date))
+        })
     }
 
     /// Problems with this entry, as (field, problem).

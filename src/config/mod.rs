@@ -333,12 +333,14 @@ impl Settings {
                     format!("{:?} is used twice", a.id),
                 ));
             }
-            if let Some(date) = a.training
-                && calendar.session_on(date).is_none()
+            if let Some(training) = &a.training
+                && a.session(&calendar).is_none()
             {
                 return Err(ConfigError::invalid(
                     format!("announcements[{i}].training"),
-                    format!("there is no training on {date} (see `harborlist trainings`)"),
+                    format!(
+                        "{training:?} is not a training's id or date (see the ids in `harborlist trainings`)"
+                    ),
                 ));
             }
         }

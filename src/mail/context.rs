@@ -101,7 +101,10 @@ pub struct Letter<'a> {
 
 /// Whether mail of this kind (or template) is list mail, carrying List-* headers and an
 /// unsubscribe link: everything from the welcome on, but not the confirmation request
-/// (the person has not joined yet) nor the goodbye (they have just left).
+/// (the person has not joined yet), the goodbye (they have just left), nor registration
+/// mail (kind `registration`, templates `registration_confirm`, `registered`, `waitlisted`,
+/// `seat_offer`), which is about one person's seat and goes whether or not they are on the
+/// list. The sender also sends list mail as transactional to a recipient not on the list.
 pub fn is_list_mail(kind: &str) -> bool {
     !matches!(kind, "confirm" | "goodbye" | KIND_REGISTRATION)
         && !REGISTRATION_TEMPLATES.contains(&kind)

@@ -10,7 +10,9 @@
 //! * every email the daemon can send (confirmation, welcome, goodbye, update,
 //!   cancellation, each reminder, each announcement, each registration mail) is composed, for a recipient with a
 //!   name and one without, from data built by the real path's own functions
-//!   ([`samples`]).
+//!   ([`samples`]);
+//! * and, as warnings that refuse nothing, a reminder for those registered or not
+//!   registered while registration is taken elsewhere (it goes to the whole list).
 
 pub mod samples;
 
@@ -38,7 +40,37 @@ pub fn findings(runtime: &Runtime, now: DateTime<Utc>) -> Vec<Finding> {
     let mut out = relay_finding(runtime).into_iter().collect::<Vec<_>>();
     out.extend(web_findings(runtime, now));
     out.extend(email_findings(runtime, now));
+    out.extend(audience_findings(runtime));
     out
+}
+
+/// How a note that is a warning begins: `check` prints it as `warn`, and it refuses
+/// nothing.
+pub const WARNING: &str = "warning: ";
+
+/// A reminder for those registered or not registered means nothing when registration is
+/// taken elsewhere: harborlist does not know who registered, so it goes to the whole list.
+/// Staff should hear that from `check` rather than find out from the list.
+fn audience_findings(runtime: &Runtime) -> Vec<Finding> {
+    let settings = &runtime.settings;
+    if settings.registration.mode != crate::config::RegistrationMode::External {
+        return Vec::new();
+    }
+    settings
+        .reminders
+        .iter()
+        .enumerate()
+        .filter(|(_, r)| r.audience != crate::config::Audience::List)
+        .map(|(i, r)| Finding {
+            subject: format!("reminders[{i}].audience"),
+            outcome: Ok(format!(
+                "{WARNING}reminder {:?} is for audience {:?}, but with registration.mode = \"external\" harborlist does not know who registered, so it goes to the whole list",
+                r.name,
+                r.audience.as_str()
+            )),
+            announcement: None,
+        })
+        .collect()
 }
 
 /// The first problem [`findings`] reports, as the error that refuses the runtime.

@@ -102,7 +102,7 @@ pub fn mailing_data(
                 markdown: Some("Hello,\n\nThis is a **sample** announcement with [a link](https://example.org/).".into()),
                 template: None,
                 vars: Default::default(),
-                training: session.map(|s| s.original_date),
+                training: session.map(|s| s.id.clone()),
                 send_late: false,
             };
             match settings.calendar() {

@@ -55,7 +55,7 @@ pub fn mailing(
     let mut data = json!({ "training": null });
     let mut not_after = None;
     let mut training = None;
-    if let Some(session) = a.training.and_then(|date| calendar.session_on(date)) {
+    if let Some(session) = a.session(calendar) {
         training = Some(session.id.clone());
         data = content::training_data(
             &session,
@@ -94,7 +94,7 @@ pub async fn reconcile(p: &Planner, report: &mut TurnReport) -> Result<(), Store
     let config_ms = runtime.config_ms();
     let mut wanted = HashSet::new();
     for a in &runtime.settings.announcements {
-        let sequence = match a.training.and_then(|d| runtime.calendar.session_on(d)) {
+        let sequence = match a.session(&runtime.calendar) {
             Some(s) => p
                 .store
                 .training(&s.uid)

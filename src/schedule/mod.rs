@@ -8,9 +8,12 @@
 //!    reminders for it already went out;
 //! 2. writes the reminder mailings the pure function [`plan::reminders`] says should exist,
 //!    and cancels planned ones that no longer should;
-//! 3. fans out every due mailing ([`Planner::process_due`]), applying the catch-up rules:
-//!    never after its training has begun, and of several overdue reminders for one
-//!    training only the latest.
+//! 3. passes free seats on to the waiting lists ([`seats::refill`]): expired offers go to
+//!    the next in line, and a capacity raised by a reload is offered out;
+//! 4. fans out every due mailing ([`Planner::process_due`]) to its segment, applying the
+//!    catch-up rules: never after its training has begun, of several overdue reminders for
+//!    one training only the latest that reaches the same people ([`plan::superseded_by`]),
+//!    and a last call to those not registered only while seats are left.
 //!
 //! Due instants are computed here, in UTC, from the calendar's zone, never by the cron
 //! library, whose zone-aware jobs keep the UTC offset they were created with.
@@ -19,6 +22,7 @@ pub mod announcements;
 pub mod content;
 pub mod plan;
 mod reconcile;
+mod seats;
 
 use std::{sync::Arc, time::Duration};
 
@@ -44,6 +48,8 @@ pub struct TurnReport {
     pub notices: usize,
     pub fanned_out: usize,
     pub skipped: usize,
+    /// Seats offered to waiting lists.
+    pub offers: usize,
     pub locked_out: bool,
 }
 
@@ -160,6 +166,7 @@ impl Planner {
         let result = async {
             reconcile::trainings(self, &mut report).await?;
             announcements::reconcile(self, &mut report).await?;
+            seats::refill(self, &mut report).await?;
             self.process_due(&mut report).await
         }
         .await;
@@ -171,7 +178,7 @@ impl Planner {
     async fn process_due(&self, report: &mut TurnReport) -> Result<(), StoreError> {
         let now = self.clock.now();
         let now_ms = to_millis(now);
-        let due = self.store.due_mailings(now_ms).await?;
+        let mut due = self.store.due_mailings(now_ms).await?;
         // How late the planner is running: the age of the oldest due mailing not yet fanned
         // out (0 when nothing is waiting).
         let lag = due
@@ -180,7 +187,11 @@ impl Planner {
             .map(|m| (now - from_millis(m.due_ms)).num_milliseconds().max(0) as f64 / 1000.0)
             .fold(0.0, f64::max);
         metrics::gauge!("harborlist_scheduler_lag_seconds").set(lag);
+        seats::skip_when_full(self, &mut due, now_ms, report).await?;
         for m in &due {
+            if m.state == "skipped" {
+                continue;
+            }
             if m.state == "planned" {
                 if announcements::skip_if_late(self, m, now_ms, report).await? {
                     continue;

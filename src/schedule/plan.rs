@@ -1,5 +1,6 @@
 //! Pure planning: which reminder mailings should exist, given the calendar, the reminder
-//! settings and the time. No I/O here, so every rule is testable with plain values.
+//! settings and the time, who of the list each goes to, and which overdue one is
+//! superseded by a later one. No I/O here, so every rule is testable with plain values.
 
 use chrono::{DateTime, Days, TimeZone, Utc};
 use chrono_tz::Tz;
@@ -8,9 +9,9 @@ use super::content;
 use crate::{
     calendar::Session,
     clock::to_millis,
-    config::ReminderSettings,
+    config::{Audience, RegistrationMode, ReminderSettings},
     domain::HumanDuration,
-    store::queue::{MailingRow, PlannedMailing},
+    store::queue::{MailingRow, PlannedMailing, Segment},
 };
 
 /// The key that makes a reminder go out once per (training, reminder).
@@ -18,11 +19,24 @@ pub fn reminder_key(uid: &str, reminder: &str) -> String {
     format!("reminder:{uid}:{reminder}")
 }
 
+/// Who of the list a reminder with this audience goes to. With registration elsewhere
+/// (`registration.mode = "external"`) harborlist does not know who registered, so every
+/// audience is the whole list (`check` warns about such a reminder).
+pub fn segment(audience: Audience, mode: RegistrationMode) -> Option<Segment> {
+    match (mode, audience) {
+        (RegistrationMode::External, _) | (_, Audience::List) => None,
+        (RegistrationMode::Harborlist, Audience::Registered) => Some(Segment::Registered),
+        (RegistrationMode::Harborlist, Audience::Unregistered) => Some(Segment::Unregistered),
+    }
+}
+
 /// Reminder mailings for the sessions that have not begun, each due `before` its start
-/// and never sent once it has started. Cancelled sessions get none.
+/// and never sent once it has started, to its audience's segment. Cancelled sessions get
+/// none.
 pub fn reminders(
     sessions: &[(Session, u32)],
     reminders: &[ReminderSettings],
+    mode: RegistrationMode,
     now: DateTime<Utc>,
     prodid: &str,
 ) -> Vec<PlannedMailing> {
@@ -45,7 +59,7 @@ pub fn reminders(
                 due_ms: to_millis(due),
                 not_after_ms: Some(to_millis(start)),
                 training: Some(session.id.clone()),
-                segment: None,
+                segment: segment(r.audience, mode),
             });
         }
     }
@@ -69,15 +83,35 @@ pub fn due_at(start: DateTime<Tz>, before: HumanDuration) -> DateTime<Utc> {
 }
 
 /// If `m` is an overdue reminder and a later reminder for the same training is also due,
-/// the later one's key: sending both at once after downtime would be noise.
+/// and reaches the people `m` is still for, the later one's key: sending both at once
+/// after downtime would be noise.
+///
+/// Audiences differ, so a later reminder supersedes only one it covers ([`covers`]): a
+/// list invitation is not superseded by a reminder to those registered (the people who have
+/// not registered yet would then hear nothing), nor is a reminder to those registered by
+/// anything else. Mailings the planner has closed already (an `unregistered` one skipped
+/// for want of seats) are not in `planned` state and so supersede nothing.
 pub fn superseded_by(m: &MailingRow, due: &[MailingRow]) -> Option<String> {
     let training = reminder_training(&m.key)?;
     due.iter()
         .filter(|o| o.id != m.id && o.state == "planned")
         .filter(|o| reminder_training(&o.key) == Some(training))
         .filter(|o| o.due_ms > m.due_ms)
+        .find(|o| covers(o.segment, m.segment))
         .map(|o| o.key.clone())
-        .next()
+}
+
+/// Whether a later mailing to `later` reaches everyone an earlier one to `earlier` still
+/// means something to. The same audience does; so does the whole list for those not
+/// registered (it is more people); and those not registered stand for the whole list where
+/// an invitation is concerned, since the rest of the list has already registered or is
+/// waiting. Those registered are their own audience both ways.
+fn covers(later: Option<Segment>, earlier: Option<Segment>) -> bool {
+    match (later, earlier) {
+        (a, b) if a == b => true,
+        (None, Some(Segment::Unregistered)) | (Some(Segment::Unregistered), None) => true,
+        _ => false,
+    }
 }
 
 /// `reminder:<uid>:<name>` → `<uid>` (UIDs contain `@` and `-` but never `:`).
@@ -99,6 +133,8 @@ mod tests {
             due_ms,
             not_after_ms: None,
             data: "{}".into(),
+            training: None,
+            segment: None,
         }
     }
 
@@ -133,5 +169,48 @@ mod tests {
         assert_eq!(superseded_by(&b, &due), None);
         assert_eq!(superseded_by(&c, &due), None);
         assert_eq!(superseded_by(&row(4, "announcement:x", 1), &due), None);
+    }
+
+    #[test]
+    fn a_later_reminder_supersedes_only_one_whose_audience_it_covers() {
+        let at = |id, name: &str, due, segment| MailingRow {
+            segment,
+            ..row(id, &format!("reminder:training-20270120@x.org:{name}"), due)
+        };
+        let invite = at(1, "invitation", 10, None);
+        let last_call = at(2, "last-call", 20, Some(Segment::Unregistered));
+        let remind = at(3, "reminder", 30, Some(Segment::Registered));
+        // The registered-only reminder covers nobody else.
+        let due = vec![invite.clone(), remind.clone()];
+        assert_eq!(superseded_by(&invite, &due), None);
+        assert_eq!(superseded_by(&remind, &due), None);
+        // The last call to those not registered covers the invitation.
+        let due = vec![invite.clone(), last_call.clone(), remind.clone()];
+        assert_eq!(superseded_by(&invite, &due), Some(last_call.key.clone()));
+        assert_eq!(superseded_by(&last_call, &due), None);
+        // Once skipped (no seats left) it supersedes nothing.
+        let skipped = MailingRow {
+            state: "skipped".into(),
+            ..last_call.clone()
+        };
+        assert_eq!(
+            superseded_by(&invite, &[invite.clone(), skipped, remind]),
+            None
+        );
+    }
+
+    #[test]
+    fn audiences_become_segments_only_when_harborlist_takes_registrations() {
+        use Audience::*;
+        use RegistrationMode::*;
+        assert_eq!(segment(List, Harborlist), None);
+        assert_eq!(segment(Registered, Harborlist), Some(Segment::Registered));
+        assert_eq!(
+            segment(Unregistered, Harborlist),
+            Some(Segment::Unregistered)
+        );
+        for a in [List, Registered, Unregistered] {
+            assert_eq!(segment(a, External), None);
+        }
     }
 }

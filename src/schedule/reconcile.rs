@@ -3,7 +3,11 @@
 //! For each session that has not begun (within `schedule.horizon`):
 //! * first sight: record it at SEQUENCE 0;
 //! * changed (fingerprint differs): bump SEQUENCE; if its reminders already started going
-//!   out, queue `update:<uid>:<seq>` or, for a cancellation, `cancel:<uid>:<seq>`;
+//!   out, or anyone is registered or waiting for it, queue `update:<uid>:<seq>` or, for a
+//!   cancellation, `cancel:<uid>:<seq>`, to the `involved` segment: the list, plus everyone
+//!   registered, waiting or offered a seat, on the list or not. Registrations are kept by
+//!   the session's id, which a move does not change, so the moved session's seats are the
+//!   same seats;
 //! * write its reminder mailings (or update their due time while still only planned).
 //!
 //! Then planned reminder mailings that the configuration no longer asks for — a
@@ -21,7 +25,12 @@ use super::{
 use crate::{
     calendar::Session,
     clock::to_millis,
-    store::{StoreError, queue::PlannedMailing, trainings::TrainingRow},
+    config::RegistrationMode,
+    store::{
+        StoreError,
+        queue::{PlannedMailing, Segment},
+        trainings::TrainingRow,
+    },
 };
 
 pub async fn trainings(p: &Planner, report: &mut TurnReport) -> Result<(), StoreError> {
@@ -54,7 +63,13 @@ pub async fn trainings(p: &Planner, report: &mut TurnReport) -> Result<(), Store
         record(p, &session, now_ms, config_ms, &prodid, report).await?;
     }
 
-    let wanted = plan::reminders(&with_sequence, &settings.reminders, now, &prodid);
+    let wanted = plan::reminders(
+        &with_sequence,
+        &settings.reminders,
+        settings.registration.mode,
+        now,
+        &prodid,
+    );
     let wanted_keys: HashSet<&str> = wanted.iter().map(|m| m.key.as_str()).collect();
     for m in &wanted {
         if p.store.upsert_planned(m, now_ms, config_ms).await? {
@@ -126,7 +141,8 @@ async fn record(
     if previous.cancelled && s.cancelled {
         return Ok(seq32);
     }
-    if p.store.training_announced(&s.uid).await? {
+    let harborlist = p.live.current().settings.registration.mode == RegistrationMode::Harborlist;
+    if p.store.training_announced(&s.uid).await? || (harborlist && has_people(p, &s.id).await?) {
         let (kind, notice) = if s.cancelled {
             ("cancel", Notice::Cancel)
         } else {
@@ -160,7 +176,8 @@ async fn record(
                 start_ms
             }),
             training: Some(s.id.clone()),
-            segment: None,
+            // Those registered or waiting hear of it too, on the list or not.
+            segment: harborlist.then_some(Segment::Involved),
         };
         if p.store.upsert_planned(&mailing, now_ms, i64::MAX).await? {
             tracing::info!(training = %s.uid, kind, sequence, "training changed after it was announced; notice queued");
@@ -168,6 +185,15 @@ async fn record(
         }
     }
     Ok(seq32)
+}
+
+/// Whether anyone is registered, waiting or offered a seat for the session: they need its
+/// update or cancellation even if no list mail about it went out yet.
+async fn has_people(p: &Planner, session_id: &str) -> Result<bool, StoreError> {
+    let counts = p.store.seat_counts().await?;
+    Ok(counts
+        .get(session_id)
+        .is_some_and(|c| c.taken() + c.waitlisted > 0))
 }
 
 /// The session as stored in `trainings.snapshot`, so a training removed from the config

@@ -2,11 +2,12 @@
 //!
 //! A mailing is one thing sent to an audience, under a natural key (`confirm:…`,
 //! `reminder:<training>:<name>`, `announcement:<id>`) so that planning it twice is a no-op.
-//! Fan-out turns a due list mailing into one `deliveries` row per active subscriber, in
-//! batches, `ON CONFLICT DO NOTHING`. What happens to the deliveries after that (claim,
+//! Fan-out turns a due list mailing into one `deliveries` row per subscriber of its
+//! [`Segment`] (every active subscriber when it has none), in batches by subscriber id,
+//! `ON CONFLICT DO NOTHING`. What happens to the deliveries after that (claim,
 //! record, lease expiry) is in [`super::delivery`].
 
-use sqlx::{Any, Row, Transaction};
+use sqlx::{Any, AssertSqlSafe, Row, Transaction};
 
 use super::{Result, Store};
 
@@ -84,6 +85,35 @@ pub enum Segment {
 }
 
 impl Segment {
+    /// The `subscribers` rows a mailing with this segment goes to, as a condition on
+    /// `subscribers` where `{training}` stands for the placeholder of the mailing's training
+    /// (not used by `None`). Only the segment picks the text, never input.
+    ///
+    /// * `None`: active subscribers (answered from the `subscribers_active` index).
+    /// * `Registered`: whoever holds a seat, whatever their list status: the reminder is
+    ///   about their own registration, like the registration mail, so leaving the list (or
+    ///   bouncing list mail once) does not stop it. Only a forgotten person (no row) is out.
+    /// * `Unregistered`: active, with no live registration.
+    /// * `Involved`: active, or with a live registration.
+    pub(super) fn filter(segment: Option<Self>) -> &'static str {
+        match segment {
+            None => "status = 'active'",
+            Some(Self::Registered) => {
+                "id IN (SELECT subscriber_id FROM registrations
+                        WHERE session_id = {training} AND status IN ('registered', 'attended'))"
+            }
+            Some(Self::Unregistered) => {
+                "status = 'active' AND NOT EXISTS (SELECT 1 FROM registrations r
+                        WHERE r.subscriber_id = subscribers.id AND r.session_id = {training}
+                          AND r.status IN ('registered', 'waitlisted', 'offered', 'attended'))"
+            }
+            Some(Self::Involved) => {
+                "(status = 'active' OR id IN (SELECT subscriber_id FROM registrations
+                        WHERE session_id = {training} AND status IN ('registered', 'waitlisted', 'offered', 'attended')))"
+            }
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Registered => "registered",
@@ -132,6 +162,10 @@ pub struct MailingRow {
     pub due_ms: i64,
     pub not_after_ms: Option<i64>,
     pub data: String,
+    /// The session it is about (its id), if any.
+    pub training: Option<String>,
+    /// Who of the list it goes to (`None`: every active subscriber).
+    pub segment: Option<Segment>,
 }
 
 impl Store {
@@ -178,7 +212,7 @@ impl Store {
 
     pub async fn mailing_by_key(&self, key: &str) -> Result<Option<MailingRow>> {
         let row = sqlx::query(
-            "SELECT id, key, kind, state, due_at, not_after, data FROM mailings WHERE key = $1",
+            "SELECT id, key, kind, state, due_at, not_after, data, training, segment FROM mailings WHERE key = $1",
         )
         .bind(key)
         .fetch_optional(self.pool())
@@ -189,7 +223,7 @@ impl Store {
     /// Planned list mailings whose keys start with `prefix`, for reconciling with config.
     pub async fn planned_with_prefix(&self, prefix: &str) -> Result<Vec<MailingRow>> {
         let rows = sqlx::query(
-            "SELECT id, key, kind, state, due_at, not_after, data FROM mailings
+            "SELECT id, key, kind, state, due_at, not_after, data, training, segment FROM mailings
              WHERE state = 'planned' AND audience = 'list' AND substr(key, 1, CAST($1 AS INTEGER)) = $2",
         )
         .bind(prefix.len() as i64)
@@ -273,7 +307,7 @@ impl Store {
     /// List mailings that are due (or mid-fan-out), earliest first.
     pub async fn due_mailings(&self, now_ms: i64) -> Result<Vec<MailingRow>> {
         let rows = sqlx::query(
-            "SELECT id, key, kind, state, due_at, not_after, data FROM mailings
+            "SELECT id, key, kind, state, due_at, not_after, data, training, segment FROM mailings
              WHERE state IN ('planned', 'fanning') AND audience = 'list' AND due_at <= $1
              ORDER BY due_at",
         )
@@ -293,29 +327,38 @@ impl Store {
 
     /// Adds up to `batch` deliveries for a due mailing, continuing from its cursor. Returns
     /// how many subscribers the batch covered; 0 means the fan-out is complete (and the
-    /// mailing is then marked `fanned`).
+    /// mailing is then marked `fanned`). The mailing's segment picks who (see
+    /// [`Segment::filter`]); every segment pages by subscriber id, so the cursor works the
+    /// same for all of them and a restart mid-fan-out goes on where it stopped.
     pub async fn fan_out_batch(&self, mailing_id: i64, batch: i64, now_ms: i64) -> Result<u64> {
         let mut tx = self.begin().await?;
-        let row = sqlx::query("SELECT fanout_cursor, state FROM mailings WHERE id = $1")
-            .bind(mailing_id)
-            .fetch_one(&mut *tx)
-            .await?;
+        let row = sqlx::query(
+            "SELECT fanout_cursor, state, training, segment FROM mailings WHERE id = $1",
+        )
+        .bind(mailing_id)
+        .fetch_one(&mut *tx)
+        .await?;
         let cursor: i64 = row.try_get("fanout_cursor")?;
         let state: String = row.try_get("state")?;
+        let training: Option<String> = row.try_get("training")?;
+        let segment = Segment::parse(row.try_get::<Option<String>, _>("segment")?.as_deref())?;
         if state != "planned" && state != "fanning" {
             tx.rollback().await?;
             return Ok(0);
         }
-        let upper: Option<i64> = sqlx::query(
+        // The training is bound last, and only where the segment's condition names it.
+        let filter = |t: &str| Segment::filter(segment).replace("{training}", t);
+        let page = format!(
             "SELECT MAX(id) AS upper FROM (
-                 SELECT id FROM subscribers WHERE status = 'active' AND id > $1 ORDER BY id LIMIT $2
+                 SELECT id FROM subscribers WHERE {} AND id > $1 ORDER BY id LIMIT $2
              ) AS page",
-        )
-        .bind(cursor)
-        .bind(batch)
-        .fetch_one(&mut *tx)
-        .await?
-        .try_get("upper")?;
+            filter("$3")
+        );
+        let mut query = sqlx::query(AssertSqlSafe(page)).bind(cursor).bind(batch);
+        if segment.is_some() {
+            query = query.bind(training.clone());
+        }
+        let upper: Option<i64> = query.fetch_one(&mut *tx).await?.try_get("upper")?;
         let Some(upper) = upper else {
             sqlx::query("UPDATE mailings SET state = 'fanned', updated_at = $1 WHERE id = $2")
                 .bind(now_ms)
@@ -325,19 +368,23 @@ impl Store {
             tx.commit().await?;
             return Ok(0);
         };
-        let inserted = sqlx::query(
+        let insert = format!(
             "INSERT INTO deliveries (mailing_id, subscriber_id, priority, state, next_attempt_at)
-             SELECT $1, id, $2, 'queued', $3 FROM subscribers
-             WHERE status = 'active' AND id > $4 AND id <= $5
+             SELECT $3, id, $4, 'queued', $5 FROM subscribers
+             WHERE {} AND id > $1 AND id <= $2
              ON CONFLICT (mailing_id, subscriber_id) DO NOTHING",
-        )
-        .bind(mailing_id)
-        .bind(PRIORITY_LIST)
-        .bind(now_ms)
-        .bind(cursor)
-        .bind(upper)
-        .execute(&mut *tx)
-        .await?;
+            filter("$6")
+        );
+        let mut query = sqlx::query(AssertSqlSafe(insert))
+            .bind(cursor)
+            .bind(upper)
+            .bind(mailing_id)
+            .bind(PRIORITY_LIST)
+            .bind(now_ms);
+        if segment.is_some() {
+            query = query.bind(training);
+        }
+        let inserted = query.execute(&mut *tx).await?;
         sqlx::query("UPDATE mailings SET state = 'fanning', fanout_cursor = $1, updated_at = $2 WHERE id = $3")
             .bind(upper)
             .bind(now_ms)
@@ -358,5 +405,7 @@ fn mailing_row(r: &sqlx::any::AnyRow) -> Result<MailingRow> {
         due_ms: r.try_get("due_at")?,
         not_after_ms: r.try_get("not_after")?,
         data: r.try_get("data")?,
+        training: r.try_get("training")?,
+        segment: Segment::parse(r.try_get::<Option<String>, _>("segment")?.as_deref())?,
     })
 }

@@ -2,9 +2,9 @@
 //! writable database), and the numbers behind `registrations report`.
 
 use serde::Serialize;
-use sqlx::Row;
+use sqlx::{AssertSqlSafe, Row};
 
-use super::{Backend, Result, Store, placeholders};
+use super::{Backend, Result, Store, placeholders, queue::Segment};
 
 #[derive(Debug, Clone, Serialize)]
 pub struct MailingSummary {
@@ -12,8 +12,8 @@ pub struct MailingSummary {
     pub kind: String,
     pub state: String,
     pub due_ms: i64,
-    /// For planned list mailings: the active subscribers now (the audience is fixed at the
-    /// due time). Otherwise: deliveries written.
+    /// For planned list mailings: who of its segment there is now (the active subscribers,
+    /// for most; the audience is fixed at the due time). Otherwise: deliveries written.
     pub audience: i64,
     pub sent: i64,
     pub failed: i64,
@@ -170,29 +170,55 @@ impl Store {
 
     /// Planned list mailings, soonest first.
     pub async fn upcoming_mailings(&self, limit: i64) -> Result<Vec<MailingSummary>> {
-        let audience = self.active_subscribers().await?;
+        let active = self.active_subscribers().await?;
         let rows = sqlx::query(
-            "SELECT key, kind, state, due_at FROM mailings WHERE state = 'planned' AND audience = 'list'
+            "SELECT key, kind, state, due_at, training, segment FROM mailings
+             WHERE state = 'planned' AND audience = 'list'
              ORDER BY due_at LIMIT $1",
         )
         .bind(limit)
         .fetch_all(self.pool())
         .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(MailingSummary {
-                    key: r.try_get("key")?,
-                    kind: r.try_get("kind")?,
-                    state: r.try_get("state")?,
-                    due_ms: r.try_get("due_at")?,
-                    audience,
-                    sent: 0,
-                    failed: 0,
-                    pending: 0,
-                    skipped: 0,
-                })
-            })
-            .collect()
+        let mut out = Vec::with_capacity(rows.len());
+        for r in &rows {
+            let segment = Segment::parse(r.try_get::<Option<String>, _>("segment")?.as_deref())?;
+            let audience = match segment {
+                None => active,
+                Some(_) => {
+                    let training: Option<String> = r.try_get("training")?;
+                    self.segment_size(segment, training).await?
+                }
+            };
+            out.push(MailingSummary {
+                key: r.try_get("key")?,
+                kind: r.try_get("kind")?,
+                state: r.try_get("state")?,
+                due_ms: r.try_get("due_at")?,
+                audience,
+                sent: 0,
+                failed: 0,
+                pending: 0,
+                skipped: 0,
+            });
+        }
+        Ok(out)
+    }
+
+    /// How many a mailing to `segment` about `training` would reach now.
+    async fn segment_size(
+        &self,
+        segment: Option<Segment>,
+        training: Option<String>,
+    ) -> Result<i64> {
+        let sql = format!(
+            "SELECT COUNT(*) AS n FROM subscribers WHERE {}",
+            Segment::filter(segment).replace("{training}", "$1")
+        );
+        Ok(sqlx::query(AssertSqlSafe(sql))
+            .bind(training)
+            .fetch_one(self.pool())
+            .await?
+            .try_get("n")?)
     }
 
     /// List mailings that went out (or were closed), most recent first, with delivery counts.

@@ -161,7 +161,13 @@ fn exercise(dir: &Path) -> Reached {
         .calendar
         .sessions_between(now, s.schedule.horizon.after(now));
     let with_seq: Vec<_> = sessions.into_iter().map(|x| (x, 0)).collect();
-    let _ = plan::reminders(&with_seq, &s.reminders, now, "-//fuzz//EN");
+    let _ = plan::reminders(
+        &with_seq,
+        &s.reminders,
+        s.registration.mode,
+        now,
+        "-//fuzz//EN",
+    );
     if clean {
         Reached::Accepted
     } else {

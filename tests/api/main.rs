@@ -22,6 +22,7 @@ mod observability;
 mod registration;
 mod registration_seats;
 mod registrations_cli;
+mod registration_plan;
 mod relay_faults;
 mod reload;
 mod reminders;

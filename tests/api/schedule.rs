@@ -10,7 +10,7 @@ use chrono::{DateTime, Utc};
 use harborlist::{
     calendar::ChangeSettings,
     clock::{Clock, ManualClock},
-    config::Settings,
+    config::{Audience, Settings},
     domain::TokenKey,
     runtime::{Live, Runtime},
     schedule::Planner,
@@ -121,6 +121,7 @@ both_backends!(
     nothing_goes_out_before_it_is_due,
     a_due_reminder_reaches_each_active_subscriber_once,
     after_downtime_only_the_latest_overdue_reminder_goes,
+    after_downtime_a_reminder_for_those_registered_leaves_the_invitation_to_go,
     nothing_is_sent_for_a_training_that_has_begun,
     a_cancelled_training_gets_a_notice_instead_of_reminders,
     a_training_moved_before_any_mail_just_reschedules,
@@ -184,7 +185,15 @@ async fn a_due_reminder_reaches_each_active_subscriber_once(backend: Backend) {
 }
 
 async fn after_downtime_only_the_latest_overdue_reminder_goes(backend: Backend) {
-    let w = World::new(backend, "2026-12-01T00:00:00Z").await;
+    let mut w = World::new(backend, "2026-12-01T00:00:00Z").await;
+    // Both to the list: the later one reaches everyone the earlier one would have. (The
+    // shipped 2-day reminder is for those registered only, and supersedes no invitation:
+    // see the test after this one and tests/api/registration_plan.rs.)
+    w.reconfigure(|s| {
+        for r in &mut s.reminders {
+            r.audience = Audience::List;
+        }
+    });
     w.turn_at("2026-12-01T00:00:00Z").await;
     // Down from Dec 1 to Jan 19: both reminders fell due meanwhile; the training is tomorrow.
     let report = w.turn_at("2027-01-19T08:00:00Z").await;
@@ -193,6 +202,27 @@ async fn after_downtime_only_the_latest_overdue_reminder_goes(backend: Backend) 
     assert_eq!(w.deliveries(REMIND).await.len(), 2);
     assert!(w.deliveries(INVITE).await.is_empty());
     assert_eq!((report.skipped, report.fanned_out), (1, 1), "{report:?}");
+}
+
+async fn after_downtime_a_reminder_for_those_registered_leaves_the_invitation_to_go(
+    backend: Backend,
+) {
+    let w = World::new(backend, "2026-12-01T00:00:00Z").await;
+    w.turn_at("2026-12-01T00:00:00Z").await;
+    // The shipped defaults: the 2-day reminder is for those registered (nobody here), so
+    // those on the list who have not registered still get the invitation, once.
+    let report = w.turn_at("2027-01-19T08:00:00Z").await;
+    assert_eq!(w.state(INVITE).await.as_deref(), Some("fanned"));
+    assert_eq!(
+        w.deliveries(INVITE).await,
+        vec!["a@example.org", "b@example.org"]
+    );
+    assert_eq!(w.state(REMIND).await.as_deref(), Some("fanned"));
+    assert!(
+        w.deliveries(REMIND).await.is_empty(),
+        "nobody is registered"
+    );
+    assert_eq!((report.skipped, report.fanned_out), (0, 2), "{report:?}");
 }
 
 async fn nothing_is_sent_for_a_training_that_has_begun(backend: Backend) {

@@ -24,7 +24,10 @@ use crate::{
         transport::{Class, Stage},
     },
     send::backoff::{jitter, retry_delay},
-    store::{delivery::Claimed, record::Outcome},
+    store::{
+        delivery::Claimed, queue::Segment, record::Outcome, registrations::KIND_REGISTRATION,
+        registrations::RegStatus, subscriptions::Status,
+    },
 };
 
 impl Sender {
@@ -35,7 +38,9 @@ impl Sender {
         shutdown: &CancellationToken,
         slot: &mut Option<OwnedSemaphorePermit>,
     ) -> Outcome {
-        let list_mail = is_list_mail(&c.mailing.kind);
+        // List mail to someone not on the list (a registrant's reminder or notice) goes as
+        // transactional mail: no footer, no List-Unsubscribe for a list they are not on.
+        let list_mail = is_list_mail(&c.mailing.kind) && c.status == Status::Active.as_str();
         if self.relay.is_paused() {
             // The relay is failing: hold the message without spending an attempt.
             return Outcome::Released {
@@ -216,14 +221,96 @@ impl Sender {
         {
             return Some("too late: the training has begun".into());
         }
-        let wanted: &[&str] = match c.mailing.kind.as_str() {
-            // A confirmation goes to whoever asked, unless they are already in.
-            "confirm" => &["pending", "unsubscribed", "bouncing"],
-            "goodbye" => &["unsubscribed"],
-            // Registration mail is transactional: it goes whatever the list status.
-            crate::store::registrations::KIND_REGISTRATION => return None,
-            _ => &["active"],
+        let status = match Status::parse(&c.status) {
+            Ok(s) => s,
+            Err(e) => return Some(e.to_string()),
         };
-        (!wanted.contains(&c.status.as_str())).then(|| format!("subscriber is {}", c.status))
+        let registration = c.registration.as_ref().map(|r| r.status);
+        recipient_skip(&c.mailing.kind, c.mailing.segment, status, registration)
+    }
+}
+
+/// Whether this recipient should still get mail of `kind` to `segment`, judged at send
+/// time (the fan-out picked them earlier; they may have left, registered or given up their
+/// seat since): `None` to send, or the reason not to.
+///
+/// * A confirmation goes to whoever asked, unless they are already in; a goodbye to who
+///   left.
+/// * Registration mail goes whatever the list status: it is about the person's own
+///   registration (a forgotten person has no row, so nothing is claimed for them).
+/// * List mail goes by its segment: the whole list to active subscribers; `registered` to
+///   those who hold their seat; `unregistered` to active subscribers who have not since
+///   registered, joined the waiting list or been offered a seat; `involved` to active
+///   subscribers and anyone still registered, waiting or offered a seat.
+fn recipient_skip(
+    kind: &str,
+    segment: Option<Segment>,
+    status: Status,
+    registration: Option<RegStatus>,
+) -> Option<String> {
+    let active = status == Status::Active;
+    let live = registration.is_some_and(RegStatus::is_live);
+    let send = match (kind, segment) {
+        ("confirm", _) => status != Status::Active,
+        ("goodbye", _) => status == Status::Unsubscribed,
+        (KIND_REGISTRATION, _) => true,
+        (_, None) => active,
+        (_, Some(Segment::Registered)) => {
+            return match registration {
+                Some(RegStatus::Registered | RegStatus::Attended) => None,
+                Some(other) => Some(format!("registration is {}", other.as_str())),
+                None => Some("not registered".into()),
+            };
+        }
+        (_, Some(Segment::Unregistered)) if active && live => {
+            return registration.map(|r| format!("registration is {} now", r.as_str()));
+        }
+        (_, Some(Segment::Unregistered)) => active,
+        (_, Some(Segment::Involved)) => active || live,
+    };
+    (!send).then(|| format!("subscriber is {}", status.as_str()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_segment_is_checked_again_at_send_time() {
+        use RegStatus as R;
+        use Status as S;
+        let skip = |kind, seg, st, reg| recipient_skip(kind, seg, st, reg).is_some();
+        // Registration mail goes whatever the list status.
+        for st in [S::Pending, S::Active, S::Unsubscribed, S::Bouncing] {
+            assert!(!skip(KIND_REGISTRATION, None, st, Some(R::Registered)));
+        }
+        // The whole list: active only.
+        assert!(!skip("reminder", None, S::Active, None));
+        assert!(skip("reminder", None, S::Pending, Some(R::Registered)));
+        // Registered: holds the seat, on the list or not.
+        let reg = Some(Segment::Registered);
+        assert!(!skip("reminder", reg, S::Pending, Some(R::Registered)));
+        assert!(!skip("reminder", reg, S::Unsubscribed, Some(R::Attended)));
+        assert!(skip("reminder", reg, S::Active, Some(R::Cancelled)));
+        assert!(skip("reminder", reg, S::Active, Some(R::Waitlisted)));
+        assert!(skip("reminder", reg, S::Active, None));
+        // Unregistered: active, and still no live registration.
+        let unreg = Some(Segment::Unregistered);
+        assert!(!skip("reminder", unreg, S::Active, None));
+        assert!(!skip("reminder", unreg, S::Active, Some(R::Cancelled)));
+        assert!(skip("reminder", unreg, S::Active, Some(R::Waitlisted)));
+        assert!(skip("reminder", unreg, S::Active, Some(R::Registered)));
+        assert!(skip("reminder", unreg, S::Unsubscribed, None));
+        // Involved: active, or still in.
+        let inv = Some(Segment::Involved);
+        assert!(!skip("cancel", inv, S::Active, None));
+        assert!(!skip("cancel", inv, S::Pending, Some(R::Waitlisted)));
+        assert!(!skip("update", inv, S::Unsubscribed, Some(R::Offered)));
+        assert!(skip("update", inv, S::Pending, Some(R::Cancelled)));
+        assert!(skip("update", inv, S::Pending, None));
+        // Confirmation and goodbye as before.
+        assert!(skip("confirm", None, S::Active, None));
+        assert!(!skip("confirm", None, S::Bouncing, None));
+        assert!(!skip("goodbye", None, S::Unsubscribed, None));
     }
 }
