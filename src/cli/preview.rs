@@ -95,7 +95,7 @@ fn compose(settings: Settings, what: &Selection) -> anyhow::Result<(Runtime, Com
         template: &template,
         list_mail: is_list_mail(&template),
         data: &data,
-        training: None,
+        training: crate::mail::context::training_of(&data),
     };
     let nonce = new_nonce();
     let recipient = Recipient {

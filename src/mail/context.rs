@@ -108,9 +108,28 @@ pub struct Letter<'a> {
 
 /// Whether mail of this kind (or template) is list mail, carrying List-* headers and an
 /// unsubscribe link: everything from the welcome on, but not the confirmation request
-/// (the person has not joined yet) nor the goodbye (they have just left).
+/// (the person has not joined yet), the goodbye (they have just left), nor registration
+/// mail (kind `registration`, templates `registration_confirm`, `registered`, `waitlisted`,
+/// `seat_offer`), which is about one person's registration whether or not they are on the
+/// list. Even list mail goes as transactional mail to a recipient who is not on the list
+/// (see [`Composer::compose`]).
 pub fn is_list_mail(kind: &str) -> bool {
-    !matches!(kind, "confirm" | "goodbye")
+    !matches!(
+        kind,
+        "confirm"
+            | "goodbye"
+            | crate::store::registrations::KIND_REGISTRATION
+            | "registration_confirm"
+            | "registered"
+            | "waitlisted"
+            | "seat_offer"
+    )
+}
+
+/// The session a mailing's data is about (`training.id`), if any: what preview and `check`
+/// pass as [`Letter::training`].
+pub fn training_of(data: &Value) -> Option<&str> {
+    data.get("training")?.get("id")?.as_str()
 }
 
 /// A message ready for the transport.

@@ -9,6 +9,7 @@ mod client;
 mod confirm;
 mod guard;
 mod limit;
+mod member;
 mod pages;
 pub mod server;
 mod subscribe;
@@ -89,6 +90,10 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/trainings", get(trainings::page))
         .route("/trainings.ics", get(trainings::feed))
+        .route(
+            "/trainings/{id}/register/{link}",
+            get(member::page).post(member::submit),
+        )
         .route("/healthz", get(healthz))
         .fallback(not_found)
         .layer(axum::middleware::from_fn_with_state(

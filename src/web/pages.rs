@@ -8,7 +8,7 @@ use axum::{
 use serde::Serialize;
 use serde_json::json;
 
-use super::{AppState, subscribe, trainings};
+use super::{AppState, member, subscribe, trainings};
 use crate::{calendar::Session, config::Settings};
 
 #[derive(Debug, Serialize)]
@@ -99,7 +99,7 @@ impl Page {
 }
 
 /// The pages every route renders with: each must exist under `templates/web/`.
-pub const PAGES: &[&str] = &["page", "subscribe", "trainings"];
+pub const PAGES: &[&str] = &["page", "subscribe", "trainings", member::PAGE];
 
 /// Adds the list's details as `list`, as every page gets them.
 fn with_list(settings: &Settings, mut data: serde_json::Value) -> serde_json::Value {
@@ -135,6 +135,13 @@ pub fn samples(
         ("trainings", trainings::page_data(&[])),
     ]
     .into_iter()
+    .chain(sessions.first().into_iter().flat_map(|s| {
+        let action = "/trainings/sample/register/1.sample";
+        [
+            (member::PAGE, member::page_data(s, 3, action)),
+            (member::PAGE, member::page_data(s, 0, action)),
+        ]
+    }))
     .map(|(page, data)| (page, with_list(settings, data)))
     .collect()
 }
