@@ -21,6 +21,7 @@ mod limits;
 mod observability;
 mod relay_faults;
 mod reload;
+mod registration_member;
 mod reminders;
 mod schedule;
 mod subscribe;
