@@ -19,9 +19,9 @@ use super::{
     message::{self, CalendarPart, ListHeaders, Parts},
 };
 use crate::{
-    config::{RegistrationMode, Settings},
-    domain::{HumanDuration, TokenKey, TokenPurpose},
+    config::Settings,
     store::registrations::RegStatus,
+    domain::{TokenKey, TokenPurpose},
     templates::EmailTemplates,
 };
 
@@ -39,9 +39,9 @@ pub struct Identity {
     pub timezone: chrono_tz::Tz,
     /// `registration.mode`: only with harborlist's own registration do list mails carry a
     /// personal Register link.
-    pub registration_mode: RegistrationMode,
+    pub registration_mode: crate::config::RegistrationMode,
     /// `registration.closes_before`: the Register link is left out from then on.
-    pub closes_before: HumanDuration,
+    pub closes_before: crate::domain::HumanDuration,
 }
 
 impl Identity {
@@ -108,28 +108,9 @@ pub struct Letter<'a> {
 
 /// Whether mail of this kind (or template) is list mail, carrying List-* headers and an
 /// unsubscribe link: everything from the welcome on, but not the confirmation request
-/// (the person has not joined yet), the goodbye (they have just left), nor registration
-/// mail (kind `registration`, templates `registration_confirm`, `registered`, `waitlisted`,
-/// `seat_offer`), which is about one person's registration whether or not they are on the
-/// list. Even list mail goes as transactional mail to a recipient who is not on the list
-/// (see [`Composer::compose`]).
+/// (the person has not joined yet) nor the goodbye (they have just left).
 pub fn is_list_mail(kind: &str) -> bool {
-    !matches!(
-        kind,
-        "confirm"
-            | "goodbye"
-            | crate::store::registrations::KIND_REGISTRATION
-            | "registration_confirm"
-            | "registered"
-            | "waitlisted"
-            | "seat_offer"
-    )
-}
-
-/// The session a mailing's data is about (`training.id`), if any: what preview and `check`
-/// pass as [`Letter::training`].
-pub fn training_of(data: &Value) -> Option<&str> {
-    data.get("training")?.get("id")?.as_str()
+    !matches!(kind, "confirm" | "goodbye")
 }
 
 /// A message ready for the transport.
@@ -301,6 +282,12 @@ impl Composer {
     }
 }
 
+/// The session a mailing's data is about (`training.id`), if any: what preview and `check`
+/// pass as [`Letter::training`].
+pub fn training_of(data: &Value) -> Option<&str> {
+    data.get("training")?.get("id")?.as_str()
+}
+
 /// What list mail says about the recipient and the letter's training: whether to show the
 /// unsubscribe footer (`list_mail`), the member's personal one-click Register link
 /// (`register_url`), their own registration if they have one (`my_registration`, with its
@@ -331,7 +318,7 @@ impl Composer {
             (Some(_), Some(reg)) => self.my_registration(&reg),
             _ => Value::Null,
         };
-        let external = self.identity.registration_mode == RegistrationMode::External;
+        let external = self.identity.registration_mode == crate::config::RegistrationMode::External;
         if let Some(obj) = ctx.as_object_mut() {
             obj.insert("list_mail".into(), json!(list_mail));
             obj.insert("register_url".into(), json!(register_url));
@@ -354,7 +341,7 @@ impl Composer {
             .and_then(Value::as_str)
             .and_then(|s| DateTime::parse_from_rfc3339(s).ok())
             .map(|s| s.with_timezone(&Utc));
-        self.identity.registration_mode == RegistrationMode::Harborlist
+        self.identity.registration_mode == crate::config::RegistrationMode::Harborlist
             && !cancelled
             && start.is_some_and(|start| now < self.identity.closes_before.before(start))
     }
