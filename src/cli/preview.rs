@@ -9,15 +9,15 @@ use chrono::{DateTime, NaiveDate, Utc};
 use crate::preflight::samples;
 use crate::{
     config::{Audience, RegistrationMode, Settings},
-    mail::context::RecipientRegistration,
-    store::registrations::RegStatus,
     domain::{SubscriberEmail, new_nonce},
+    mail::context::RecipientRegistration,
     mail::{
         Letter, Recipient, Transport,
         context::{Composed, is_list_mail},
     },
     runtime::Runtime,
     schedule::announcements,
+    store::registrations::RegStatus,
 };
 
 /// Which message: a template (with sample data) or an announcement from the config.

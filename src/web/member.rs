@@ -134,11 +134,22 @@ pub async fn submit(
     };
     let outcome = state
         .store
-        .register_directly(&seats, &who, link, RegSource::Link, false, evidence, to_millis(now))
+        .register_directly(
+            &seats,
+            &who,
+            link,
+            RegSource::Link,
+            false,
+            evidence,
+            to_millis(now),
+        )
         .await;
     match outcome {
         Ok(outcome) => {
-            if matches!(outcome, SeatOutcome::Registered | SeatOutcome::Waitlisted { .. }) {
+            if matches!(
+                outcome,
+                SeatOutcome::Registered | SeatOutcome::Waitlisted { .. }
+            ) {
                 state.wake.notify_one();
                 metrics::counter!("harborlist_registrations_total", "source" => "link")
                     .increment(1);
@@ -217,15 +228,21 @@ fn already(status: RegStatus, when: &str) -> Page {
     let (title, text) = match status {
         RegStatus::Waitlisted => (
             "You're already on the waiting list",
-            format!("You're on the waiting list for the training on {when}. We'll write to you when a seat frees up."),
+            format!(
+                "You're on the waiting list for the training on {when}. We'll write to you when a seat frees up."
+            ),
         ),
         RegStatus::Offered => (
             "A seat is waiting for you",
-            format!("A seat at the training on {when} is held for you. Use the link in the mail we sent you to claim it."),
+            format!(
+                "A seat at the training on {when} is held for you. Use the link in the mail we sent you to claim it."
+            ),
         ),
         _ => (
             "You're already registered",
-            format!("You're already registered for the training on {when}. Nothing has changed. See you there!"),
+            format!(
+                "You're already registered for the training on {when}. Nothing has changed. See you there!"
+            ),
         ),
     };
     Page::new(title, StatusCode::OK).message(text)
@@ -266,7 +283,10 @@ fn refused(state: &AppState, why: Refusal, id: &str) -> Response {
     };
     let mut page = Page::new(title, status).message(text);
     if why == Refusal::NotMember {
-        page = page.link("Register on the training's page", format!("/trainings/{id}"));
+        page = page.link(
+            "Register on the training's page",
+            format!("/trainings/{id}"),
+        );
     }
     page.link("See the upcoming trainings", "/trainings")
         .render(state)

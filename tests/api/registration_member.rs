@@ -16,14 +16,14 @@ use harborlist::{
     },
     runtime::Runtime,
     schedule::content,
-    store::registrations::{
-        Evidence, NewLink, RegSource, RegStatus, Registrant, SeatOutcome,
-    },
+    store::registrations::{Evidence, NewLink, RegSource, RegStatus, Registrant, SeatOutcome},
 };
 
 use crate::{
     both_backends,
-    helpers::{Backend, MailSink, TestApp, app, eventually, header, html_of, link_in, seed, text_of},
+    helpers::{
+        Backend, MailSink, TestApp, app, eventually, header, html_of, link_in, seed, text_of,
+    },
 };
 
 both_backends!(
@@ -68,13 +68,17 @@ async fn world(
 
 /// The first message to `email` whose text contains `marker`.
 async fn mail_to(app: &TestApp, email: &str, marker: &str) -> Vec<u8> {
-    eventually(30, &format!("a mail to {email} with {marker:?}"), || async {
-        app.sink
-            .to(email)
-            .into_iter()
-            .find(|m| text_of(&m.bytes).contains(marker))
-            .map(|m| m.bytes)
-    })
+    eventually(
+        30,
+        &format!("a mail to {email} with {marker:?}"),
+        || async {
+            app.sink
+                .to(email)
+                .into_iter()
+                .find(|m| text_of(&m.bytes).contains(marker))
+                .map(|m| m.bytes)
+        },
+    )
     .await
 }
 
@@ -110,7 +114,15 @@ async fn register(app: &TestApp, email: &str) -> String {
     };
     let outcome = app
         .store
-        .register_directly(&seats, &who, link, RegSource::Staff, false, Evidence::default(), to_millis(now))
+        .register_directly(
+            &seats,
+            &who,
+            link,
+            RegSource::Staff,
+            false,
+            Evidence::default(),
+            to_millis(now),
+        )
         .await
         .expect("register");
     assert_eq!(outcome, SeatOutcome::Registered);
@@ -144,25 +156,54 @@ async fn one_click_registration_from_an_invitation(backend: Backend) {
     let (app, clock) = world(backend, |_| {}).await;
     clock.set(at(AFTER_DUE));
     let mail = invitation_to(&app, "a@example.org").await;
-    assert!(text_of(&mail).contains("Register (one click)"), "{}", text_of(&mail));
+    assert!(
+        text_of(&mail).contains("Register (one click)"),
+        "{}",
+        text_of(&mail)
+    );
     let link = link_in(&mail, "/register/");
-    assert!(link.contains(&format!("/trainings/{SESSION}/register/")), "{link}");
-    assert!(html_of(&mail).contains(&link), "the HTML part has the same link");
-    assert!(header(&mail, "List-Unsubscribe").is_some(), "list mail to a member");
+    assert!(
+        link.contains(&format!("/trainings/{SESSION}/register/")),
+        "{link}"
+    );
+    assert!(
+        html_of(&mail).contains(&link),
+        "the HTML part has the same link"
+    );
+    assert!(
+        header(&mail, "List-Unsubscribe").is_some(),
+        "list mail to a member"
+    );
 
     // GET shows the session and the button, and changes nothing.
     let (code, body) = get(&app, &link).await;
     assert_eq!(code, 200, "{body}");
-    assert!(body.contains("Register me") && body.contains("method=\"post\""), "{body}");
-    assert!(body.contains("1605 Eustis Street") && body.contains("30 left"), "{body}");
+    assert!(
+        body.contains("Register me") && body.contains("method=\"post\""),
+        "{body}"
+    );
+    assert!(
+        body.contains("1605 Eustis Street") && body.contains("30 left"),
+        "{body}"
+    );
     assert_eq!(app.get(&link).await.status(), 200);
-    assert_eq!(status_of(&app, "a@example.org").await, None, "GET changes nothing");
+    assert_eq!(
+        status_of(&app, "a@example.org").await,
+        None,
+        "GET changes nothing"
+    );
 
     // POST registers at once.
     let (code, body) = post(&app, &link).await;
     assert_eq!(code, 200, "{body}");
-    assert!(body.contains("You&#x27;re registered") || body.contains("You're registered"), "{body}");
-    assert_eq!(status_of(&app, "a@example.org").await, Some(RegStatus::Registered));
+    assert!(
+        body.contains("You&#x27;re registered") || body.contains("You're registered"),
+        "{body}"
+    );
+    assert_eq!(
+        status_of(&app, "a@example.org").await,
+        Some(RegStatus::Registered)
+    );
     let (_, page) = get(&app, &link).await;
     assert!(page.contains("29 left"), "{page}");
 
@@ -170,7 +211,10 @@ async fn one_click_registration_from_an_invitation(backend: Backend) {
     let (code, body) = post(&app, &link).await;
     assert_eq!(code, 200);
     assert!(body.contains("already registered"), "{body}");
-    assert_eq!(status_of(&app, "a@example.org").await, Some(RegStatus::Registered));
+    assert_eq!(
+        status_of(&app, "a@example.org").await,
+        Some(RegStatus::Registered)
+    );
 
     // A tampered link, or one moved to another session, is refused.
     let mut tampered = link.clone();
@@ -206,11 +250,20 @@ async fn a_full_training_waitlists_the_member_and_a_closed_one_refuses(backend: 
     // The page says it is full before anyone presses anything.
     let (code, page) = get(&app, &b).await;
     assert_eq!(code, 200);
-    assert!(page.contains("Full") && page.contains("Put me on the waiting list"), "{page}");
+    assert!(
+        page.contains("Full") && page.contains("Put me on the waiting list"),
+        "{page}"
+    );
     let (code, body) = post(&app, &b).await;
     assert_eq!(code, 200, "{body}");
-    assert!(body.contains("waiting list") && body.contains("number 1"), "{body}");
-    assert_eq!(status_of(&app, "b@example.org").await, Some(RegStatus::Waitlisted));
+    assert!(
+        body.contains("waiting list") && body.contains("number 1"),
+        "{body}"
+    );
+    assert_eq!(
+        status_of(&app, "b@example.org").await,
+        Some(RegStatus::Waitlisted)
+    );
     let (_, again) = post(&app, &b).await;
     assert!(again.contains("already on the waiting list"), "{again}");
 
@@ -222,8 +275,14 @@ async fn a_full_training_waitlists_the_member_and_a_closed_one_refuses(backend: 
         assert!(body.contains("Registration has closed"), "{body}");
         assert_eq!(post(&app, link).await.0, 410);
     }
-    assert_eq!(status_of(&app, "a@example.org").await, Some(RegStatus::Registered));
-    assert_eq!(status_of(&app, "b@example.org").await, Some(RegStatus::Waitlisted));
+    assert_eq!(
+        status_of(&app, "a@example.org").await,
+        Some(RegStatus::Registered)
+    );
+    assert_eq!(
+        status_of(&app, "b@example.org").await,
+        Some(RegStatus::Waitlisted)
+    );
 }
 
 fn harborlist_unsubscribe(bytes: &[u8]) -> String {
@@ -236,7 +295,10 @@ async fn a_registered_member_gets_their_seat_and_give_up_link_instead(backend: B
     clock.set(at(AFTER_DUE));
     let mail = invitation_to(&app, "a@example.org").await;
     let text = text_of(&mail);
-    assert!(!register_links(&mail), "no Register link once registered:\n{text}");
+    assert!(
+        !register_links(&mail),
+        "no Register link once registered:\n{text}"
+    );
     assert!(text.contains("You're registered. See you on"), "{text}");
     let token = key(&app).derive(TokenPurpose::Registration, &nonce);
     let give_up = app.url(&format!("/registrations/{}/cancel", token.as_str()));
@@ -256,7 +318,10 @@ async fn no_register_link_after_the_close(backend: Backend) {
     let mail = invitation_to(&app, "a@example.org").await;
     let text = text_of(&mail);
     assert!(!register_links(&mail), "{text}");
-    assert!(text.contains("Registration for this training has closed."), "{text}");
+    assert!(
+        text.contains("Registration for this training has closed."),
+        "{text}"
+    );
     assert!(!text.contains("reply to this message"), "{text}");
 }
 
@@ -285,11 +350,13 @@ async fn no_register_link_in_external_mode(backend: Backend) {
 async fn no_register_link_for_a_cancelled_training(backend: Backend) {
     // An announcement about the session, which has been cancelled.
     let (app, clock) = world(backend, |s| {
-        s.trainings.change.push(harborlist::calendar::ChangeSettings {
-            date: SESSION.into(),
-            cancelled: Some(true),
-            ..Default::default()
-        });
+        s.trainings
+            .change
+            .push(harborlist::calendar::ChangeSettings {
+                date: SESSION.into(),
+                cancelled: Some(true),
+                ..Default::default()
+            });
         // From its config form, as staff write it: `training` is the session's date (or,
         // since announcements accept ids, its id, which for a recurring one is the date).
         let entry: AnnouncementSettings = serde_json::from_value(serde_json::json!({
@@ -326,7 +393,13 @@ async fn a_registrant_not_on_the_list_gets_list_mail_as_transactional_mail(backe
         .find(|r| r.template == "reminder")
         .expect("the default 2-day reminder");
     let now = at("2027-01-18T17:00:05Z");
-    let data = content::reminder_data(&session, 0, now, &content::prodid(&app.settings.list.name), reminder);
+    let data = content::reminder_data(
+        &session,
+        0,
+        now,
+        &content::prodid(&app.settings.list.name),
+        reminder,
+    );
     let letter = Letter {
         mailing_key: "reminder:test",
         template: "reminder",
@@ -351,20 +424,34 @@ async fn a_registrant_not_on_the_list_gets_list_mail_as_transactional_mail(backe
                 offer_expires_ms: None,
             }),
         };
-        let c = runtime.composer.compose(&letter, &to, now).expect("compose");
-        transport.send(&c.envelope, &c.bytes, &c.message_id).await.expect("send");
+        let c = runtime
+            .composer
+            .compose(&letter, &to, now)
+            .expect("compose");
+        transport
+            .send(&c.envelope, &c.bytes, &c.message_id)
+            .await
+            .expect("send");
     }
     sink.wait_for(2, 20).await;
     let give_up = app.url(&format!(
         "/registrations/{}/cancel",
-        key(&app).derive(TokenPurpose::Registration, "reg-nonce").as_str()
+        key(&app)
+            .derive(TokenPurpose::Registration, "reg-nonce")
+            .as_str()
     ));
     for (email, member) in [("a@example.org", true), ("p@example.org", false)] {
         let bytes = sink.to(email)[0].bytes.clone();
         let text = text_of(&bytes);
         let html = html_of(&bytes);
-        assert!(text.contains("The Safe Harbor training you registered for is coming up soon"), "{text}");
-        assert!(text.contains("See you on") && text.contains("1605 Eustis Street"), "{text}");
+        assert!(
+            text.contains("The Safe Harbor training you registered for is coming up soon"),
+            "{text}"
+        );
+        assert!(
+            text.contains("See you on") && text.contains("1605 Eustis Street"),
+            "{text}"
+        );
         assert_eq!(link_in(&bytes, "/registrations/"), give_up);
         assert!(!register_links(&bytes));
         for name in ["List-Unsubscribe", "List-Unsubscribe-Post", "List-Id"] {
@@ -372,8 +459,15 @@ async fn a_registrant_not_on_the_list_gets_list_mail_as_transactional_mail(backe
         }
         assert_eq!(text.contains("/unsubscribe/"), member, "{email}: {text}");
         assert_eq!(html.contains("/unsubscribe/"), member, "{email}");
-        assert_eq!(text.to_lowercase().contains("unsubscribe"), member, "{email}: {text}");
-        assert!(text.contains("1605 Eustis Street, St Paul, MN 55108"), "the postal address stays");
+        assert_eq!(
+            text.to_lowercase().contains("unsubscribe"),
+            member,
+            "{email}: {text}"
+        );
+        assert!(
+            text.contains("1605 Eustis Street, St Paul, MN 55108"),
+            "the postal address stays"
+        );
     }
 }
 
@@ -382,7 +476,9 @@ async fn a_registrant_not_on_the_list_gets_list_mail_as_transactional_mail(backe
 /// not on the list as transactional mail, and not the member who did not register. It
 /// needs the planner's `registered` segment and the sender's per-recipient `list_mail`
 /// (reg-plan); un-ignore once both are merged.
-async fn the_registered_reminder_is_transactional_for_a_registrant_not_on_the_list(backend: Backend) {
+async fn the_registered_reminder_is_transactional_for_a_registrant_not_on_the_list(
+    backend: Backend,
+) {
     let (app, clock) = world(backend, |_| {}).await;
     register(&app, "a@example.org").await;
     register(&app, "p@example.org").await;
@@ -396,11 +492,17 @@ async fn the_registered_reminder_is_transactional_for_a_registrant_not_on_the_li
     }
     let text = text_of(&registrant);
     assert!(!text.to_lowercase().contains("unsubscribe"), "{text}");
-    assert!(text.contains("See you on") && text.contains("/cancel"), "{text}");
+    assert!(
+        text.contains("See you on") && text.contains("/cancel"),
+        "{text}"
+    );
     assert!(!html_of(&registrant).contains("/unsubscribe/"));
     tokio::time::sleep(std::time::Duration::from_secs(2)).await;
     assert!(
-        app.sink.to("b@example.org").iter().all(|m| !text_of(&m.bytes).contains("coming up")),
+        app.sink
+            .to("b@example.org")
+            .iter()
+            .all(|m| !text_of(&m.bytes).contains("coming up")),
         "the member who did not register gets no 2-day reminder"
     );
 }
@@ -411,12 +513,18 @@ mod after_merge {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     #[ignore = "needs reg-plan's registered segment and per-recipient list_mail"]
     async fn sqlite_registered_reminder_is_transactional_for_non_members() {
-        super::the_registered_reminder_is_transactional_for_a_registrant_not_on_the_list(Backend::Sqlite).await
+        super::the_registered_reminder_is_transactional_for_a_registrant_not_on_the_list(
+            Backend::Sqlite,
+        )
+        .await
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     #[ignore = "needs reg-plan's registered segment and per-recipient list_mail"]
     async fn postgres_registered_reminder_is_transactional_for_non_members() {
-        super::the_registered_reminder_is_transactional_for_a_registrant_not_on_the_list(Backend::Postgres).await
+        super::the_registered_reminder_is_transactional_for_a_registrant_not_on_the_list(
+            Backend::Postgres,
+        )
+        .await
     }
 }
