@@ -69,6 +69,21 @@ pub async fn page(
         Ok(Err(why)) => return refused(&state, why, &id),
         Err(e) => return pages::unavailable(&state, &e),
     };
+    // Already in: say so, rather than offer a button that would change nothing.
+    match state
+        .store
+        .registration_of(&checked.session.id, &checked.member.email_key)
+        .await
+    {
+        Ok(Some(reg)) if reg.status.is_live() => {
+            let when = crate::calendar::human::when(&checked.session);
+            return already(reg.status, &when)
+                .link("See the upcoming trainings", "/trainings")
+                .render(&state);
+        }
+        Ok(_) => {}
+        Err(e) => return pages::unavailable(&state, &e),
+    }
     let counts = match state.store.seat_counts().await {
         Ok(all) => all.get(&checked.session.id).copied().unwrap_or_default(),
         Err(e) => return pages::unavailable(&state, &e),
