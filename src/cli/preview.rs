@@ -8,14 +8,16 @@ use chrono::{DateTime, NaiveDate, Utc};
 
 use crate::preflight::samples;
 use crate::{
-    config::Settings,
+    config::{Audience, RegistrationMode, Settings},
     domain::{SubscriberEmail, new_nonce},
+    mail::context::RecipientRegistration,
     mail::{
         Letter, Recipient, Transport,
         context::{Composed, is_list_mail},
     },
     runtime::Runtime,
     schedule::announcements,
+    store::registrations::RegStatus,
 };
 
 /// Which message: a template (with sample data) or an announcement from the config.
@@ -34,6 +36,11 @@ pub struct Selection {
     /// Recipient address to render for.
     #[arg(long, value_name = "ADDRESS")]
     to: String,
+    /// Render as a recipient whose registration for the training is in this state
+    /// (registered, waitlisted, offered); default: as the reminder's audience gets it
+    /// (registered for `audience = "registered"`, otherwise not registered).
+    #[arg(long, value_name = "STATUS")]
+    registration: Option<String>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -95,19 +102,50 @@ fn compose(settings: Settings, what: &Selection) -> anyhow::Result<(Runtime, Com
         template: &template,
         list_mail: is_list_mail(&template),
         data: &data,
-        training: None,
+        training: crate::mail::context::training_of(&data),
     };
     let nonce = new_nonce();
+    let status = registration_status(&runtime.settings, what, &template)?;
     let recipient = Recipient {
         subscriber_id: 0,
         email: to.as_str(),
         name: None,
         unsub_nonce: &nonce,
         member: true,
-        registration: None,
+        registration: status.map(|status| RecipientRegistration {
+            status,
+            nonce: &nonce,
+            offer_expires_ms: (status == RegStatus::Offered)
+                .then(|| crate::clock::to_millis(now + chrono::Duration::hours(48))),
+        }),
     };
     let composed = runtime.composer.compose(&letter, &recipient, now)?;
     Ok((runtime, composed))
+}
+
+/// The registration the recipient is previewed with: `--registration`, or what the
+/// reminder's audience has (everyone who gets a "registered" reminder is registered).
+fn registration_status(
+    settings: &Settings,
+    what: &Selection,
+    template: &str,
+) -> anyhow::Result<Option<RegStatus>> {
+    if let Some(text) = &what.registration {
+        return match RegStatus::parse(text) {
+            Ok(s @ (RegStatus::Registered | RegStatus::Waitlisted | RegStatus::Offered)) => {
+                Ok(Some(s))
+            }
+            _ => bail!("--registration: {text:?} is not one of registered, waitlisted, offered"),
+        };
+    }
+    let registered = what.announcement.is_none()
+        && settings.registration.mode == RegistrationMode::Harborlist
+        && settings
+            .reminders
+            .iter()
+            .find(|r| r.template == template)
+            .is_some_and(|r| r.audience == Audience::Registered);
+    Ok(registered.then_some(RegStatus::Registered))
 }
 
 /// The mailing key, template and data for `--template` or `--announcement`.

@@ -4,7 +4,11 @@
 //! with what is personal: the subscriber's address and name, and links derived from their
 //! nonces. Links are derived here, at send time, so plaintext tokens are never stored.
 
+mod member;
+
 use std::sync::Arc;
+
+pub use member::training_of;
 
 use chrono::{DateTime, Utc};
 use lettre::{
@@ -37,6 +41,11 @@ pub struct Identity {
     pub why: String,
     pub public_url: url::Url,
     pub timezone: chrono_tz::Tz,
+    /// `registration.mode`: only with harborlist's own registration do list mails carry a
+    /// personal Register link.
+    pub registration_mode: crate::config::RegistrationMode,
+    /// `registration.closes_before`: the Register link is left out from then on.
+    pub closes_before: crate::domain::HumanDuration,
 }
 
 impl Identity {
@@ -55,6 +64,8 @@ impl Identity {
                 .timezone
                 .parse()
                 .unwrap_or(chrono_tz::America::Chicago),
+            registration_mode: settings.registration.mode,
+            closes_before: settings.registration.closes_before,
         }
     }
 
@@ -288,15 +299,19 @@ impl Composer {
         };
         // Derived once: the template's link and the List-Unsubscribe header are the same.
         let unsubscribe_url = self.unsubscribe_url(to.unsub_nonce);
-        let rendered = self
-            .templates
-            .render(letter.template, self.context(letter, to, &unsubscribe_url))?;
+        // List mail only to someone on the list: to anyone else (a registrant who isn't
+        // subscribed) the same letter goes as transactional mail, without List-* headers
+        // or the unsubscribe footer, whatever the caller decided.
+        let list_mail = letter.list_mail && to.member;
+        let mut ctx = self.context(letter, to, &unsubscribe_url);
+        self.add_registration_context(&mut ctx, letter, to, list_mail, now);
+        let rendered = self.templates.render(letter.template, ctx)?;
         let address: lettre::Address = to
             .email
             .parse()
             .map_err(|e| MailError::Build(format!("recipient address: {e}")))?;
         let message_id = self.message_id(letter.mailing_key, to.subscriber_id);
-        let list = letter.list_mail.then(|| ListHeaders {
+        let list = list_mail.then(|| ListHeaders {
             list_id: message::list_id_header(&id.list_name, &id.list_id),
             unsubscribe_url,
             subscribe_url: id.url("/"),

@@ -149,25 +149,23 @@ fn email_findings(runtime: &Runtime, now: DateTime<Utc>) -> Vec<Finding> {
     let mut out: Vec<Finding> = uses
         .iter()
         .map(|u| {
-            let letter = Letter {
-                mailing_key: "check",
-                template: &u.template,
-                list_mail: u.list_mail,
-                data: &u.data,
-                training: None,
-            };
-            let outcome = [Some("Sam <Sample>"), None]
-                .into_iter()
-                .try_for_each(|name| {
-                    let to = Recipient {
-                        subscriber_id: 1,
-                        email: "sample@example.org",
-                        name,
-                        unsub_nonce: "0",
-                        member: true,
-                        registration: None,
-                    };
-                    runtime.composer.compose(&letter, &to, now).map(drop)
+            let outcome = sample_recipients()
+                .iter()
+                .try_for_each(|to| {
+                    // With and without the training, so a template is composed both with
+                    // a Register link (and the recipient's registration) and without.
+                    [crate::mail::context::training_of(&u.data), None]
+                        .into_iter()
+                        .try_for_each(|training| {
+                            let letter = Letter {
+                                mailing_key: "check",
+                                template: &u.template,
+                                list_mail: u.list_mail,
+                                data: &u.data,
+                                training,
+                            };
+                            runtime.composer.compose(&letter, to, now).map(drop)
+                        })
                 })
                 .map(|()| String::new())
                 .map_err(|e| e.to_string());
@@ -188,4 +186,47 @@ fn email_findings(runtime: &Runtime, now: DateTime<Utc>) -> Vec<Finding> {
         }
     }
     out
+}
+
+/// The recipients every email is composed for in `check`: with a name and without; a
+/// member not registered (who gets the Register link), registered, waiting, or holding an
+/// offer; and a registrant who is not on the list (transactional: no unsubscribe footer).
+fn sample_recipients() -> Vec<Recipient<'static>> {
+    use crate::{mail::context::RecipientRegistration, store::registrations::RegStatus};
+    let base = Recipient {
+        subscriber_id: 1,
+        email: "sample@example.org",
+        name: Some("Sam <Sample>"),
+        unsub_nonce: "0",
+        member: true,
+        registration: None,
+    };
+    let reg = |status| {
+        Some(RecipientRegistration {
+            status,
+            nonce: "0",
+            offer_expires_ms: (status == RegStatus::Offered).then_some(0),
+        })
+    };
+    vec![
+        base,
+        Recipient { name: None, ..base },
+        Recipient {
+            registration: reg(RegStatus::Registered),
+            ..base
+        },
+        Recipient {
+            registration: reg(RegStatus::Waitlisted),
+            ..base
+        },
+        Recipient {
+            registration: reg(RegStatus::Offered),
+            ..base
+        },
+        Recipient {
+            member: false,
+            registration: reg(RegStatus::Registered),
+            ..base
+        },
+    ]
 }

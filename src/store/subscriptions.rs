@@ -442,6 +442,44 @@ impl Store {
     }
 }
 
+/// A subscriber as a member's one-click Register link needs them: the nonce the link is
+/// checked against, their status, and what their registration is made from.
+#[derive(Debug, Clone)]
+pub struct LinkSubscriber {
+    pub id: i64,
+    pub email: String,
+    pub email_key: String,
+    pub name: Option<String>,
+    pub status: Status,
+    pub unsub_nonce: String,
+    pub unsub_hash: String,
+}
+
+impl Store {
+    /// The subscriber with this id, for checking a member link against their nonce.
+    pub async fn subscriber_for_link(&self, id: i64) -> Result<Option<LinkSubscriber>> {
+        let row = sqlx::query(
+            "SELECT id, email, email_key, name, status, unsub_nonce, unsub_hash
+             FROM subscribers WHERE id = $1",
+        )
+        .bind(id)
+        .fetch_optional(self.pool())
+        .await?;
+        row.map(|r| {
+            Ok(LinkSubscriber {
+                id: r.try_get("id")?,
+                email: r.try_get("email")?,
+                email_key: r.try_get("email_key")?,
+                name: r.try_get("name")?,
+                status: Status::parse(&r.try_get::<String, _>("status")?)?,
+                unsub_nonce: r.try_get("unsub_nonce")?,
+                unsub_hash: r.try_get("unsub_hash")?,
+            })
+        })
+        .transpose()
+    }
+}
+
 use crate::clock::rfc3339;
 
 /// What happened to one imported address.

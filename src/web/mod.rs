@@ -10,6 +10,7 @@ mod client;
 mod confirm;
 mod guard;
 mod limit;
+mod member;
 mod pages;
 mod register;
 mod registration;
@@ -100,6 +101,10 @@ pub fn router(state: AppState) -> Router {
             get(registration::page).post(registration::submit),
         )
         .route("/trainings.ics", get(trainings::feed))
+        .route(
+            "/trainings/{id}/register/{link}",
+            get(member::page).post(member::submit),
+        )
         .route("/healthz", get(healthz))
         .fallback(not_found)
         .layer(axum::middleware::from_fn_with_state(

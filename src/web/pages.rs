@@ -9,7 +9,7 @@ use serde::Serialize;
 use serde_json::json;
 
 use super::{
-    AppState, register, subscribe,
+    AppState, member, register, subscribe,
     trainings::{self, Availability},
 };
 use crate::{calendar::Session, config::Settings};
@@ -102,7 +102,7 @@ impl Page {
 }
 
 /// The pages every route renders with: each must exist under `templates/web/`.
-pub const PAGES: &[&str] = &["page", "subscribe", "trainings", "training"];
+pub const PAGES: &[&str] = &["page", "subscribe", "trainings", "training", member::PAGE];
 
 /// Adds the list's details as `list`, as every page gets them.
 fn with_list(settings: &Settings, mut data: serde_json::Value) -> serde_json::Value {
@@ -137,6 +137,13 @@ pub fn samples(
     ]
     .into_iter()
     .chain(training_samples(sessions))
+    .chain(sessions.first().into_iter().flat_map(|s| {
+        let action = "/trainings/sample/register/1.sample";
+        [
+            (member::PAGE, member::page_data(s, 3, action)),
+            (member::PAGE, member::page_data(s, 0, action)),
+        ]
+    }))
     .map(|(page, data)| (page, with_list(settings, data)))
     .collect()
 }

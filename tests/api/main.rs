@@ -23,6 +23,7 @@ mod registration;
 mod registration_seats;
 mod registrations_cli;
 mod registration_plan;
+mod registration_member;
 mod relay_faults;
 mod reload;
 mod reminders;
