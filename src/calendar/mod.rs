@@ -32,7 +32,7 @@ pub use error::CalendarError;
 pub use schedule::Calendar;
 pub use session::Session;
 pub use settings::{
-    ChangeSettings, DEFAULT_CAPACITY, DEFAULT_DESCRIPTION, DEFAULT_DURATION, DEFAULT_LOCATION, DEFAULT_RRULE,
-    DEFAULT_START_TIME, DEFAULT_STARTS_ON, DEFAULT_TIMEZONE, DEFAULT_TITLE, ExtraSettings,
-    TrainingsSettings,
+    ChangeSettings, DEFAULT_CAPACITY, DEFAULT_DESCRIPTION, DEFAULT_DURATION, DEFAULT_LOCATION,
+    DEFAULT_RRULE, DEFAULT_START_TIME, DEFAULT_STARTS_ON, DEFAULT_TIMEZONE, DEFAULT_TITLE,
+    ExtraSettings, TrainingsSettings,
 };

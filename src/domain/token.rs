@@ -144,7 +144,12 @@ impl TokenKey {
     }
 
     /// The member's "Register" link token for `session_id`.
-    pub fn member_link(&self, session_id: &str, subscriber_id: i64, unsub_nonce: &str) -> MemberLink {
+    pub fn member_link(
+        &self,
+        session_id: &str,
+        subscriber_id: i64,
+        unsub_nonce: &str,
+    ) -> MemberLink {
         let mac = member_mac(&self.0, session_id, unsub_nonce);
         MemberLink {
             subscriber_id,
@@ -154,7 +159,12 @@ impl TokenKey {
 
     /// Whether `link` was made by this key for this session and member (compared in
     /// constant time).
-    pub fn verifies_member_link(&self, link: &MemberLink, session_id: &str, unsub_nonce: &str) -> bool {
+    pub fn verifies_member_link(
+        &self,
+        link: &MemberLink,
+        session_id: &str,
+        unsub_nonce: &str,
+    ) -> bool {
         let Ok(given) = URL_SAFE_NO_PAD.decode(link.mac.as_str()) else {
             return false;
         };
@@ -237,7 +247,14 @@ mod tests {
         assert!(!k.verifies_member_link(&parsed, "2027-01-20", "nonce-b"));
         let other = TokenKey::parse(&"cd".repeat(32)).expect("hex key");
         assert!(!other.verifies_member_link(&parsed, "2027-01-20", "nonce-a"));
-        for junk in ["", "42", ".abc", "x.y", "42.short", &format!("-1.{}", link.mac.as_str())] {
+        for junk in [
+            "",
+            "42",
+            ".abc",
+            "x.y",
+            "42.short",
+            &format!("-1.{}", link.mac.as_str()),
+        ] {
             assert!(MemberLink::parse(junk).is_none(), "{junk:?}");
         }
     }

@@ -122,10 +122,11 @@ pub fn registration_open(
 ) -> bool {
     settings.registration.mode == crate::config::RegistrationMode::Harborlist
         && !session.cancelled
-        && now < settings
-            .registration
-            .closes_before
-            .before(session.start.with_timezone(&Utc))
+        && now
+            < settings
+                .registration
+                .closes_before
+                .before(session.start.with_timezone(&Utc))
 }
 
 /// PRODID for every calendar object we publish.

@@ -71,7 +71,9 @@ fn claimed_registration(r: &sqlx::any::AnyRow) -> Result<Option<ClaimedRegistrat
     };
     Ok(Some(ClaimedRegistration {
         status: super::registrations::RegStatus::parse(&status)?,
-        nonce: r.try_get::<Option<String>, _>("reg_nonce")?.unwrap_or_default(),
+        nonce: r
+            .try_get::<Option<String>, _>("reg_nonce")?
+            .unwrap_or_default(),
         offer_expires_ms: r.try_get("reg_offer_expires")?,
     }))
 }

@@ -79,7 +79,10 @@ impl RegStatus {
 
     /// Whether the person is still in: registered, waiting, or offered a seat.
     pub fn is_live(self) -> bool {
-        matches!(self, Self::Registered | Self::Waitlisted | Self::Offered | Self::Attended)
+        matches!(
+            self,
+            Self::Registered | Self::Waitlisted | Self::Offered | Self::Attended
+        )
     }
 }
 
@@ -122,7 +125,9 @@ pub struct SessionSeats {
 
 impl SessionSeats {
     fn offer_deadline(&self, now_ms: i64) -> i64 {
-        now_ms.saturating_add(self.offer_ttl_ms).min(self.closes_at_ms)
+        now_ms
+            .saturating_add(self.offer_ttl_ms)
+            .min(self.closes_at_ms)
     }
 }
 
@@ -159,7 +164,9 @@ pub struct Registrant<'a> {
 pub enum SeatOutcome {
     Registered,
     /// On the waiting list; `rank` is how many are waiting up to and including them.
-    Waitlisted { rank: i64 },
+    Waitlisted {
+        rank: i64,
+    },
     /// Nothing changed: they were already in this state.
     Already(RegStatus),
     /// Registration for this session has closed.
@@ -244,7 +251,8 @@ pub struct RegistrationRow {
 const DAY_MS: i64 = 86_400_000;
 
 /// Every session's live rows by status: what [`seat_counts_of`] reads.
-pub(crate) const SEAT_COUNTS_SQL: &str = "SELECT session_id, status, COUNT(*) AS n FROM registrations
+pub(crate) const SEAT_COUNTS_SQL: &str =
+    "SELECT session_id, status, COUNT(*) AS n FROM registrations
      WHERE status IN ('registered', 'waitlisted', 'offered', 'attended')
      GROUP BY session_id, status";
 
@@ -282,7 +290,10 @@ impl Store {
         max_per_day: u32,
         now_ms: i64,
     ) -> Result<RequestOutcome> {
-        retry_unique(|| self.request_registration_once(seats, who, link, evidence, max_per_day, now_ms)).await
+        retry_unique(|| {
+            self.request_registration_once(seats, who, link, evidence, max_per_day, now_ms)
+        })
+        .await
     }
 
     async fn request_registration_once(
@@ -313,8 +324,20 @@ impl Store {
             tx.commit().await?;
             return Ok(RequestOutcome::RateLimited);
         }
-        let reg = upsert_registration(&mut tx, seats, subscriber_id, who, link, RegSource::Web, now_ms).await?;
-        if matches!(reg.status, RegStatus::Pending | RegStatus::Cancelled | RegStatus::Expired) {
+        let reg = upsert_registration(
+            &mut tx,
+            seats,
+            subscriber_id,
+            who,
+            link,
+            RegSource::Web,
+            now_ms,
+        )
+        .await?;
+        if matches!(
+            reg.status,
+            RegStatus::Pending | RegStatus::Cancelled | RegStatus::Expired
+        ) {
             // A new request: its name and organisation wait with it until it is confirmed.
             sqlx::query(
                 "UPDATE registrations SET status = 'pending', name = $1, organisation = $2, org_key = $3,
@@ -379,7 +402,9 @@ impl Store {
         lock_seats(&mut tx, &seats.id, now_ms).await?;
         let reg = registration(&mut tx, registration_id).await?;
         if reg.session_id != seats.id {
-            return Err(StoreError::Corrupt("registration for another session".into()));
+            return Err(StoreError::Corrupt(
+                "registration for another session".into(),
+            ));
         }
         if reg.status != RegStatus::Pending {
             tx.rollback().await?;
@@ -410,7 +435,10 @@ impl Store {
         evidence: Evidence<'_>,
         now_ms: i64,
     ) -> Result<SeatOutcome> {
-        retry_unique(|| self.register_directly_once(seats, who, link, source, over_capacity, evidence, now_ms)).await
+        retry_unique(|| {
+            self.register_directly_once(seats, who, link, source, over_capacity, evidence, now_ms)
+        })
+        .await
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -427,7 +455,8 @@ impl Store {
         let mut tx = self.begin().await?;
         lock_seats(&mut tx, &seats.id, now_ms).await?;
         let subscriber_id = ensure_person(&mut tx, who, now_ms).await?;
-        let reg = upsert_registration(&mut tx, seats, subscriber_id, who, link, source, now_ms).await?;
+        let reg =
+            upsert_registration(&mut tx, seats, subscriber_id, who, link, source, now_ms).await?;
         if over_capacity && matches!(reg.status, RegStatus::Waitlisted | RegStatus::Offered) {
             // Staff give someone already waiting a seat: straight to it, with no offer on
             // the way (an offered seat is theirs already; a waiting place is left behind).
@@ -443,7 +472,15 @@ impl Store {
             .execute(&mut *tx)
             .await?;
             set_registered(&mut tx, &reg, now_ms).await?;
-            queue_mail(&mut tx, seats, &reg, Letter::Registered, reg.subscriber_id, now_ms).await?;
+            queue_mail(
+                &mut tx,
+                seats,
+                &reg,
+                Letter::Registered,
+                reg.subscriber_id,
+                now_ms,
+            )
+            .await?;
             tx.commit().await?;
             return Ok(SeatOutcome::Registered);
         }
@@ -484,7 +521,10 @@ impl Store {
         let mut tx = self.begin().await?;
         lock_seats(&mut tx, &seats.id, now_ms).await?;
         let reg = registration(&mut tx, registration_id).await?;
-        if !matches!(reg.status, RegStatus::Registered | RegStatus::Waitlisted | RegStatus::Offered) {
+        if !matches!(
+            reg.status,
+            RegStatus::Registered | RegStatus::Waitlisted | RegStatus::Offered
+        ) {
             tx.rollback().await?;
             return Ok(GiveUpOutcome::Nothing(reg.status));
         }
@@ -524,7 +564,15 @@ impl Store {
             }
             RegStatus::Offered => {
                 set_registered(&mut tx, &reg, now_ms).await?;
-                queue_mail(&mut tx, seats, &reg, Letter::Registered, reg.subscriber_id, now_ms).await?;
+                queue_mail(
+                    &mut tx,
+                    seats,
+                    &reg,
+                    Letter::Registered,
+                    reg.subscriber_id,
+                    now_ms,
+                )
+                .await?;
                 ClaimOutcome::Registered
             }
             RegStatus::Expired => ClaimOutcome::Expired,
@@ -561,13 +609,15 @@ impl Store {
         )
         .fetch_all(self.pool())
         .await?;
-        rows.iter()
-            .map(|r| Ok(r.try_get("session_id")?))
-            .collect()
+        rows.iter().map(|r| Ok(r.try_get("session_id")?)).collect()
     }
 
     /// The registration of the person with this address for this session, if any.
-    pub async fn registration_of(&self, session_id: &str, email_key: &str) -> Result<Option<LinkedRegistration>> {
+    pub async fn registration_of(
+        &self,
+        session_id: &str,
+        email_key: &str,
+    ) -> Result<Option<LinkedRegistration>> {
         let row = sqlx::query(
             "SELECT r.id, r.session_id, r.status, r.offer_expires_at FROM registrations r
              JOIN subscribers s ON s.id = r.subscriber_id
@@ -673,7 +723,11 @@ struct Reg {
 
 /// Writes the session's `seats` row first thing: the seat lock (see the module's doc).
 /// Returns the last waiting-list position given out.
-async fn lock_seats(tx: &mut Transaction<'static, Any>, session_id: &str, now_ms: i64) -> Result<i64> {
+async fn lock_seats(
+    tx: &mut Transaction<'static, Any>,
+    session_id: &str,
+    now_ms: i64,
+) -> Result<i64> {
     Ok(sqlx::query(
         "INSERT INTO seats (session_id, next_position, updated_at) VALUES ($1, 0, $2)
          ON CONFLICT (session_id) DO UPDATE SET updated_at = excluded.updated_at
@@ -700,7 +754,11 @@ where
 }
 
 /// The person's subscriber row, created `pending` (not on the list) if the address is new.
-async fn ensure_person(tx: &mut Transaction<'static, Any>, who: &Registrant<'_>, now_ms: i64) -> Result<i64> {
+async fn ensure_person(
+    tx: &mut Transaction<'static, Any>,
+    who: &Registrant<'_>,
+    now_ms: i64,
+) -> Result<i64> {
     sqlx::query(
         "INSERT INTO subscribers (email, email_key, name, status, source, unsub_nonce, unsub_hash, created_at, updated_at)
          VALUES ($1, $2, NULL, 'pending', 'web', $3, $4, $5, $5)
@@ -713,11 +771,13 @@ async fn ensure_person(tx: &mut Transaction<'static, Any>, who: &Registrant<'_>,
     .bind(now_ms)
     .execute(&mut **tx)
     .await?;
-    Ok(sqlx::query("SELECT id FROM subscribers WHERE email_key = $1")
-        .bind(who.email_key)
-        .fetch_one(&mut **tx)
-        .await?
-        .try_get("id")?)
+    Ok(
+        sqlx::query("SELECT id FROM subscribers WHERE email_key = $1")
+            .bind(who.email_key)
+            .fetch_one(&mut **tx)
+            .await?
+            .try_get("id")?,
+    )
 }
 
 /// The (session, person) row, created `pending` if new.
@@ -752,12 +812,14 @@ async fn upsert_registration(
     .transpose()?;
     let id = match id {
         Some(id) => id,
-        None => sqlx::query("SELECT id FROM registrations WHERE session_id = $1 AND subscriber_id = $2")
-            .bind(&seats.id)
-            .bind(subscriber_id)
-            .fetch_one(&mut **tx)
-            .await?
-            .try_get("id")?,
+        None => {
+            sqlx::query("SELECT id FROM registrations WHERE session_id = $1 AND subscriber_id = $2")
+                .bind(&seats.id)
+                .bind(subscriber_id)
+                .fetch_one(&mut **tx)
+                .await?
+                .try_get("id")?
+        }
     };
     registration(tx, id).await
 }
@@ -776,7 +838,8 @@ async fn registration(tx: &mut Transaction<'static, Any>, id: i64) -> Result<Reg
         id: r.try_get("id")?,
         session_id: r.try_get("session_id")?,
         // A forgotten person's row has neither; nothing acts on it any more.
-        subscriber_id: subscriber_id.ok_or_else(|| StoreError::Corrupt("registration of a forgotten person".into()))?,
+        subscriber_id: subscriber_id
+            .ok_or_else(|| StoreError::Corrupt("registration of a forgotten person".into()))?,
         status: RegStatus::parse(&r.try_get::<String, _>("status")?)?,
         nonce: nonce.unwrap_or_default(),
         offers: r.try_get("offers")?,
@@ -812,7 +875,15 @@ async fn take_seat(
     fill(tx, seats, now_ms).await?;
     if over_capacity || taken(tx, &seats.id).await? < i64::from(seats.capacity) {
         set_registered(tx, reg, now_ms).await?;
-        queue_mail(tx, seats, reg, Letter::Registered, reg.subscriber_id, now_ms).await?;
+        queue_mail(
+            tx,
+            seats,
+            reg,
+            Letter::Registered,
+            reg.subscriber_id,
+            now_ms,
+        )
+        .await?;
         return Ok(SeatOutcome::Registered);
     }
     let position: i64 = sqlx::query(
@@ -831,7 +902,15 @@ async fn take_seat(
     .execute(&mut **tx)
     .await?;
     let rank = rank(tx, &seats.id, position).await?;
-    queue_mail(tx, seats, reg, Letter::Waitlisted, reg.subscriber_id, now_ms).await?;
+    queue_mail(
+        tx,
+        seats,
+        reg,
+        Letter::Waitlisted,
+        reg.subscriber_id,
+        now_ms,
+    )
+    .await?;
     Ok(SeatOutcome::Waitlisted { rank })
 }
 
@@ -874,7 +953,11 @@ async fn expire_offer(tx: &mut Transaction<'static, Any>, id: i64, now_ms: i64) 
 /// Offers every free seat to the waiting list, first in line first, each to a different
 /// person, until the seats or the list run out. Nothing is offered once registration has
 /// closed. Must run under the seat lock. Returns the offers made.
-async fn fill(tx: &mut Transaction<'static, Any>, seats: &SessionSeats, now_ms: i64) -> Result<u64> {
+async fn fill(
+    tx: &mut Transaction<'static, Any>,
+    seats: &SessionSeats,
+    now_ms: i64,
+) -> Result<u64> {
     if now_ms >= seats.closes_at_ms {
         return Ok(0);
     }
@@ -978,7 +1061,13 @@ async fn queue_mail(
     now_ms: i64,
 ) -> Result<()> {
     let current = registration(tx, reg.id).await?;
-    let mut data = mail_data(seats, letter.template(), &current.nonce, current.offer_expires_ms, None);
+    let mut data = mail_data(
+        seats,
+        letter.template(),
+        &current.nonce,
+        current.offer_expires_ms,
+        None,
+    );
     let mut not_after_ms = None;
     let key = match letter {
         Letter::Offer => {
@@ -986,11 +1075,12 @@ async fn queue_mail(
             format!("offer:{}:{}", reg.id, current.offers)
         }
         Letter::Waitlisted => {
-            let position: Option<i64> = sqlx::query("SELECT position FROM registrations WHERE id = $1")
-                .bind(reg.id)
-                .fetch_one(&mut **tx)
-                .await?
-                .try_get("position")?;
+            let position: Option<i64> =
+                sqlx::query("SELECT position FROM registrations WHERE id = $1")
+                    .bind(reg.id)
+                    .fetch_one(&mut **tx)
+                    .await?
+                    .try_get("position")?;
             let n = match position {
                 Some(p) => rank(tx, &seats.id, p).await?,
                 None => 0,

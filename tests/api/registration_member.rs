@@ -479,9 +479,7 @@ async fn a_registrant_not_on_the_list_gets_list_mail_as_transactional_mail(backe
 
 /// The same end to end, through the planner and the sender: the default 2-day reminder
 /// (audience "registered") reaches a registered member as list mail and a registrant who is
-/// not on the list as transactional mail, and not the member who did not register. It
-/// needs the planner's `registered` segment and the sender's per-recipient `list_mail`
-/// (reg-plan); un-ignore once both are merged.
+/// not on the list as transactional mail, and not the member who did not register.
 async fn the_registered_reminder_is_transactional_for_a_registrant_not_on_the_list(
     backend: Backend,
 ) {
