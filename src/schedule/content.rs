@@ -107,6 +107,7 @@ pub fn seats(
     crate::store::registrations::SessionSeats {
         id: session.id.clone(),
         capacity: session.capacity,
+        cancelled: session.cancelled,
         closes_at_ms: crate::clock::to_millis(reg.closes_before.before(start)),
         offer_ttl_ms: i64::try_from(reg.offer_ttl.std().as_millis()).unwrap_or(i64::MAX),
         data: training_data(session, sequence, stamp, &prodid, Notice::Invite),

@@ -114,6 +114,8 @@ pub struct SessionSeats {
     /// The session's stable id (`2027-01-20`).
     pub id: String,
     pub capacity: u32,
+    /// A cancelled session takes no registrations, offers no seats and lets none be claimed.
+    pub cancelled: bool,
     /// Registration and offers stop at this instant (`registration.closes_before`).
     pub closes_at_ms: i64,
     /// How long an offer holds (`registration.offer_ttl`), never past the close.
@@ -124,6 +126,11 @@ pub struct SessionSeats {
 }
 
 impl SessionSeats {
+    /// Whether registrations, offers and claims have stopped: the close, or a cancellation.
+    fn stopped(&self, now_ms: i64) -> bool {
+        self.cancelled || now_ms >= self.closes_at_ms
+    }
+
     fn offer_deadline(&self, now_ms: i64) -> i64 {
         now_ms
             .saturating_add(self.offer_ttl_ms)
@@ -555,7 +562,7 @@ impl Store {
         let reg = registration(&mut tx, registration_id).await?;
         let outcome = match reg.status {
             RegStatus::Registered | RegStatus::Attended => ClaimOutcome::Already,
-            RegStatus::Offered if now_ms >= seats.closes_at_ms => ClaimOutcome::Closed,
+            RegStatus::Offered if seats.stopped(now_ms) => ClaimOutcome::Closed,
             RegStatus::Offered if reg.offer_expires_ms.is_some_and(|t| t <= now_ms) => {
                 // The planner has not got to it yet: expire it here, and pass the seat on.
                 expire_offer(&mut tx, reg.id, now_ms).await?;
@@ -868,7 +875,7 @@ async fn take_seat(
     over_capacity: bool,
     now_ms: i64,
 ) -> Result<SeatOutcome> {
-    if now_ms >= seats.closes_at_ms && !over_capacity {
+    if seats.stopped(now_ms) && !(over_capacity && !seats.cancelled) {
         return Ok(SeatOutcome::Closed);
     }
     // Those already waiting go first: free seats are theirs to be offered.
@@ -958,7 +965,7 @@ async fn fill(
     seats: &SessionSeats,
     now_ms: i64,
 ) -> Result<u64> {
-    if now_ms >= seats.closes_at_ms {
+    if seats.stopped(now_ms) {
         return Ok(0);
     }
     let free = i64::from(seats.capacity) - taken(tx, &seats.id).await?;

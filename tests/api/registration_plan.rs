@@ -20,7 +20,8 @@ use harborlist::{
     store::{
         Store,
         registrations::{
-            Evidence, NewLink, RegSource, RegStatus, Registrant, SeatOutcome, SessionSeats,
+            ClaimOutcome, Evidence, NewLink, RegSource, RegStatus, Registrant, SeatOutcome,
+            SessionSeats,
         },
     },
 };
@@ -39,6 +40,7 @@ both_backends!(
     an_expired_offer_passes_to_the_next_person,
     a_capacity_raise_by_reload_offers_as_many_seats_as_were_added,
     moved_and_cancelled_trainings_reach_registrants_and_the_waiting_list,
+    a_cancelled_training_neither_offers_nor_gives_seats,
 );
 
 const SESSION: &str = "2027-01-20";
@@ -196,6 +198,15 @@ impl World {
             )
             .await
             .expect("register")
+    }
+
+    async fn id(&self, email: &str) -> i64 {
+        self.store()
+            .registration_of(SESSION, email)
+            .await
+            .unwrap()
+            .expect("a registration")
+            .id
     }
 
     async fn status(&self, email: &str) -> Option<RegStatus> {
@@ -486,6 +497,38 @@ async fn after_downtime_a_last_call_supersedes_the_invitation_but_not_the_remind
         set(&["c@example.org"])
     );
     assert_eq!(w.mail_to_all(&key("invitation")), 0);
+}
+
+/// Once the training is cancelled, a seat given up is not offered on, and an open offer can't
+/// be claimed: the store refuses, whichever page or command asks.
+async fn a_cancelled_training_neither_offers_nor_gives_seats(backend: Backend) {
+    let w = World::new(backend, "2027-01-10T12:00:00Z", Vec::new(), 1).await;
+    assert_eq!(w.register("c@example.org").await, SeatOutcome::Registered);
+    for (email, rank) in [
+        ("p@example.org", 1),
+        ("u@example.org", 2),
+        ("a@example.org", 3),
+    ] {
+        assert_eq!(w.register(email).await, SeatOutcome::Waitlisted { rank });
+    }
+    let now = to_millis(w.clock.now());
+    let c = w.id("c@example.org").await;
+    let p = w.id("p@example.org").await;
+    w.store().give_up(&w.seats(), c, now).await.unwrap();
+    assert_eq!(w.status("p@example.org").await, Some(RegStatus::Offered));
+
+    let cancelled = SessionSeats {
+        cancelled: true,
+        ..w.seats()
+    };
+    assert_eq!(
+        w.store().claim_offer(&cancelled, p, now).await.unwrap(),
+        ClaimOutcome::Closed
+    );
+    w.store().give_up(&cancelled, p, now).await.unwrap();
+    assert_eq!(w.status("u@example.org").await, Some(RegStatus::Waitlisted));
+    assert_eq!(w.store().refill(&cancelled, now).await.unwrap(), 0);
+    assert_eq!(w.status("u@example.org").await, Some(RegStatus::Waitlisted));
 }
 
 async fn an_expired_offer_passes_to_the_next_person(backend: Backend) {
