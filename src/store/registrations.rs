@@ -875,7 +875,9 @@ async fn take_seat(
     over_capacity: bool,
     now_ms: i64,
 ) -> Result<SeatOutcome> {
-    if seats.stopped(now_ms) && !(over_capacity && !seats.cancelled) {
+    // Staff may seat someone after the close (a walk-in), never for a cancelled training.
+    let staff_walk_in = over_capacity && !seats.cancelled;
+    if seats.stopped(now_ms) && !staff_walk_in {
         return Ok(SeatOutcome::Closed);
     }
     // Those already waiting go first: free seats are theirs to be offered.
