@@ -1,6 +1,8 @@
 //! The form body fuzzed against the real app (issue 16, item 13): random and mutated
-//! `application/x-www-form-urlencoded` bodies POSTed to `/subscribe` and `/confirm/{token}`
-//! never get a 5xx and never lose the connection. Fewer cases than `tests/fuzz.rs`, as each
+//! `application/x-www-form-urlencoded` bodies POSTed to `/subscribe`, `/confirm/{token}`,
+//! a training's registration form (`/trainings/{id}`), a registration's links
+//! (`/registrations/{token}/…`) and a member's Register link never get a 5xx and never lose
+//! the connection. Fewer cases than `tests/fuzz.rs`, as each
 //! is an HTTP request and database work; `PROPTEST_CASES` sets the count here too.
 
 use proptest::{prelude::*, test_runner::TestRunner};
@@ -15,10 +17,23 @@ both_backends!(random_form_bodies_never_get_a_5xx);
 /// One request: where it goes, its headers and its body.
 #[derive(Debug, Clone)]
 struct Probe {
-    confirm: Option<TokenChoice>,
+    target: Target,
     content_type: Option<&'static str>,
     origin: Option<&'static str>,
     body: Vec<u8>,
+}
+
+/// Where a probe goes.
+#[derive(Debug, Clone)]
+enum Target {
+    Subscribe,
+    Confirm(TokenChoice),
+    /// The first upcoming training's registration form.
+    Register,
+    /// A registration's link (`confirm`, `cancel` or `claim`), never a real one.
+    RegistrationLink(&'static str, TokenChoice),
+    /// A member's Register link for the first upcoming training, never a real one.
+    MemberLink(TokenChoice),
 }
 
 #[derive(Debug, Clone)]
@@ -32,7 +47,16 @@ enum TokenChoice {
 }
 
 const KEYS: &[&str] = &[
-    "email", "name", "EMAIL", "email[]", "", "token", "name ", "e%6dail",
+    "email",
+    "name",
+    "EMAIL",
+    "email[]",
+    "",
+    "token",
+    "name ",
+    "e%6dail",
+    "organisation",
+    "news",
 ];
 const VALUES: &[&str] = &[
     "jane@x.test",
@@ -165,22 +189,50 @@ fn probe() -> impl Strategy<Value = Probe> {
             ][..],
         ),
     );
-    (proptest::option::of(token), content_type, origin, body()).prop_map(
-        |(confirm, content_type, origin, body)| Probe {
-            confirm,
-            content_type,
-            origin,
-            body,
-        },
-    )
+    let shaped = || {
+        prop_oneof![
+            "[A-Za-z0-9_-]{43}".prop_map(TokenChoice::Shaped),
+            proptest::collection::vec(any::<u8>(), 0..60).prop_map(TokenChoice::Garbage),
+        ]
+    };
+    let target = prop_oneof![
+        3 => Just(Target::Subscribe),
+        3 => token.prop_map(Target::Confirm),
+        3 => Just(Target::Register),
+        1 => (proptest::sample::select(&["confirm", "cancel", "claim"][..]), shaped())
+            .prop_map(|(action, t)| Target::RegistrationLink(action, t)),
+        1 => shaped().prop_map(Target::MemberLink),
+    ];
+    (target, content_type, origin, body()).prop_map(|(target, content_type, origin, body)| Probe {
+        target,
+        content_type,
+        origin,
+        body,
+    })
 }
 
-async fn send(app: &TestApp, real_link: &str, probe: &Probe) -> Result<u16, String> {
-    let url = match &probe.confirm {
-        None => app.url("/subscribe"),
-        Some(TokenChoice::Real) => real_link.to_owned(),
-        Some(TokenChoice::Shaped(t)) => app.url(&format!("/confirm/{t}")),
-        Some(TokenChoice::Garbage(b)) => app.url(&format!("/confirm/{}", encode(b))),
+/// A made-up token as it goes into a path (`Real` only means something for `/confirm/`).
+fn token_text(t: &TokenChoice) -> String {
+    match t {
+        TokenChoice::Real => String::new(),
+        TokenChoice::Shaped(t) => t.clone(),
+        TokenChoice::Garbage(b) => encode(b),
+    }
+}
+
+async fn send(app: &TestApp, real_link: &str, session: &str, probe: &Probe) -> Result<u16, String> {
+    let url = match &probe.target {
+        Target::Subscribe => app.url("/subscribe"),
+        Target::Confirm(TokenChoice::Real) => real_link.to_owned(),
+        Target::Confirm(t) => app.url(&format!("/confirm/{}", token_text(t))),
+        Target::Register => app.url(&format!("/trainings/{session}")),
+        Target::RegistrationLink(action, t) => {
+            app.url(&format!("/registrations/{}/{action}", token_text(t)))
+        }
+        Target::MemberLink(t) => app.url(&format!(
+            "/trainings/{session}/register/1.{}",
+            token_text(t)
+        )),
     };
     let mut request = app.http.post(&url).body(probe.body.clone());
     if let Some(ct) = probe.content_type {
@@ -211,6 +263,13 @@ async fn random_form_bodies_never_get_a_5xx(backend: Backend) {
     })
     .await;
     let real_link = link_in(&mail.bytes, "/confirm/");
+    let calendar = app.settings.calendar().expect("calendar");
+    let session = calendar
+        .upcoming(chrono::Utc::now(), 1)
+        .into_iter()
+        .next()
+        .expect("an upcoming training")
+        .id;
 
     let cases = std::env::var("PROPTEST_CASES")
         .ok()
@@ -227,7 +286,7 @@ async fn random_form_bodies_never_get_a_5xx(backend: Backend) {
     let result = tokio::task::block_in_place(|| {
         runner.run(&probe(), |probe| {
             let status = handle
-                .block_on(send(&app, &real_link, &probe))
+                .block_on(send(&app, &real_link, &session, &probe))
                 .map_err(TestCaseError::fail)?;
             prop_assert!(status < 500, "{} for {:?}", status, probe);
             *statuses.lock().expect("tally").entry(status).or_default() += 1;
