@@ -191,13 +191,14 @@ async fn check(
     let Some(member) = state.store.subscriber_for_link(link.subscriber_id).await? else {
         return Ok(Err(Refusal::InvalidLink));
     };
-    // Under the current key only: list mail carries links made with it, and a link made
-    // under a rotated-out key was mailed for a session that is long past or re-mailed.
-    if !state
-        .live
-        .token_key()
-        .verifies_member_link(&link, &session.id, &member.unsub_nonce)
-    {
+    // Under the current key, or one listed in `security.previous_token_keys`: invitations
+    // mailed before a key rotation keep working while the old key is listed (nothing is
+    // stored for these links, so there is nothing to relink).
+    let runtime = state.live.current();
+    let verified = std::iter::once(&runtime.key)
+        .chain(&runtime.previous_keys)
+        .any(|key| key.verifies_member_link(&link, &session.id, &member.unsub_nonce));
+    if !verified {
         return Ok(Err(Refusal::InvalidLink));
     }
     Ok(admissible(state, &session, &member).map(|()| Checked { session, member }))

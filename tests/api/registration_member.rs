@@ -34,6 +34,7 @@ both_backends!(
     no_register_link_in_external_mode,
     no_register_link_for_a_cancelled_training,
     a_registrant_not_on_the_list_gets_list_mail_as_transactional_mail,
+    an_invitation_from_before_a_key_rotation_still_registers,
 );
 
 const SESSION: &str = "2027-01-20";
@@ -150,6 +151,48 @@ async fn post(app: &TestApp, url: &str) -> (u16, String) {
 async fn get(app: &TestApp, url: &str) -> (u16, String) {
     let r = app.get(url).await;
     (r.status().as_u16(), r.text().await.expect("body"))
+}
+
+/// The Register link in an invitation mailed before a key rotation works while the old key
+/// is in `security.previous_token_keys`; one made under any other key does not.
+async fn an_invitation_from_before_a_key_rotation_still_registers(backend: Backend) {
+    let (app, clock) = world(backend, |_| {}).await;
+    clock.set(at(AFTER_DUE));
+    let link = link_in(&invitation_to(&app, "a@example.org").await, "/register/");
+    let old = app.token_key().to_owned();
+    let app = app
+        .restart_with(move |s| {
+            s.security.token_key = Some(TokenKey::generate_text().into());
+            s.security.previous_token_keys = vec![harborlist::config::PreviousTokenKey {
+                key: Some(old.into()),
+                file: None,
+            }];
+        })
+        .await;
+    // The same path on the restarted app (its address may have changed).
+    let path = &link[link.find("/trainings/").expect("a path")..];
+    let (code, body) = post(&app, &app.url(path)).await;
+    assert_eq!(code, 200, "the old link still registers: {body}");
+    assert_eq!(
+        status_of(&app, "a@example.org").await,
+        Some(RegStatus::Registered)
+    );
+    // A link made under a key the app never had is refused.
+    let stranger = TokenKey::parse(&TokenKey::generate_text()).expect("key");
+    let id = link
+        .rsplit('/')
+        .next()
+        .expect("link")
+        .split('.')
+        .next()
+        .expect("id");
+    let forged = stranger.member_link(SESSION, id.parse().expect("id"), "guess");
+    let (code, _) = post(
+        &app,
+        &app.url(&format!("/trainings/{SESSION}/register/{}", forged.text())),
+    )
+    .await;
+    assert_eq!(code, 404, "a link under an unknown key");
 }
 
 async fn one_click_registration_from_an_invitation(backend: Backend) {
