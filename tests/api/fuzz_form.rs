@@ -251,6 +251,8 @@ async fn send(app: &TestApp, real_link: &str, session: &str, probe: &Probe) -> R
     Ok(status)
 }
 
+// proptest's error carries the failing probe, whose size is what makes it a good report.
+#[allow(clippy::result_large_err)]
 async fn random_form_bodies_never_get_a_5xx(backend: Backend) {
     let app = app(backend)
         .with(|s| s.subscriptions.max_requests_per_ip_per_hour = 1_000_000)
