@@ -194,6 +194,18 @@ pub struct LinkedRegistration {
     pub session_id: String,
     pub status: RegStatus,
     pub offer_expires_ms: Option<i64>,
+    /// Its waiting-list position as stored (see [`Store::waiting_rank`] for "number N").
+    pub position: Option<i64>,
+}
+
+fn linked(r: &sqlx::any::AnyRow) -> Result<LinkedRegistration> {
+    Ok(LinkedRegistration {
+        id: r.try_get("id")?,
+        session_id: r.try_get("session_id")?,
+        status: RegStatus::parse(&r.try_get::<String, _>("status")?)?,
+        offer_expires_ms: r.try_get("offer_expires_at")?,
+        position: r.try_get("position")?,
+    })
 }
 
 /// What giving up, leaving or declining did.
@@ -256,6 +268,10 @@ pub struct RegistrationRow {
 }
 
 const DAY_MS: i64 = 86_400_000;
+
+/// How many wait up to and including a position ($2) in a session ($1): "number N".
+const RANK_SQL: &str = "SELECT COUNT(*) AS n FROM registrations
+     WHERE session_id = $1 AND status = 'waitlisted' AND position <= $2";
 
 /// Every session's live rows by status: what [`seat_counts_of`] reads.
 pub(crate) const SEAT_COUNTS_SQL: &str =
@@ -377,7 +393,7 @@ impl Store {
     /// The registration a link token's hash names (under the current key, or an earlier one).
     pub async fn registration_by_link(&self, hash: &str) -> Result<Option<LinkedRegistration>> {
         let row = sqlx::query(
-            "SELECT id, session_id, status, offer_expires_at FROM registrations
+            "SELECT id, session_id, status, offer_expires_at, position FROM registrations
              WHERE id = COALESCE(
                  (SELECT id FROM registrations WHERE link_hash = $1),
                  (SELECT registration_id FROM registration_links WHERE hash = $1))",
@@ -385,15 +401,7 @@ impl Store {
         .bind(hash)
         .fetch_optional(self.pool())
         .await?;
-        row.map(|r| {
-            Ok(LinkedRegistration {
-                id: r.try_get("id")?,
-                session_id: r.try_get("session_id")?,
-                status: RegStatus::parse(&r.try_get::<String, _>("status")?)?,
-                offer_expires_ms: r.try_get("offer_expires_at")?,
-            })
-        })
-        .transpose()
+        row.as_ref().map(linked).transpose()
     }
 
     /// Confirms a public registration (the POST behind the mail's link): a seat if one is
@@ -626,7 +634,7 @@ impl Store {
         email_key: &str,
     ) -> Result<Option<LinkedRegistration>> {
         let row = sqlx::query(
-            "SELECT r.id, r.session_id, r.status, r.offer_expires_at FROM registrations r
+            "SELECT r.id, r.session_id, r.status, r.offer_expires_at, r.position FROM registrations r
              JOIN subscribers s ON s.id = r.subscriber_id
              WHERE r.session_id = $1 AND s.email_key = $2",
         )
@@ -634,15 +642,23 @@ impl Store {
         .bind(email_key)
         .fetch_optional(self.pool())
         .await?;
-        row.map(|r| {
-            Ok(LinkedRegistration {
-                id: r.try_get("id")?,
-                session_id: r.try_get("session_id")?,
-                status: RegStatus::parse(&r.try_get::<String, _>("status")?)?,
-                offer_expires_ms: r.try_get("offer_expires_at")?,
-            })
-        })
-        .transpose()
+        row.as_ref().map(linked).transpose()
+    }
+
+    /// "Number N" on the waiting list: how many are waiting up to and including `reg`, or
+    /// `None` if it is not waiting.
+    pub async fn waiting_rank(&self, reg: &LinkedRegistration) -> Result<Option<i64>> {
+        let (RegStatus::Waitlisted, Some(position)) = (reg.status, reg.position) else {
+            return Ok(None);
+        };
+        Ok(Some(
+            sqlx::query(RANK_SQL)
+                .bind(&reg.session_id)
+                .bind(position)
+                .fetch_one(self.pool())
+                .await?
+                .try_get("n")?,
+        ))
     }
 
     /// The seat counts of every session anyone registered for (the others are absent).
@@ -925,15 +941,12 @@ async fn take_seat(
 
 /// How many are waiting up to and including `position`: "number N" on the waiting list.
 async fn rank(tx: &mut Transaction<'static, Any>, session_id: &str, position: i64) -> Result<i64> {
-    Ok(sqlx::query(
-        "SELECT COUNT(*) AS n FROM registrations
-         WHERE session_id = $1 AND status = 'waitlisted' AND position <= $2",
-    )
-    .bind(session_id)
-    .bind(position)
-    .fetch_one(&mut **tx)
-    .await?
-    .try_get("n")?)
+    Ok(sqlx::query(RANK_SQL)
+        .bind(session_id)
+        .bind(position)
+        .fetch_one(&mut **tx)
+        .await?
+        .try_get("n")?)
 }
 
 async fn set_registered(tx: &mut Transaction<'static, Any>, reg: &Reg, now_ms: i64) -> Result<()> {

@@ -61,6 +61,8 @@ struct Found {
     token: Token,
     reg: LinkedRegistration,
     session: Session,
+    /// "Number N" on the waiting list, when they are waiting.
+    rank: Option<i64>,
 }
 
 /// Looks the link up; the page to answer with when it names nothing we can act on (or the
@@ -86,11 +88,16 @@ async fn find(state: &AppState, token: &str, action: &str) -> Result<(Found, Act
     if begun(state, &session) {
         return Err(taken_place(state, &session));
     }
+    let rank = match state.store.waiting_rank(&reg).await {
+        Ok(rank) => rank,
+        Err(e) => return Err(pages::unavailable(state, &e)),
+    };
     Ok((
         Found {
             token,
             reg,
             session,
+            rank,
         },
         action,
     ))
@@ -161,6 +168,9 @@ pub async fn page(
         .message(text);
     if let (Action::Claim, Some(ms)) = (action, found.reg.offer_expires_ms) {
         page = page.message(format!("The offer holds until {}.", local_time(&state, ms)));
+    }
+    if let Some(n) = found.rank {
+        page = page.message(format!("You're number {n} on the waiting list."));
     }
     page.button(link(&found, action), button).render(&state)
 }
@@ -306,7 +316,7 @@ fn standing(state: &AppState, found: &Found) -> Response {
     let session = &found.session;
     match found.reg.status {
         RegStatus::Registered | RegStatus::Attended => registered_already(state, found),
-        RegStatus::Waitlisted => waitlisted(state, found, None),
+        RegStatus::Waitlisted => waitlisted(state, found, found.rank),
         RegStatus::Offered => Page::new("A seat is offered to you", status)
             .message(about(session))
             .link("Claim your seat", link(found, Action::Claim))

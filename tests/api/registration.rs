@@ -243,6 +243,10 @@ async fn the_training_fills_up_and_the_waiting_list_takes_the_rest(backend: Back
     let leave = reg_link(&mail.bytes, "cancel");
     let ask = app.page_text(&leave).await;
     assert!(ask.contains("Leave the waiting list?"), "{ask}");
+    assert!(
+        ask.contains("You're number 2 on the waiting list."),
+        "{ask}"
+    );
     assert_eq!(
         app.reg_status("d@example.org").await,
         Some(RegStatus::Waitlisted)
