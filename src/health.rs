@@ -52,6 +52,8 @@ struct Inner {
     planner_turn_ms: AtomicI64,
     /// When the service started (UTC ms): the planner's first turn is due from then.
     started_ms: AtomicI64,
+    /// Planner turns finished so far, so a test can wait for the next one.
+    planner_turns: std::sync::atomic::AtomicU64,
 }
 
 impl Health {
@@ -126,6 +128,12 @@ impl Health {
 
     pub fn planner_turned(&self, now_ms: i64) {
         self.inner.planner_turn_ms.store(now_ms, Ordering::Relaxed);
+        self.inner.planner_turns.fetch_add(1, Ordering::Release);
+    }
+
+    /// How many planner turns have finished since the start.
+    pub fn planner_turns(&self) -> u64 {
+        self.inner.planner_turns.load(Ordering::Acquire)
     }
 
     /// When the planner last finished a turn, if it has.

@@ -169,6 +169,11 @@ impl Application {
         &self.state.store
     }
 
+    /// The service's health, shared with its tasks (planner turns, relay state).
+    pub fn health(&self) -> &Health {
+        &self.state.health
+    }
+
     pub fn live(&self) -> &Live {
         &self.state.live
     }

@@ -8,7 +8,7 @@
 //! days before, to those registered) at 2027-01-18 17:00 UTC. Registrations are made through
 //! the store (`register_directly`, as staff's `registrations add` does).
 
-use std::{collections::BTreeSet, path::Path, time::Duration};
+use std::{collections::BTreeSet, path::Path};
 
 use chrono::{DateTime, Utc};
 use harborlist::{
@@ -225,11 +225,21 @@ impl World {
             .map(|m| m.state)
     }
 
+    /// Waits until the planner has turned twice and nothing is left to send: whatever
+    /// this moment's planning and sending will do is done (and recorded), so a count taken
+    /// now is final.
+    async fn settled(&self) {
+        self.app.planner_turns().await;
+        eventually(30, "an empty queue", || async {
+            (self.store().queue_depth().await.ok()? == 0).then_some(())
+        })
+        .await;
+    }
+
     /// Moves the clock and waits for the app's planner to have turned after it.
     async fn set_clock(&self, now: &str) {
         self.clock.set(at(now));
-        // The planner ticks every second (real time) and plans on the manual clock.
-        tokio::time::sleep(Duration::from_millis(2500)).await;
+        self.app.planner_turns().await;
     }
 
     /// Waits until the sink holds `n` messages of the mailing `key`, then a moment more
@@ -252,7 +262,7 @@ impl World {
             (of().len() >= n).then_some(())
         })
         .await;
-        tokio::time::sleep(Duration::from_millis(1500)).await;
+        self.settled().await;
         let msgs = of();
         assert_eq!(msgs.len(), n, "{key}: exactly {n}, each once");
         msgs.iter().flat_map(|m| m.to.clone()).collect()
@@ -360,7 +370,7 @@ async fn reminders_by_audience_reach_exactly_their_people_once_across_a_restart(
 
     // A restart between the mailings sends nothing again.
     w.app = w.app.restart().await;
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    w.settled().await;
     assert_eq!(w.recipients_of(&key("last-call"), 2).await.len(), 2);
 
     // c gives up the seat before the reminder.
@@ -391,7 +401,7 @@ async fn reminders_by_audience_reach_exactly_their_people_once_across_a_restart(
     assert!(!listed("u@example.org"));
 
     w.app = w.app.restart().await;
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    w.settled().await;
     for (name, n) in [("invitation", 4), ("last-call", 2), ("reminder", 3)] {
         assert_eq!(w.mail_to_all(&key(name)), n, "{name} once, after a restart");
     }
@@ -436,7 +446,7 @@ async fn a_last_call_is_skipped_when_the_training_is_full(backend: Backend) {
         reason.contains("no seats left") && reason.contains("2 of 2"),
         "{reason}"
     );
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    w.settled().await;
     assert_eq!(w.mail_to_all(&key("last-call")), 0);
 }
 

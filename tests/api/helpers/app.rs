@@ -25,6 +25,8 @@ pub struct TestApp {
     pub http: reqwest::Client,
     pub db: Arc<TestDb>,
     pub clock: SharedClock,
+    /// The app's health: tests wait on its planner turns instead of sleeping.
+    pub health: harborlist::health::Health,
     shutdown: CancellationToken,
     task: Option<JoinHandle<()>>,
 }
@@ -134,6 +136,7 @@ impl TestApp {
             .metrics_port()
             .map(|p| format!("http://127.0.0.1:{p}/metrics"));
         let store = application.store().clone();
+        let health = application.health().clone();
         let shutdown = CancellationToken::new();
         let token = shutdown.clone();
         let task = tokio::spawn(async move {
@@ -157,9 +160,20 @@ impl TestApp {
             http,
             db,
             clock,
+            health,
             shutdown,
             task: Some(task),
         }
+    }
+
+    /// Waits until the planner has finished two more turns: the second began after this
+    /// call, so it planned with whatever the clock and settings say now.
+    pub async fn planner_turns(&self) {
+        let from = self.health.planner_turns();
+        crate::helpers::eventually(30, "two planner turns", || async {
+            (self.health.planner_turns() >= from + 2).then_some(())
+        })
+        .await;
     }
 
     /// Graceful stop, as on SIGTERM.
