@@ -101,10 +101,25 @@ impl MailSink {
         Self::start_on(listener)
     }
 
-    /// A port that nothing listens on yet, for "the relay is down" tests.
+    /// A port that nothing listens on yet, for "the relay is down" tests. It is taken below
+    /// the kernel's ephemeral range (32768 and up by default): a port from `bind(0)` is
+    /// handed out again to any other test's listener or outgoing connection as soon as it
+    /// is closed, and then `start_on_port` found it in use. Each call in this process gets
+    /// a different port.
     pub fn reserve_port() -> u16 {
-        let l = TcpListener::bind("127.0.0.1:0").expect("bind");
-        l.local_addr().expect("addr").port()
+        use std::sync::atomic::{AtomicU32, Ordering};
+        const FIRST: u32 = 20_000;
+        const SPAN: u32 = 12_000;
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        let start = std::process::id().wrapping_mul(7_919) % SPAN;
+        for _ in 0..SPAN {
+            let n = NEXT.fetch_add(1, Ordering::Relaxed);
+            let port = u16::try_from(FIRST + (start + n) % SPAN).expect("a port");
+            if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+                return port;
+            }
+        }
+        panic!("no free port from {FIRST} to {}", FIRST + SPAN);
     }
 
     /// Starts a sink on a given port (after it was reserved and left closed).
