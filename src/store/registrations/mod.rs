@@ -2,26 +2,39 @@
 //! the planner and staff commands write.
 //!
 //! Every change to a session's seats is one transaction that first writes the session's
-//! row in `seats` (the seat lock; see [`lock_seats`]). That write serialises the changes
+//! row in `seats` (the seat lock: `seats::lock_seats`). That write serialises the changes
 //! of one session on both backends — SQLite takes its write lock at the first write, and
 //! PostgreSQL locks the row until commit — so the count of seats taken, read next, is
 //! never stale, nobody is overbooked, and waiting-list positions have no gap or repeat.
 //!
 //! A seat is taken by a row in `registered`, `offered` (held for the person it was offered
 //! to until the offer expires) or `attended`. Whenever a seat may have come free (someone
-//! gave it up, an offer expired or was declined, the capacity was raised), [`fill`] offers
+//! gave it up, an offer expired or was declined, the capacity was raised), `seats::fill` offers
 //! the free seats to the waiting list, first in line first, in the same transaction. The
-//! mail each change causes is a [`SingleMail`] written in that transaction too, so it goes
+//! mail each change causes (`mail.rs`) is a `SingleMail` written in that transaction too, so it goes
 //! out exactly when the change commits.
 //!
 //! The person behind a registration is a `subscribers` row, whatever their list status:
 //! someone who registers without joining stays `pending`, which never receives list mail.
+//!
+//! This module holds the types and the `Store` methods, each one transaction; `seats.rs`
+//! the steps they are made of, under the seat lock; `mail.rs` the mail they write.
 
 use serde::Serialize;
-use serde_json::{Value, json};
-use sqlx::{Any, Row, Transaction};
+use serde_json::Value;
+use sqlx::Row;
 
-use super::{Result, Store, StoreError, is_unique_violation, queue::SingleMail};
+mod mail;
+mod seats;
+
+pub use mail::{KIND_REGISTRATION, mail_data};
+use mail::{Letter, queue_mail};
+use seats::{
+    Reg, ensure_person, expire_offer, fill, give_seat, lock_seats, registration, retry_unique,
+    take_seat, upsert_registration,
+};
+
+use super::{Result, Store, StoreError};
 
 /// Where a registration stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -486,16 +499,7 @@ impl Store {
             .bind(reg.id)
             .execute(&mut *tx)
             .await?;
-            set_registered(&mut tx, &reg, now_ms).await?;
-            queue_mail(
-                &mut tx,
-                seats,
-                &reg,
-                Letter::Registered,
-                reg.subscriber_id,
-                now_ms,
-            )
-            .await?;
+            give_seat(&mut tx, seats, &reg, now_ms).await?;
             tx.commit().await?;
             return Ok(SeatOutcome::Registered);
         }
@@ -578,16 +582,7 @@ impl Store {
                 ClaimOutcome::Expired
             }
             RegStatus::Offered => {
-                set_registered(&mut tx, &reg, now_ms).await?;
-                queue_mail(
-                    &mut tx,
-                    seats,
-                    &reg,
-                    Letter::Registered,
-                    reg.subscriber_id,
-                    now_ms,
-                )
-                .await?;
+                give_seat(&mut tx, seats, &reg, now_ms).await?;
                 ClaimOutcome::Registered
             }
             RegStatus::Expired => ClaimOutcome::Expired,
@@ -730,399 +725,4 @@ impl Store {
         tx.commit().await?;
         Ok((marked, unknown))
     }
-}
-
-/// A registration row inside a transaction.
-#[derive(Debug, Clone)]
-struct Reg {
-    id: i64,
-    session_id: String,
-    subscriber_id: i64,
-    status: RegStatus,
-    nonce: String,
-    offers: i64,
-    offer_expires_ms: Option<i64>,
-}
-
-/// Writes the session's `seats` row first thing: the seat lock (see the module's doc).
-/// Returns the last waiting-list position given out.
-async fn lock_seats(
-    tx: &mut Transaction<'static, Any>,
-    session_id: &str,
-    now_ms: i64,
-) -> Result<i64> {
-    Ok(sqlx::query(
-        "INSERT INTO seats (session_id, next_position, updated_at) VALUES ($1, 0, $2)
-         ON CONFLICT (session_id) DO UPDATE SET updated_at = excluded.updated_at
-         RETURNING next_position",
-    )
-    .bind(session_id)
-    .bind(now_ms)
-    .fetch_one(&mut **tx)
-    .await?
-    .try_get("next_position")?)
-}
-
-/// A concurrent first insert of the same address or registration can lose the unique
-/// race; one retry sees the winner's row.
-async fn retry_unique<T, F, Fut>(f: F) -> Result<T>
-where
-    F: Fn() -> Fut,
-    Fut: std::future::Future<Output = Result<T>>,
-{
-    match f().await {
-        Err(StoreError::Sql(e)) if is_unique_violation(&e) => f().await,
-        other => other,
-    }
-}
-
-/// The person's subscriber row, created `pending` (not on the list) if the address is new.
-async fn ensure_person(
-    tx: &mut Transaction<'static, Any>,
-    who: &Registrant<'_>,
-    now_ms: i64,
-) -> Result<i64> {
-    sqlx::query(
-        "INSERT INTO subscribers (email, email_key, name, status, source, unsub_nonce, unsub_hash, created_at, updated_at)
-         VALUES ($1, $2, NULL, 'pending', 'web', $3, $4, $5, $5)
-         ON CONFLICT (email_key) DO NOTHING",
-    )
-    .bind(who.email)
-    .bind(who.email_key)
-    .bind(who.unsub_nonce)
-    .bind(who.unsub_hash)
-    .bind(now_ms)
-    .execute(&mut **tx)
-    .await?;
-    Ok(
-        sqlx::query("SELECT id FROM subscribers WHERE email_key = $1")
-            .bind(who.email_key)
-            .fetch_one(&mut **tx)
-            .await?
-            .try_get("id")?,
-    )
-}
-
-/// The (session, person) row, created `pending` if new.
-async fn upsert_registration(
-    tx: &mut Transaction<'static, Any>,
-    seats: &SessionSeats,
-    subscriber_id: i64,
-    who: &Registrant<'_>,
-    link: NewLink<'_>,
-    source: RegSource,
-    now_ms: i64,
-) -> Result<Reg> {
-    let id: Option<i64> = sqlx::query(
-        "INSERT INTO registrations (session_id, subscriber_id, name, organisation, org_key, status, source,
-                                    nonce, link_hash, created_at, updated_at)
-         VALUES ($1, $2, $3, $4, $5, 'pending', $6, $7, $8, $9, $9)
-         ON CONFLICT (session_id, subscriber_id) DO NOTHING
-         RETURNING id",
-    )
-    .bind(&seats.id)
-    .bind(subscriber_id)
-    .bind(who.name)
-    .bind(who.organisation)
-    .bind(who.org_key)
-    .bind(source.as_str())
-    .bind(link.nonce)
-    .bind(link.hash)
-    .bind(now_ms)
-    .fetch_optional(&mut **tx)
-    .await?
-    .map(|r| r.try_get("id"))
-    .transpose()?;
-    let id = match id {
-        Some(id) => id,
-        None => {
-            sqlx::query("SELECT id FROM registrations WHERE session_id = $1 AND subscriber_id = $2")
-                .bind(&seats.id)
-                .bind(subscriber_id)
-                .fetch_one(&mut **tx)
-                .await?
-                .try_get("id")?
-        }
-    };
-    registration(tx, id).await
-}
-
-async fn registration(tx: &mut Transaction<'static, Any>, id: i64) -> Result<Reg> {
-    let r = sqlx::query(
-        "SELECT id, session_id, subscriber_id, status, nonce, offers, offer_expires_at
-         FROM registrations WHERE id = $1",
-    )
-    .bind(id)
-    .fetch_one(&mut **tx)
-    .await?;
-    let subscriber_id: Option<i64> = r.try_get("subscriber_id")?;
-    let nonce: Option<String> = r.try_get("nonce")?;
-    Ok(Reg {
-        id: r.try_get("id")?,
-        session_id: r.try_get("session_id")?,
-        // A forgotten person's row has neither; nothing acts on it any more.
-        subscriber_id: subscriber_id
-            .ok_or_else(|| StoreError::Corrupt("registration of a forgotten person".into()))?,
-        status: RegStatus::parse(&r.try_get::<String, _>("status")?)?,
-        nonce: nonce.unwrap_or_default(),
-        offers: r.try_get("offers")?,
-        offer_expires_ms: r.try_get("offer_expires_at")?,
-    })
-}
-
-/// Seats taken in the session (under the seat lock).
-async fn taken(tx: &mut Transaction<'static, Any>, session_id: &str) -> Result<i64> {
-    Ok(sqlx::query(
-        "SELECT COUNT(*) AS n FROM registrations
-         WHERE session_id = $1 AND status IN ('registered', 'offered', 'attended')",
-    )
-    .bind(session_id)
-    .fetch_one(&mut **tx)
-    .await?
-    .try_get("n")?)
-}
-
-/// A seat for `reg` if one is free (after the waiting list has had its offers), the
-/// waiting list otherwise; or nothing once registration has closed.
-async fn take_seat(
-    tx: &mut Transaction<'static, Any>,
-    seats: &SessionSeats,
-    reg: &Reg,
-    over_capacity: bool,
-    now_ms: i64,
-) -> Result<SeatOutcome> {
-    // Staff may seat someone after the close (a walk-in), never for a cancelled training.
-    let staff_walk_in = over_capacity && !seats.cancelled;
-    if seats.stopped(now_ms) && !staff_walk_in {
-        return Ok(SeatOutcome::Closed);
-    }
-    // Those already waiting go first: free seats are theirs to be offered.
-    fill(tx, seats, now_ms).await?;
-    if over_capacity || taken(tx, &seats.id).await? < i64::from(seats.capacity) {
-        set_registered(tx, reg, now_ms).await?;
-        queue_mail(
-            tx,
-            seats,
-            reg,
-            Letter::Registered,
-            reg.subscriber_id,
-            now_ms,
-        )
-        .await?;
-        return Ok(SeatOutcome::Registered);
-    }
-    let position: i64 = sqlx::query(
-        "UPDATE seats SET next_position = next_position + 1 WHERE session_id = $1 RETURNING next_position",
-    )
-    .bind(&seats.id)
-    .fetch_one(&mut **tx)
-    .await?
-    .try_get("next_position")?;
-    sqlx::query(
-        "UPDATE registrations SET status = 'waitlisted', position = $1, updated_at = $2 WHERE id = $3",
-    )
-    .bind(position)
-    .bind(now_ms)
-    .bind(reg.id)
-    .execute(&mut **tx)
-    .await?;
-    let rank = rank(tx, &seats.id, position).await?;
-    queue_mail(
-        tx,
-        seats,
-        reg,
-        Letter::Waitlisted,
-        reg.subscriber_id,
-        now_ms,
-    )
-    .await?;
-    Ok(SeatOutcome::Waitlisted { rank })
-}
-
-/// How many are waiting up to and including `position`: "number N" on the waiting list.
-async fn rank(tx: &mut Transaction<'static, Any>, session_id: &str, position: i64) -> Result<i64> {
-    Ok(sqlx::query(RANK_SQL)
-        .bind(session_id)
-        .bind(position)
-        .fetch_one(&mut **tx)
-        .await?
-        .try_get("n")?)
-}
-
-async fn set_registered(tx: &mut Transaction<'static, Any>, reg: &Reg, now_ms: i64) -> Result<()> {
-    sqlx::query(
-        "UPDATE registrations SET status = 'registered', registered_at = $1, offer_expires_at = NULL, updated_at = $1
-         WHERE id = $2",
-    )
-    .bind(now_ms)
-    .bind(reg.id)
-    .execute(&mut **tx)
-    .await?;
-    Ok(())
-}
-
-async fn expire_offer(tx: &mut Transaction<'static, Any>, id: i64, now_ms: i64) -> Result<()> {
-    sqlx::query(
-        "UPDATE registrations SET status = 'expired', offer_expires_at = NULL, updated_at = $1 WHERE id = $2",
-    )
-    .bind(now_ms)
-    .bind(id)
-    .execute(&mut **tx)
-    .await?;
-    Ok(())
-}
-
-/// Offers every free seat to the waiting list, first in line first, each to a different
-/// person, until the seats or the list run out. Nothing is offered once registration has
-/// closed. Must run under the seat lock. Returns the offers made.
-async fn fill(
-    tx: &mut Transaction<'static, Any>,
-    seats: &SessionSeats,
-    now_ms: i64,
-) -> Result<u64> {
-    if seats.stopped(now_ms) {
-        return Ok(0);
-    }
-    let free = i64::from(seats.capacity) - taken(tx, &seats.id).await?;
-    if free <= 0 {
-        return Ok(0);
-    }
-    let rows = sqlx::query(
-        "SELECT id FROM registrations
-         WHERE session_id = $1 AND status = 'waitlisted' AND subscriber_id IS NOT NULL
-         ORDER BY position, id LIMIT $2",
-    )
-    .bind(&seats.id)
-    .bind(free)
-    .fetch_all(&mut **tx)
-    .await?;
-    let deadline = seats.offer_deadline(now_ms);
-    let mut made = 0;
-    for r in rows {
-        let id: i64 = r.try_get("id")?;
-        sqlx::query(
-            "UPDATE registrations SET status = 'offered', offers = offers + 1, offer_expires_at = $1, updated_at = $2
-             WHERE id = $3",
-        )
-        .bind(deadline)
-        .bind(now_ms)
-        .bind(id)
-        .execute(&mut **tx)
-        .await?;
-        let reg = registration(tx, id).await?;
-        queue_mail(tx, seats, &reg, Letter::Offer, reg.subscriber_id, now_ms).await?;
-        made += 1;
-    }
-    Ok(made)
-}
-
-/// The registration mail a change causes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Letter {
-    /// "Please confirm your registration" (the public form).
-    Confirm,
-    /// "You're registered", with the `.ics` and the give-up link.
-    Registered,
-    /// "You're on the waiting list, number N", with the leave link.
-    Waitlisted,
-    /// "A seat is yours if you claim it by …", with the claim link.
-    Offer,
-}
-
-impl Letter {
-    fn template(self) -> &'static str {
-        match self {
-            Self::Confirm => "registration_confirm",
-            Self::Registered => "registered",
-            Self::Waitlisted => "waitlisted",
-            Self::Offer => "seat_offer",
-        }
-    }
-}
-
-/// What a registration mail of `template` carries: the session's data (its `.ics` only for
-/// "You're registered") and the registration's nonce, close, offer deadline and (waitlisted)
-/// rank. Also what `check` and `preview` render the templates with.
-pub fn mail_data(
-    seats: &SessionSeats,
-    template: &str,
-    nonce: &str,
-    offer_expires_ms: Option<i64>,
-    rank: Option<i64>,
-) -> Value {
-    let mut data = seats.data.clone();
-    if template != Letter::Registered.template()
-        && let Some(obj) = data.as_object_mut()
-    {
-        obj.remove("calendar");
-    }
-    data["registration"] = json!({
-        "nonce": nonce,
-        "session": seats.id,
-        "closes_at_ms": seats.closes_at_ms,
-        "offer_expires_at_ms": offer_expires_ms,
-    });
-    if let Some(n) = rank {
-        data["registration"]["rank"] = json!(n);
-    }
-    data
-}
-
-/// The mailing kind of every registration mail: transactional, to the one person, with the
-/// registration's own links and no list footer.
-pub const KIND_REGISTRATION: &str = "registration";
-
-/// Queues `letter` for the registration's person, in the caller's transaction. Each has a
-/// key that makes it once per event: the offer by its number, the others by the instant.
-async fn queue_mail(
-    tx: &mut Transaction<'static, Any>,
-    seats: &SessionSeats,
-    reg: &Reg,
-    letter: Letter,
-    subscriber_id: i64,
-    now_ms: i64,
-) -> Result<()> {
-    let current = registration(tx, reg.id).await?;
-    let mut data = mail_data(
-        seats,
-        letter.template(),
-        &current.nonce,
-        current.offer_expires_ms,
-        None,
-    );
-    let mut not_after_ms = None;
-    let key = match letter {
-        Letter::Offer => {
-            not_after_ms = current.offer_expires_ms;
-            format!("offer:{}:{}", reg.id, current.offers)
-        }
-        Letter::Waitlisted => {
-            let position: Option<i64> =
-                sqlx::query("SELECT position FROM registrations WHERE id = $1")
-                    .bind(reg.id)
-                    .fetch_one(&mut **tx)
-                    .await?
-                    .try_get("position")?;
-            let n = match position {
-                Some(p) => rank(tx, &seats.id, p).await?,
-                None => 0,
-            };
-            data["registration"]["rank"] = json!(n);
-            format!("waitlisted:{}:{now_ms}", reg.id)
-        }
-        Letter::Confirm => format!("regconfirm:{}:{now_ms}", reg.id),
-        Letter::Registered => format!("registered:{}:{now_ms}", reg.id),
-    };
-    SingleMail {
-        key,
-        kind: KIND_REGISTRATION,
-        template: letter.template(),
-        data,
-        subscriber_id,
-        now_ms,
-        training: Some(seats.id.clone()),
-        not_after_ms,
-    }
-    .insert(tx)
-    .await
 }
