@@ -616,16 +616,14 @@ async fn a_capacity_raise_by_reload_offers_as_many_seats_as_were_added(backend: 
         );
     }
     // Two more seats: the first two waiting get offers, in order; the third waits on.
-    w.app = w
-        .app
-        .restart_with(|s| {
-            for c in &mut s.trainings.change {
-                if c.date == SESSION {
-                    c.capacity = Some(3);
-                }
+    // A live reload, the daemon running on.
+    w.app.reload_with(|s| {
+        for c in &mut s.trainings.change {
+            if c.date == SESSION {
+                c.capacity = Some(3);
             }
-        })
-        .await;
+        }
+    });
     eventually(30, "two offers", || async {
         (w.status("p@example.org").await == Some(RegStatus::Offered)).then_some(())
     })

@@ -27,6 +27,8 @@ pub struct TestApp {
     pub clock: SharedClock,
     /// The app's health: tests wait on its planner turns instead of sleeping.
     pub health: harborlist::health::Health,
+    /// The running configuration, which [`TestApp::reload_with`] swaps as a reload does.
+    live: harborlist::runtime::Live,
     shutdown: CancellationToken,
     task: Option<JoinHandle<()>>,
 }
@@ -137,6 +139,7 @@ impl TestApp {
             .map(|p| format!("http://127.0.0.1:{p}/metrics"));
         let store = application.store().clone();
         let health = application.health().clone();
+        let live = application.live().clone();
         let shutdown = CancellationToken::new();
         let token = shutdown.clone();
         let task = tokio::spawn(async move {
@@ -161,6 +164,7 @@ impl TestApp {
             db,
             clock,
             health,
+            live,
             shutdown,
             task: Some(task),
         }
@@ -197,6 +201,19 @@ impl TestApp {
             self.clock.clone(),
         )
         .await
+    }
+
+    /// A live reload with changed settings, as SIGHUP does once the edited files are read
+    /// (`tests/api/reload.rs` covers the reading): the new runtime is built, stamped and
+    /// swapped in while the app runs, and the planner picks it up at its next turn.
+    pub fn reload_with(&mut self, change: impl FnOnce(&mut Settings)) {
+        let mut settings = self.settings.clone();
+        change(&mut settings);
+        let mut runtime =
+            harborlist::runtime::Runtime::build(settings.clone()).expect("the edit loads");
+        runtime.loaded_ms = Some(harborlist::clock::to_millis(self.clock.now()));
+        self.live.replace(runtime);
+        self.settings = settings;
     }
 
     /// Stops, then starts again on the same database and sink with changed settings.
