@@ -13,6 +13,7 @@
 //!   validated inputs everything else relies on.
 //! * [`fsutil`] creates every file and folder harborlist writes, for its own user only.
 
+pub mod bounce;
 pub mod calendar;
 pub mod cli;
 pub mod clock;

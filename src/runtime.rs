@@ -52,6 +52,17 @@ pub struct Runtime {
 }
 
 impl Runtime {
+    /// `[bounces]`'s scoring rules (its defaults when the section is absent: the send-time
+    /// rule scores without it).
+    pub fn bounce_rules(&self) -> crate::store::bounces::BounceRules {
+        let b = self.settings.bounces.clone().unwrap_or_default();
+        crate::store::bounces::BounceRules {
+            soft_weight: b.soft_weight,
+            threshold: f64::from(b.threshold),
+            stale_after_ms: i64::try_from(b.stale_after.std().as_millis()).unwrap_or(i64::MAX),
+        }
+    }
+
     /// Loads and checks everything the settings point at; a missing key file is an error.
     /// Fails without side effects, so a reload can try it and keep the old runtime.
     pub fn build(settings: Settings) -> Result<Self, RuntimeError> {

@@ -83,6 +83,18 @@ pub fn metrics_handle() -> Option<PrometheusHandle> {
 
 fn describe() {
     metrics::describe_counter!(
+        "harborlist_bounces_total",
+        "Bounce reports read back (DSNs, plain-text bounces, refusals at send time), by kind: hard, soft, delayed."
+    );
+    metrics::describe_counter!(
+        "harborlist_complaints_total",
+        "Complaint (feedback-loop) reports read back; a matched one unsubscribes its subscriber."
+    );
+    metrics::describe_counter!(
+        "harborlist_reports_unmatched_total",
+        "Reports that matched nothing harborlist sent (no valid VERP tag, no Message-ID of ours to that address): they changed no one."
+    );
+    metrics::describe_counter!(
         "harborlist_messages_sent_total",
         "Messages accepted by the relay (or written to the outbox)."
     );

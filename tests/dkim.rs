@@ -86,6 +86,7 @@ fn recipient() -> Recipient<'static> {
         unsub_nonce: "nonce-for-pat",
         member: true,
         registration: None,
+        delivery_id: Some(7),
     }
 }
 

@@ -107,6 +107,7 @@ fn compose(settings: Settings, what: &Selection) -> anyhow::Result<(Runtime, Com
     let nonce = new_nonce();
     let status = registration_status(&runtime.settings, what, &template)?;
     let recipient = Recipient {
+        delivery_id: None,
         subscriber_id: 0,
         email: to.as_str(),
         name: None,

@@ -183,6 +183,35 @@ pub const LIMITS: &[Limit] = &[
         read: |s| Value::Count(s.trainings.capacity.into()),
     },
     Limit {
+        key: "bounces.poll",
+        range: span(secs(5), secs(DAY)),
+        read: |s| Value::Duration(bounces(s).poll.std()),
+    },
+    Limit {
+        key: "bounces.max_size",
+        range: count(1024, 64 * 1024 * 1024),
+        read: |s| Value::Count(bounces(s).max_size),
+    },
+    Limit {
+        key: "bounces.soft_weight",
+        range: Range::Rate {
+            min: 0.01,
+            max: 10.0,
+            off: "soft bounces count nothing",
+        },
+        read: |s| Value::Rate(bounces(s).soft_weight),
+    },
+    Limit {
+        key: "bounces.threshold",
+        range: count(1, 100),
+        read: |s| Value::Count(bounces(s).threshold.into()),
+    },
+    Limit {
+        key: "bounces.stale_after",
+        range: span(secs(DAY), secs(365 * DAY)),
+        read: |s| Value::Duration(bounces(s).stale_after.std()),
+    },
+    Limit {
         key: "announcements.max_late",
         range: MAX_LATE,
         read: |s| Value::Duration(s.announcement_rules.max_late.std()),
@@ -261,6 +290,14 @@ impl fmt::Display for Value {
 }
 
 /// Every ranged setting in `settings`, checked against the table.
+/// `[bounces]` as in effect: its defaults when the section is absent.
+fn bounces(s: &Settings) -> std::borrow::Cow<'_, super::BounceSettings> {
+    s.bounces.as_ref().map_or_else(
+        || std::borrow::Cow::Owned(Default::default()),
+        std::borrow::Cow::Borrowed,
+    )
+}
+
 pub fn check(settings: &Settings) -> Result<(), ConfigError> {
     for limit in LIMITS {
         limit.range.check(limit.key, (limit.read)(settings))?;

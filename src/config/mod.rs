@@ -202,7 +202,38 @@ impl Settings {
         limits::check(self)?;
         self.validate_list()?;
         self.validate_reminders()?;
+        self.validate_bounces()?;
         self.validate_announcements()
+    }
+
+    /// `[bounces]`: a way in, and folders that are names.
+    fn validate_bounces(&self) -> Result<(), ConfigError> {
+        let Some(b) = &self.bounces else {
+            return Ok(());
+        };
+        if b.imap_url.is_none() && b.listen.is_none() {
+            return Err(ConfigError::invalid(
+                "bounces",
+                "has no way in: set bounces.imap_url (the return path's mailbox) or bounces.listen (an SMTP listener for your MTA), or remove [bounces]",
+            ));
+        }
+        if let Some(url) = b.imap_url() {
+            crate::config::ImapUrl::parse(url)
+                .map_err(|e| ConfigError::invalid("bounces.imap_url", e))?;
+        }
+        for (key, folder) in [
+            ("bounces.done_folder", &b.done_folder),
+            ("bounces.unknown_folder", &b.unknown_folder),
+        ] {
+            if folder.trim().is_empty() {
+                return Err(ConfigError::invalid(
+                    key,
+                    "is empty; name a folder, e.g. \"harborlist/processed\"",
+                ));
+            }
+            one_line(key, folder)?;
+        }
+        Ok(())
     }
 
     /// The listeners: the metrics address, and the origins allowed to post forms.

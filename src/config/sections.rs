@@ -30,6 +30,10 @@ pub struct Settings {
     pub trainings: TrainingsSettings,
     #[serde(default)]
     pub registration: RegistrationSettings,
+    /// `[bounces]`: reading DSNs and complaints back. Absent, nothing is read and the
+    /// return path carries no VERP tag.
+    #[serde(default)]
+    pub bounces: Option<BounceSettings>,
     #[serde(default)]
     pub reminders: Vec<ReminderSettings>,
     #[serde(default)]
@@ -168,9 +172,20 @@ pub struct MailSettings {
     pub lease: HumanDuration,
     #[serde(default)]
     pub dkim: Option<DkimSettings>,
+    /// The envelope sender (where DSNs go). Defaults to `mail.from`'s address; with
+    /// `bounces.verp` each message's is `local+TAG@domain` of it.
+    #[serde(default)]
+    pub return_path: Option<lettre::Address>,
 }
 
 impl MailSettings {
+    /// `mail.return_path`, or `mail.from`'s address.
+    pub fn return_path(&self) -> lettre::Address {
+        self.return_path
+            .clone()
+            .unwrap_or_else(|| self.from.email.clone())
+    }
+
     /// `mail.smtp_url` as text, password and all ("" when unset): only for parsing it and
     /// connecting. Anything shown to people goes through `mail::redact::redacted_url`.
     pub fn relay_url(&self) -> &str {
@@ -406,4 +421,150 @@ pub enum RegistrationMode {
     Harborlist,
     /// Somewhere else does (`trainings.registration_url`); harborlist only announces.
     External,
+}
+
+/// `[bounces]`: how reports from the receiving side come back and what they do.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BounceSettings {
+    /// Each message's envelope sender is `local+TAG@domain` of `mail.return_path`, TAG
+    /// naming the delivery under a MAC, so a report is matched to what was sent.
+    pub verp: bool,
+    /// An IMAP mailbox to read reports from: `imaps://user:pass@host/INBOX` or
+    /// `imap://user:pass@host/INBOX?tls=required`.
+    pub imap_url: Option<Secret>,
+    /// How often the mailbox is looked at (IDLE wakes it sooner where the server offers it).
+    pub poll: HumanDuration,
+    /// Where a message is moved once its report is recorded.
+    pub done_folder: String,
+    /// Where a message that is not a report is moved. Nothing is ever deleted.
+    pub unknown_folder: String,
+    /// An SMTP listener for reports handed over by the site's own MTA, e.g. `127.0.0.1:2526`.
+    pub listen: Option<SocketAddr>,
+    /// The largest message the listener takes, in bytes.
+    pub max_size: u64,
+    /// What a soft bounce (4.x.x) adds to the score; a hard one adds 1.
+    pub soft_weight: f64,
+    /// The score that makes an address `bouncing`.
+    pub threshold: u32,
+    /// A score not raised for this long starts again from 0.
+    pub stale_after: HumanDuration,
+}
+
+impl Default for BounceSettings {
+    fn default() -> Self {
+        Self {
+            verp: true,
+            imap_url: None,
+            poll: HumanDuration::from_secs(60),
+            done_folder: "harborlist/processed".into(),
+            unknown_folder: "harborlist/unknown".into(),
+            listen: None,
+            max_size: 1024 * 1024,
+            soft_weight: 0.5,
+            threshold: 3,
+            stale_after: HumanDuration::from_secs(30 * 86_400),
+        }
+    }
+}
+
+impl BounceSettings {
+    /// `bounces.imap_url` as text, password and all: only for parsing and connecting.
+    pub fn imap_url(&self) -> Option<&str> {
+        self.imap_url.as_ref().map(Secret::expose)
+    }
+}
+
+/// `bounces.imap_url`, parsed: where the return path's mailbox is and how to reach it.
+#[derive(Debug, Clone)]
+pub struct ImapUrl {
+    pub host: String,
+    pub port: u16,
+    pub tls: ImapTls,
+    /// The login, percent-decoded (`bounces%40example.org` is `bounces@example.org`).
+    pub user: String,
+    pub password: Secret,
+    /// The folder reports arrive in; `INBOX` when the URL has no path.
+    pub mailbox: String,
+}
+
+/// How the IMAP session is protected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ImapTls {
+    /// `imaps://` (port 993): TLS from the first byte.
+    Implicit,
+    /// `imap://…?tls=required` (port 143): STARTTLS, and the session ends if the server
+    /// does not offer it.
+    StartTls,
+    /// `imap://` to this machine only (a local Dovecot): the password never leaves it.
+    Loopback,
+}
+
+impl ImapUrl {
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let url = url::Url::parse(text).map_err(|e| {
+            format!(
+                "is not a URL ({e}); write it as \"imaps://user:password@imap.example.org/INBOX\""
+            )
+        })?;
+        let host = url
+            .host_str()
+            .filter(|h| !h.is_empty())
+            .ok_or("has no host; write it as \"imaps://user:password@imap.example.org/INBOX\"")?
+            .trim_matches(['[', ']'])
+            .to_owned();
+        let tls_required = url
+            .query_pairs()
+            .any(|(k, v)| k == "tls" && v == "required");
+        let tls = match url.scheme() {
+            "imaps" => ImapTls::Implicit,
+            "imap" if tls_required => ImapTls::StartTls,
+            "imap" if is_loopback(&host) => ImapTls::Loopback,
+            "imap" => {
+                return Err(format!(
+                    "would send the password to {host} unencrypted; use imaps://{host}/… or add ?tls=required"
+                ));
+            }
+            other => {
+                return Err(format!(
+                    "starts with {other}://; use imaps:// (or imap://…?tls=required)"
+                ));
+            }
+        };
+        let decode = |s: &str| {
+            percent_encoding::percent_decode_str(s)
+                .decode_utf8_lossy()
+                .into_owned()
+        };
+        let user = decode(url.username());
+        if user.is_empty() {
+            return Err("has no user; write it as \"imaps://user:password@imap.example.org/INBOX\" (an @ in the user is %40)".into());
+        }
+        let password = Secret::from(decode(url.password().unwrap_or("")));
+        let path = url.path().trim_start_matches('/');
+        let mailbox = if path.is_empty() {
+            "INBOX".to_owned()
+        } else {
+            decode(path)
+        };
+        let port = url.port().unwrap_or(match tls {
+            ImapTls::Implicit => 993,
+            _ => 143,
+        });
+        Ok(Self {
+            host,
+            port,
+            tls,
+            user,
+            password,
+            mailbox,
+        })
+    }
+}
+
+fn is_loopback(host: &str) -> bool {
+    host == "localhost"
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }

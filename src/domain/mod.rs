@@ -8,13 +8,17 @@
 mod duration;
 mod email;
 mod name;
+mod report;
 mod secret;
 mod terminal;
 mod token;
+mod verp;
 
 pub use duration::HumanDuration;
 pub use email::{EmailError, SubscriberEmail, redact};
 pub use name::{NameError, Organisation, SubscriberName};
+pub use report::{ReportKind, StatusCode};
 pub use secret::Secret;
 pub use terminal::terminal_safe;
 pub use token::{MemberLink, Token, TokenKey, TokenKeyError, TokenPurpose, hex, new_nonce};
+pub use verp::{VerpMatch, VerpTag, is_return_path, verp_match};

@@ -119,6 +119,10 @@ impl TokenKey {
         Ok(Self(bytes))
     }
 
+    pub(super) fn bytes(&self) -> &[u8] {
+        &self.0
+    }
+
     /// A fresh random key, base64-encoded, for writing to a key file.
     pub fn generate_text() -> String {
         base64::engine::general_purpose::STANDARD.encode(random_bytes::<32>())

@@ -16,7 +16,6 @@ use lettre::{
     message::{Mailbox, dkim::DkimConfig},
 };
 use serde_json::{Value, json};
-use sha2::{Digest, Sha256};
 
 use super::{
     MailError,
@@ -46,6 +45,10 @@ pub struct Identity {
     pub registration_mode: crate::config::RegistrationMode,
     /// `registration.closes_before`: the Register link is left out from then on.
     pub closes_before: crate::domain::HumanDuration,
+    /// `mail.return_path`: the envelope sender, where reports come back.
+    pub return_path: lettre::Address,
+    /// `bounces.verp`: each delivery's envelope sender carries its VERP tag.
+    pub verp: bool,
 }
 
 impl Identity {
@@ -66,6 +69,8 @@ impl Identity {
                 .unwrap_or(chrono_tz::America::Chicago),
             registration_mode: settings.registration.mode,
             closes_before: settings.registration.closes_before,
+            return_path: settings.mail.return_path(),
+            verp: settings.bounces.as_ref().is_some_and(|b| b.verp),
         }
     }
 
@@ -87,6 +92,9 @@ pub struct Recipient<'a> {
     pub member: bool,
     /// Their registration for the training the letter is about, if any.
     pub registration: Option<RecipientRegistration<'a>>,
+    /// The delivery this message is (none for a preview or test send): with VERP on, the
+    /// envelope sender names it, so a bounce says which message failed.
+    pub delivery_id: Option<i64>,
 }
 
 /// A recipient's registration for the letter's training: where it stands, and the nonce
@@ -189,9 +197,18 @@ impl Composer {
     /// Deterministic per (mailing, subscriber): a retry after a crash carries the same ID,
     /// so receivers and people can recognise it as the same message.
     pub fn message_id(&self, mailing_key: &str, subscriber_id: i64) -> String {
-        let digest = Sha256::digest(mailing_key.as_bytes());
-        let short = crate::domain::hex(&digest[..8]);
+        // `store::bounces` reads it back from a report's returned headers.
+        let short = crate::store::bounces::mailing_hash_of(mailing_key);
         format!("hl.{short}.{subscriber_id}@{}", self.identity.list_id)
+    }
+
+    /// `mail.return_path`, or with VERP its `local+TAG@domain` for this delivery.
+    pub fn envelope_sender(&self, to: &Recipient<'_>) -> lettre::Address {
+        let rp = &self.identity.return_path;
+        match to.delivery_id {
+            Some(id) if self.identity.verp => self.key.verp_address(rp, id),
+            _ => rp.clone(),
+        }
     }
 
     pub fn unsubscribe_url(&self, unsub_nonce: &str) -> String {
@@ -323,7 +340,7 @@ impl Composer {
                 body: c.get("body")?.as_str()?.to_owned(),
             })
         });
-        let envelope = Envelope::new(Some(id.from.email.clone()), vec![address.clone()])
+        let envelope = Envelope::new(Some(self.envelope_sender(to)), vec![address.clone()])
             .map_err(|e| MailError::Build(format!("envelope: {e}")))?;
         let mut msg = message::build(Parts {
             from: &id.from,

@@ -194,6 +194,7 @@ fn email_findings(runtime: &Runtime, now: DateTime<Utc>) -> Vec<Finding> {
 fn sample_recipients() -> Vec<Recipient<'static>> {
     use crate::{mail::context::RecipientRegistration, store::registrations::RegStatus};
     let base = Recipient {
+        delivery_id: Some(1),
         subscriber_id: 1,
         email: "sample@example.org",
         name: Some("Sam <Sample>"),

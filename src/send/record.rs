@@ -16,6 +16,7 @@ use crate::{
     clock::{SharedClock, to_millis},
     store::{
         Store, StoreError,
+        bounces::BounceRules,
         record::{Outcome, Recorder},
     },
 };
@@ -44,6 +45,7 @@ pub(super) async fn record_outcomes(
     clock: &SharedClock,
     owner: &str,
     mut incoming: mpsc::UnboundedReceiver<ToRecord>,
+    rules: &BounceRules,
     shutdown: &CancellationToken,
 ) -> Option<StoreError> {
     let mut failure = None;
@@ -71,7 +73,7 @@ pub(super) async fn record_outcomes(
                 writing.push(async move {
                     let started = Instant::now();
                     let written =
-                        record_with_retry(store, clock, &mut recorder, owner, &outcomes, shutdown)
+                        record_with_retry(store, clock, &mut recorder, owner, &outcomes, rules, shutdown)
                             .await;
                     metrics::histogram!(crate::telemetry::RECORD)
                         .record(started.elapsed().as_secs_f64());
@@ -107,6 +109,7 @@ async fn record_with_retry(
     recorder: &mut Option<Recorder>,
     owner: &str,
     outcomes: &[Outcome],
+    rules: &BounceRules,
     shutdown: &CancellationToken,
 ) -> Result<(), StoreError> {
     let mut wait = Duration::from_millis(100);
@@ -114,9 +117,9 @@ async fn record_with_retry(
     loop {
         let now = to_millis(clock.now());
         let written = match recorder {
-            Some(r) => r.record(owner, outcomes, now).await,
+            Some(r) => r.record(owner, outcomes, now, rules).await,
             None => match store.recorder().await {
-                Ok(r) => recorder.insert(r).record(owner, outcomes, now).await,
+                Ok(r) => recorder.insert(r).record(owner, outcomes, now, rules).await,
                 Err(e) => Err(e),
             },
         };

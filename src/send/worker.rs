@@ -272,6 +272,7 @@ impl Sender {
             (batch.len() / 2, go)
         });
         let composer = self.live.composer();
+        let rules = self.live.current().bounce_rules();
         // Each message is its own task, so that one message is composed while others wait on
         // the relay, and with `--threads` above 1 the work spreads over the threads. Each outcome is
         // recorded before its `unrecorded` permit is released: a message the relay accepted
@@ -329,7 +330,7 @@ impl Sender {
         let (handled, failure) = tokio::select! {
             (handled, failure) = futures_util::future::join(
                 work,
-                record_outcomes(&self.store, &self.clock, owner, outcomes, shutdown),
+                record_outcomes(&self.store, &self.clock, owner, outcomes, &rules, shutdown),
             ) => (handled.len(), failure),
             never = self.keep_lease(owner) => match never {},
         };

@@ -33,9 +33,6 @@ pub struct Claimed {
     pub name: Option<String>,
     pub status: String,
     pub unsub_nonce: String,
-    /// Permanent failures in a row when claimed. Only a non-zero run needs a write when
-    /// the message is delivered, so the common record is one statement.
-    pub bounce_streak: i64,
     /// The recipient's registration for the mailing's training, if it is about one and they
     /// have one: its status and the nonce its links derive from.
     pub registration: Option<ClaimedRegistration>,
@@ -111,7 +108,7 @@ impl Store {
         }
         let rows = sqlx::query(
             "SELECT d.id AS delivery_id, d.attempts, d.mailing_id, s.id AS subscriber_id, s.email,
-                    s.name, s.status, s.unsub_nonce, s.bounce_streak,
+                    s.name, s.status, s.unsub_nonce,
                     r.status AS reg_status, r.nonce AS reg_nonce, r.offer_expires_at AS reg_offer_expires
              FROM deliveries d
              JOIN subscribers s ON s.id = d.subscriber_id
@@ -147,7 +144,6 @@ impl Store {
                     name: r.try_get("name")?,
                     status: r.try_get("status")?,
                     unsub_nonce: r.try_get("unsub_nonce")?,
-                    bounce_streak: r.try_get("bounce_streak")?,
                     registration: claimed_registration(r)?,
                 })
             })

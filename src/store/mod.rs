@@ -13,6 +13,7 @@
 //! * [`state`]: facts about the installation (the key fingerprint, the relay state);
 //! * [`relink`]: a token-key rotation's writes (links registered under the new key).
 
+pub mod bounces;
 pub mod delivery;
 pub mod queue;
 pub mod record;

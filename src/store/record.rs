@@ -20,7 +20,11 @@ use std::sync::{
 
 use sqlx::{Any, AssertSqlSafe, Connection, Row, Transaction, pool::PoolConnection};
 
-use super::{Backend, Result, Store, bind_ids, placeholders};
+use super::{
+    Backend, Result, Store, bind_ids,
+    bounces::{BounceRules, Effect, raise_score},
+    placeholders,
+};
 
 /// What happened to one claimed delivery.
 #[derive(Debug, Clone, PartialEq)]
@@ -28,8 +32,6 @@ pub enum Outcome {
     Sent {
         delivery_id: i64,
         subscriber_id: i64,
-        /// A list message reached an address with a run of bounces: the run ends.
-        clears_bounces: bool,
     },
     Retry {
         delivery_id: i64,
@@ -37,13 +39,14 @@ pub enum Outcome {
         error: String,
     },
     /// Final for this message: a bounce, a rejection (5.7.x and the like), or retries
-    /// exhausted. Only `bounce` (a bounce in list mail) counts toward marking the address as
-    /// bouncing.
+    /// exhausted. A `refusal` (the relay's 5xx about this recipient) is also recorded as a
+    /// report: a bounce raises the score like a hard bounce report, a policy rejection is
+    /// counted for the receiving domain.
     Failed {
         delivery_id: i64,
         subscriber_id: i64,
         error: String,
-        bounce: bool,
+        refusal: Option<Refusal>,
     },
     Skipped {
         delivery_id: i64,
@@ -63,6 +66,17 @@ pub enum Outcome {
     },
 }
 
+/// The relay refused a message permanently, at send time.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Refusal {
+    /// A 5.7.x: about the list's mail, not the address.
+    pub policy: bool,
+    /// Only list mail's bounces count against the address.
+    pub counts: bool,
+    pub status: Option<crate::domain::StatusCode>,
+    pub recipient_domain: String,
+}
+
 /// Deliveries per statement when recording: well under SQLite's 32,766 parameters, and
 /// few distinct statement texts for the prepared-statement cache.
 pub(super) const RECORD_CHUNK: usize = 256;
@@ -73,9 +87,6 @@ pub const SETTLE_CHUNK: usize = 1000;
 
 /// PostgreSQL sessions that record outcomes, per process.
 pub(super) const RECORD_SESSIONS: u32 = 3;
-
-/// How many permanent failures in a row, across mailings, make an address "bouncing".
-pub const BOUNCE_LIMIT: i64 = 3;
 
 impl Store {
     /// How many recorders may write at once: one on SQLite, which has one writer at a time
@@ -210,24 +221,21 @@ impl Recorder {
     /// without bounces, and that is one `UPDATE`, atomic on its own, without `BEGIN`/`COMMIT`
     /// round trips. Anything else goes in one transaction, the rare outcomes one statement
     /// each.
-    pub async fn record(&mut self, owner: &str, outcomes: &[Outcome], now_ms: i64) -> Result<()> {
-        let mut sent = Vec::new();
-        let mut clear_bounces = Vec::new();
-        for outcome in outcomes {
-            if let Outcome::Sent {
-                delivery_id,
-                subscriber_id,
-                clears_bounces,
-            } = outcome
-            {
-                sent.push(*delivery_id);
-                if *clears_bounces {
-                    clear_bounces.push(*subscriber_id);
-                }
-            }
-        }
-        let only_sent =
-            sent.len() == outcomes.len() && clear_bounces.is_empty() && sent.len() <= RECORD_CHUNK;
+    pub async fn record(
+        &mut self,
+        owner: &str,
+        outcomes: &[Outcome],
+        now_ms: i64,
+        rules: &BounceRules,
+    ) -> Result<()> {
+        let sent: Vec<i64> = outcomes
+            .iter()
+            .filter_map(|o| match o {
+                Outcome::Sent { delivery_id, .. } => Some(*delivery_id),
+                _ => None,
+            })
+            .collect();
+        let only_sent = sent.len() == outcomes.len() && sent.len() <= RECORD_CHUNK;
         if only_sent {
             if !sent.is_empty() {
                 match self.backend {
@@ -249,15 +257,6 @@ impl Recorder {
         };
         for ids in sent.chunks(RECORD_CHUNK) {
             record_sent(&mut *tx, owner, ids, now_ms).await?;
-        }
-        for ids in clear_bounces.chunks(RECORD_CHUNK) {
-            let sql = format!(
-                "UPDATE subscribers SET bounce_streak = 0 WHERE id IN ({})",
-                placeholders(1, ids.len())
-            );
-            bind_ids(sqlx::query(AssertSqlSafe(sql)), ids)
-                .execute(&mut *tx)
-                .await?;
         }
         for outcome in outcomes {
             match outcome {
@@ -282,20 +281,19 @@ impl Recorder {
                     delivery_id,
                     subscriber_id,
                     error,
-                    bounce,
+                    refusal,
                 } => {
                     let closed = close(&mut tx, "failed", error, *delivery_id, owner).await?;
-                    if *bounce && closed > 0 {
-                        sqlx::query(
-                            "UPDATE subscribers SET bounce_streak = bounce_streak + 1,
-                                 status = CASE WHEN bounce_streak + 1 >= $1 AND status = 'active' THEN 'bouncing' ELSE status END,
-                                 updated_at = $2
-                             WHERE id = $3",
+                    if let Some(refusal) = refusal.as_ref().filter(|_| closed > 0) {
+                        record_refusal(
+                            &mut tx,
+                            refusal,
+                            *delivery_id,
+                            *subscriber_id,
+                            error,
+                            rules,
+                            now_ms,
                         )
-                        .bind(BOUNCE_LIMIT)
-                        .bind(now_ms)
-                        .bind(subscriber_id)
-                        .execute(&mut *tx)
                         .await?;
                     }
                 }
@@ -397,6 +395,49 @@ where
         ids,
     )
     .execute(executor)
+    .await?;
+    Ok(())
+}
+
+/// A refusal at send time, as a report (`source = 'send'`, keyed by the delivery, which
+/// fails once): a bounce of list mail raises the score as a hard bounce does, a policy
+/// rejection is counted for the domain, and anything else is only on record.
+async fn record_refusal(
+    conn: &mut sqlx::AnyConnection,
+    refusal: &Refusal,
+    delivery_id: i64,
+    subscriber_id: i64,
+    error: &str,
+    rules: &BounceRules,
+    now_ms: i64,
+) -> Result<()> {
+    let effect = if refusal.policy {
+        Effect::Policy
+    } else if refusal.counts {
+        raise_score(&mut *conn, subscriber_id, 1.0, rules, now_ms).await?
+    } else {
+        Effect::Ignored
+    };
+    let score = match effect {
+        Effect::Scored { score } | Effect::Bouncing { score } => Some(score),
+        _ => None,
+    };
+    sqlx::query(
+        "INSERT INTO bounce_events (report_key, received_at, source, kind, effect, status, diagnostic,
+                                    recipient_domain, subscriber_id, delivery_id, score)
+         VALUES ($1, $2, 'send', 'hard', $3, $4, $5, $6, $7, $8, $9)
+         ON CONFLICT (report_key) DO NOTHING",
+    )
+    .bind(format!("send:{delivery_id}"))
+    .bind(now_ms)
+    .bind(effect.as_str())
+    .bind(refusal.status.map(|s| s.to_string()))
+    .bind(error)
+    .bind(&refusal.recipient_domain)
+    .bind(subscriber_id)
+    .bind(delivery_id)
+    .bind(score)
+    .execute(&mut *conn)
     .await?;
     Ok(())
 }

@@ -286,7 +286,8 @@ impl Store {
         let name: Option<String> = row.try_get("name")?;
         sqlx::query(
             "UPDATE subscribers SET status = 'active', confirmed_at = $1, confirm_ip = $2,
-                    confirm_user_agent = $3, unsubscribed_at = NULL, bounce_streak = 0, updated_at = $1,
+                    confirm_user_agent = $3, unsubscribed_at = NULL, unsubscribe_reason = NULL,
+                    bounce_score = 0, bounce_raised_at = NULL, bounce_scored_day = NULL, updated_at = $1,
                     name = COALESCE($5, name)
              WHERE id = $4",
         )

@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 
 use harborlist::store::{
     Store,
+    bounces::BounceRules,
     record::{Outcome, SETTLE_CHUNK},
 };
 use sqlx::Row;
@@ -74,7 +75,6 @@ fn sent(delivery_id: i64, subscriber_id: i64) -> Outcome {
     Outcome::Sent {
         delivery_id,
         subscriber_id,
-        clears_bounces: false,
     }
 }
 
@@ -93,7 +93,7 @@ async fn claim_and_record(
     let outcomes: Vec<Outcome> = recorded.iter().map(|&(d, s)| sent(d, s)).collect();
     let mut recorder = store.recorder().await.expect("recorder");
     recorder
-        .record(owner, &outcomes, 1_500)
+        .record(owner, &outcomes, 1_500, &BounceRules::default())
         .await
         .expect("record");
     claimed.len()
@@ -148,9 +148,14 @@ async fn a_late_record_leaves_the_delivery_to_its_new_owner(backend: Backend) {
 
     // The first owner's record arrives after its lease passed on: the new owner keeps it.
     let mut slow = store.recorder().await.expect("recorder");
-    slow.record("slow#1", &[sent(id, subscriber)], 3_100)
-        .await
-        .expect("late record");
+    slow.record(
+        "slow#1",
+        &[sent(id, subscriber)],
+        3_100,
+        &BounceRules::default(),
+    )
+    .await
+    .expect("late record");
     store.settle_sent().await.expect("settle");
     assert_eq!(
         states(&store).await[&id],
@@ -160,7 +165,12 @@ async fn a_late_record_leaves_the_delivery_to_its_new_owner(backend: Backend) {
     // The new owner's own record is the one that counts.
     let mut owner = store.recorder().await.expect("recorder");
     owner
-        .record("new#1", &[sent(id, subscriber)], 3_200)
+        .record(
+            "new#1",
+            &[sent(id, subscriber)],
+            3_200,
+            &BounceRules::default(),
+        )
         .await
         .expect("record");
     store.settle_sent().await.expect("settle");
@@ -235,7 +245,7 @@ async fn an_idle_sender_folds_its_log_a_chunk_at_a_time(backend: Backend) {
     for group in rows.chunks(200) {
         let outcomes: Vec<Outcome> = group.iter().map(|&(d, s)| sent(d, s)).collect();
         recorder
-            .record("big#1", &outcomes, 1_500)
+            .record("big#1", &outcomes, 1_500, &BounceRules::default())
             .await
             .expect("record");
     }

@@ -467,6 +467,7 @@ async fn a_registrant_not_on_the_list_gets_list_mail_as_transactional_mail(backe
             name: None,
             unsub_nonce: "nonce",
             member,
+            delivery_id: None,
             registration: Some(RecipientRegistration {
                 status: RegStatus::Registered,
                 nonce: "reg-nonce",

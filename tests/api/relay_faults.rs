@@ -462,14 +462,20 @@ async fn deliveries(store: &Store) -> Vec<Delivery> {
     .collect()
 }
 
-/// (email, status, bounce streak) of every subscriber, by email.
+/// (email, status, bounce score, whole points) of every subscriber, by email.
 async fn subscribers(store: &Store) -> Vec<(String, String, i64)> {
-    sqlx::query("SELECT email, status, bounce_streak FROM subscribers ORDER BY email")
+    sqlx::query("SELECT email, status, bounce_score FROM subscribers ORDER BY email")
         .fetch_all(store.pool())
         .await
         .expect("subscribers")
         .iter()
-        .map(|r| (r.get("email"), r.get("status"), r.get("bounce_streak")))
+        .map(|r| {
+            (
+                r.get("email"),
+                r.get("status"),
+                r.get::<f64, _>("bounce_score") as i64,
+            )
+        })
         .collect()
 }
 

@@ -255,14 +255,14 @@ pub async fn delivery_of(store: &Store, mailing_key: &str, email: &str) -> Optio
     .map(|r| (r.get("state"), r.get("attempts")))
 }
 
-/// A subscriber's (status, bounce_streak).
+/// A subscriber's (status, bounce score, whole points).
 pub async fn subscriber_state(store: &Store, email: &str) -> (String, i64) {
-    let r = sqlx::query("SELECT status, bounce_streak FROM subscribers WHERE email_key = $1")
+    let r = sqlx::query("SELECT status, bounce_score FROM subscribers WHERE email_key = $1")
         .bind(email.to_lowercase())
         .fetch_one(store.pool())
         .await
         .expect("subscriber row");
-    (r.get("status"), r.get("bounce_streak"))
+    (r.get("status"), r.get::<f64, _>("bounce_score") as i64)
 }
 
 /// Waits until the mailing has at least `expected` deliveries and none is queued or sending.

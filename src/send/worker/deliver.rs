@@ -7,6 +7,8 @@
 //! whole sender pauses, see `super::super::relay`). While the sender is paused, claimed
 //! messages go back to the queue without being handed over.
 
+use crate::domain::StatusCode;
+use crate::store::record::Refusal;
 use std::time::Instant;
 
 use tokio::sync::OwnedSemaphorePermit;
@@ -62,6 +64,7 @@ impl Sender {
             training: mailing.training.as_deref(),
         };
         let recipient = Recipient {
+            delivery_id: Some(c.delivery_id),
             subscriber_id: c.subscriber_id,
             email: &c.email,
             name: c.name.as_deref(),
@@ -81,7 +84,7 @@ impl Sender {
                     delivery_id: c.delivery_id,
                     subscriber_id: c.subscriber_id,
                     error: e.to_string(),
-                    bounce: false,
+                    refusal: None,
                 };
             }
         };
@@ -132,7 +135,6 @@ impl Sender {
                 Outcome::Sent {
                     delivery_id: c.delivery_id,
                     subscriber_id: c.subscriber_id,
-                    clears_bounces: list_mail && c.bounce_streak != 0,
                 }
             }
             Err(e) => self.failed(c, list_mail, &e),
@@ -163,6 +165,13 @@ impl Sender {
             }
             Class::Bounce | Class::Rejected => {
                 let bounce = list_mail && e.class == Class::Bounce;
+                let status = e.enhanced.as_deref().and_then(StatusCode::parse);
+                let refusal = Refusal {
+                    policy: status.is_some_and(StatusCode::is_policy),
+                    counts: bounce,
+                    status,
+                    recipient_domain: recipient_domain(&c.email),
+                };
                 let reason = if e.class == Class::Bounce {
                     "bounce"
                 } else {
@@ -170,12 +179,15 @@ impl Sender {
                 };
                 metrics::counter!("harborlist_messages_failed_total", "reason" => reason)
                     .increment(1);
+                if bounce {
+                    metrics::counter!("harborlist_bounces_total", "kind" => "hard").increment(1);
+                }
                 tracing::warn!(mailing = %c.mailing.key, %to, error = %shown, bounce, "permanent failure; not retrying");
                 Outcome::Failed {
                     delivery_id: c.delivery_id,
                     subscriber_id: c.subscriber_id,
                     error,
-                    bounce,
+                    refusal: Some(refusal),
                 }
             }
             Class::Transient => self.retry(c, &to, error, &shown),
@@ -194,7 +206,7 @@ impl Sender {
                 delivery_id: c.delivery_id,
                 subscriber_id: c.subscriber_id,
                 error,
-                bounce: false,
+                refusal: None,
             };
         }
         let delay = retry_delay(
@@ -271,6 +283,14 @@ fn recipient_skip(
     (!send).then(|| format!("subscriber is {}", status.as_str()))
 }
 
+/// The part after the @, lower-cased: policy rejections are counted by it.
+fn recipient_domain(email: &str) -> String {
+    email
+        .rsplit_once('@')
+        .map_or("", |(_, d)| d)
+        .to_ascii_lowercase()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -314,3 +334,4 @@ mod tests {
         assert!(!skip("goodbye", None, S::Unsubscribed, None));
     }
 }
+
