@@ -65,6 +65,9 @@ pub struct Application {
     reloader: Option<Reloader>,
     /// Tasks added with [`Application::supervise`].
     extra: Vec<(&'static str, BoxedTask)>,
+    /// Reads reports from the return path, when `[bounces]` is set up: the IMAP reader and
+    /// the SMTP listener hand it what they receive.
+    ingest: Option<crate::bounce::ingest::Ingest>,
 }
 
 impl Application {
@@ -119,6 +122,9 @@ impl Application {
         .with_health(health.clone());
         let planner = Planner::new(store.clone(), live.clone(), clock.clone(), wake.clone())
             .with_health(health.clone());
+        let ingest = settings.bounces.is_some().then(|| {
+            crate::bounce::ingest::Ingest::new(store.clone(), live.clone(), clock.clone())
+        });
         let state = AppState {
             store,
             live,
@@ -137,6 +143,7 @@ impl Application {
             planner,
             reloader: None,
             extra: Vec::new(),
+            ingest,
         })
     }
 
@@ -203,6 +210,7 @@ impl Application {
             planner,
             reloader,
             extra,
+            ingest,
             ..
         } = self;
         let store = state.store.clone();
@@ -248,6 +256,8 @@ impl Application {
         if let Some(reloader) = reloader {
             tasks.spawn("reload watcher", reloader.watch(workers.clone()));
         }
+        // The ways in for reports (`bounces.imap_url`, `bounces.listen`) go here.
+        let _ = &ingest;
         for (name, task) in extra {
             tasks.spawn(name, task);
         }

@@ -334,4 +334,3 @@ mod tests {
         assert!(!skip("goodbye", None, S::Unsubscribed, None));
     }
 }
-
