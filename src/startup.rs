@@ -48,6 +48,11 @@ pub enum StartupError {
         addr: SocketAddr,
         source: std::io::Error,
     },
+    #[error("bounces.listen: cannot listen on {addr}: {source}")]
+    BounceListen {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
     #[error("HTTP server failed: {0}")]
     Serve(std::io::Error),
     #[error("the {task} stopped ({why}); harborlist stopped with it")]
@@ -68,6 +73,8 @@ pub struct Application {
     /// Reads reports from the return path, when `[bounces]` is set up: the IMAP reader and
     /// the SMTP listener hand it what they receive.
     ingest: Option<crate::bounce::ingest::Ingest>,
+    /// `bounces.listen`, bound: the SMTP listener the site's MTA hands bounces to.
+    bounce_listener: Option<crate::bounce::listen::Listener>,
 }
 
 impl Application {
@@ -97,6 +104,14 @@ impl Application {
             ),
             _ => None,
         };
+        let bounce_tcp = match settings.bounces.as_ref().and_then(|b| b.listen) {
+            Some(addr) => Some(
+                TcpListener::bind(addr)
+                    .await
+                    .map_err(|source| StartupError::BounceListen { addr, source })?,
+            ),
+            None => None,
+        };
         let live = Live::new(runtime);
         let wake = Arc::new(Notify::new());
         let health = Health::new();
@@ -125,6 +140,9 @@ impl Application {
         let ingest = settings.bounces.is_some().then(|| {
             crate::bounce::ingest::Ingest::new(store.clone(), live.clone(), clock.clone())
         });
+        let bounce_listener = bounce_tcp
+            .zip(ingest.clone())
+            .map(|(tcp, ingest)| crate::bounce::listen::Listener::new(tcp, ingest, live.clone()));
         let state = AppState {
             store,
             live,
@@ -144,6 +162,7 @@ impl Application {
             reloader: None,
             extra: Vec::new(),
             ingest,
+            bounce_listener,
         })
     }
 
@@ -167,6 +186,14 @@ impl Application {
     /// The port `/metrics` is served on, if metrics are on.
     pub fn metrics_port(&self) -> Option<u16> {
         self.metrics_listener
+            .as_ref()
+            .and_then(|l| l.local_addr().ok())
+            .map(|a| a.port())
+    }
+
+    /// The port `bounces.listen` is served on, if it is set.
+    pub fn bounce_listener_port(&self) -> Option<u16> {
+        self.bounce_listener
             .as_ref()
             .and_then(|l| l.local_addr().ok())
             .map(|a| a.port())
@@ -211,6 +238,7 @@ impl Application {
             reloader,
             extra,
             ingest,
+            bounce_listener,
             ..
         } = self;
         let store = state.store.clone();
@@ -258,6 +286,12 @@ impl Application {
         }
         // The ways in for reports (`bounces.imap_url`, `bounces.listen`) go here.
         let _ = &ingest;
+        if let Some(listener) = bounce_listener {
+            if let Ok(addr) = listener.local_addr() {
+                tracing::info!(%addr, "bounces.listen: taking reports over SMTP");
+            }
+            tasks.spawn("bounce listener", listener.run(workers.clone()));
+        }
         for (name, task) in extra {
             tasks.spawn(name, task);
         }

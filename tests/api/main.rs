@@ -7,6 +7,7 @@ mod helpers;
 mod abuse;
 mod agree;
 mod announcements;
+mod bounce_listener;
 mod cli;
 mod config_errors;
 mod delivery;

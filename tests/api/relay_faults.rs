@@ -366,6 +366,15 @@ async fn three_unknown_user_refusals_at_rcpt_make_an_address_bouncing(backend: B
         ("ana@example.org".to_owned(), "bouncing".to_owned(), 3),
         "three refusals of the address in a row"
     );
+    let events = crate::helpers::bounce_events(&app.store).await;
+    assert_eq!(
+        events
+            .iter()
+            .map(|e| (e.source.as_str(), e.kind.as_str(), e.status.as_deref()))
+            .collect::<Vec<_>>(),
+        [("send", "hard", Some("5.1.1")); 3],
+        "a report event for each refusal: {events:?}"
+    );
 }
 
 /// Three mailings to three subscribers through a pipelining relay that refuses

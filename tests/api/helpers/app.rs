@@ -19,6 +19,8 @@ pub struct TestApp {
     pub port: u16,
     /// The private `/metrics` URL (`server.metrics_bind`), if metrics are on.
     pub metrics_url: Option<String>,
+    /// The port `bounces.listen` is served on, if it is set (`127.0.0.1:0` in tests).
+    pub bounce_port: Option<u16>,
     pub settings: Settings,
     pub store: Store,
     pub sink: MailSink,
@@ -137,6 +139,7 @@ impl TestApp {
         let metrics_url = application
             .metrics_port()
             .map(|p| format!("http://127.0.0.1:{p}/metrics"));
+        let bounce_port = application.bounce_listener_port();
         let store = application.store().clone();
         let health = application.health().clone();
         let live = application.live().clone();
@@ -157,6 +160,7 @@ impl TestApp {
             address: format!("http://127.0.0.1:{port}"),
             port,
             metrics_url,
+            bounce_port,
             settings,
             store,
             sink,

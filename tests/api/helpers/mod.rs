@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 mod app;
+mod bounces;
 mod daemon;
 mod db;
 mod mail;
@@ -11,6 +12,8 @@ mod relay;
 mod sink;
 
 pub use app::*;
+#[allow(unused_imports)]
+pub use bounces::*;
 #[allow(unused_imports)]
 pub use daemon::*;
 pub use db::*;
