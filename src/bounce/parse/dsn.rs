@@ -67,10 +67,12 @@ fn recipient(fields: &[(String, String)]) -> Option<RecipientReport> {
     let final_rcpt = field(fields, "final-recipient");
     let original = field(fields, "original-recipient");
     let address = final_rcpt.or(original).and_then(bare_address)?;
-    let diagnostic = field(fields, "diagnostic-code").map(|d| match d.split_once(';') {
-        Some((kind, rest)) if !kind.contains(' ') => rest.trim().to_owned(),
-        _ => d.to_owned(),
-    });
+    let diagnostic = field(fields, "diagnostic-code")
+        .map(|d| match d.split_once(';') {
+            Some((kind, rest)) if !kind.contains(' ') => rest.trim().to_owned(),
+            _ => d.to_owned(),
+        })
+        .map(|d| one_reply(&d));
     let status = field(fields, "status")
         .and_then(StatusCode::parse)
         .or_else(|| diagnostic.as_deref().and_then(StatusCode::find));
@@ -81,4 +83,31 @@ fn recipient(fields: &[(String, String)]) -> Option<RecipientReport> {
         status,
         diagnostic,
     })
+}
+
+/// A multiline SMTP reply as one: `550-5.1.1 The email … 550-5.1.1 double-checking … 550
+/// 5.1.1 https://…` (Gmail's, unfolded) becomes `550 5.1.1 The email … double-checking …
+/// https://…`.
+fn one_reply(diagnostic: &str) -> String {
+    let words: Vec<&str> = diagnostic.split_whitespace().collect();
+    let Some((code, status)) = words.first().and_then(|w| w.split_once('-')) else {
+        return words.join(" ");
+    };
+    if code.len() != 3 || !code.bytes().all(|b| b.is_ascii_digit()) {
+        return words.join(" ");
+    }
+    let dashed = format!("{code}-{status}");
+    let mut out = vec![code, status];
+    let mut rest = words[1..].iter().peekable();
+    while let Some(word) = rest.next() {
+        if *word == dashed {
+            continue;
+        }
+        if *word == code && rest.peek().is_some_and(|next| **next == status) {
+            rest.next();
+            continue;
+        }
+        out.push(word);
+    }
+    out.join(" ")
 }

@@ -8,7 +8,10 @@
 //! Message-IDs and return paths (`returned.rs`), which is how a report is matched to what
 //! harborlist sent.
 
+mod arf;
+mod auto_reply;
 mod dsn;
+mod plain;
 mod returned;
 
 use mail_parser::{Message, MessageParser};
@@ -23,7 +26,13 @@ pub fn parse(raw: &[u8]) -> Report {
     let Some(message) = MessageParser::default().parse(raw) else {
         return Report::not_a_report(bytes_id(raw));
     };
-    let mut report = dsn::parse(&message).unwrap_or_else(|| Report::not_a_report(String::new()));
+    let mut report = arf::parse(&message)
+        // A DSN that names no failure (every recipient delivered) may still be a
+        // plain-text bounce or an auto-reply underneath.
+        .or_else(|| dsn::parse(&message).filter(|r| r.kind != ReportKind::NotAReport))
+        .or_else(|| plain::parse(&message))
+        .or_else(|| auto_reply::parse(&message))
+        .unwrap_or_else(|| Report::not_a_report(String::new()));
     report.id = message
         .message_id()
         .filter(|id| !id.trim().is_empty())
@@ -80,6 +89,20 @@ pub(crate) fn bare_address(text: &str) -> Option<String> {
     let text = text.trim().trim_matches(['"', '\'', ',', '.', ':']);
     (text.contains('@') && !text.contains(char::is_whitespace) && text.len() <= 320)
         .then(|| text.to_owned())
+}
+
+/// The unfolded, trimmed values of header `name` in `message`'s own headers.
+pub(crate) fn header_values(message: &Message<'_>, name: &str) -> Vec<String> {
+    message
+        .headers_raw()
+        .filter(|(n, _)| n.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.split_whitespace().collect::<Vec<_>>().join(" "))
+        .collect()
+}
+
+/// The first value of header `name`, if any.
+pub(crate) fn header_value(message: &Message<'_>, name: &str) -> Option<String> {
+    header_values(message, name).into_iter().next()
 }
 
 /// Message parts as a flat list, nested messages included, each with its content type

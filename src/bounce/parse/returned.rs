@@ -1,10 +1,13 @@
 //! What a report returns of the original message: its Message-ID and its Return-Path,
 //! wherever the format puts them (a `message/rfc822` part, `text/rfc822-headers`, or
-//! headers quoted in a plain-text body), and the addresses the report itself was sent to.
+//! headers quoted in a plain-text body, such as Exim's and qmail's copy of the message or
+//! the third part of an RFC 5965 feedback report), the Message-IDs the report itself says it
+//! answers (In-Reply-To, References: Gmail's bounces and most auto-replies carry them), and
+//! the addresses the report itself was sent to.
 
 use mail_parser::{Message, PartType};
 
-use super::{bare_address, parts};
+use super::{bare_address, header_values, parts};
 use crate::bounce::Report;
 
 /// Headers of the report that say where it was delivered: a VERP tag is there.
@@ -22,8 +25,17 @@ pub(super) fn collect(message: &Message<'_>, report: &mut Report) {
             push_addresses(&value, &mut report.return_addresses);
         }
     }
+    for name in ["In-Reply-To", "References"] {
+        for value in header_values(message, name) {
+            for id in value.split('>').filter_map(|p| p.split_once('<')) {
+                push_unique(&mut report.message_ids, id.1.trim().to_owned());
+            }
+        }
+    }
     let own_id = message.message_id().map(str::to_owned);
-    for (ct, part) in parts(message).into_iter().skip(1) {
+    // The root too: a single-part bounce (Exim, qmail, Yahoo) quotes the returned
+    // message in its one text body. A multipart root has no body of its own.
+    for (ct, part) in parts(message) {
         match &part.body {
             PartType::Message(inner) => {
                 if let Some(id) = inner.message_id() {
@@ -45,15 +57,6 @@ pub(super) fn collect(message: &Message<'_>, report: &mut Report) {
     if let Some(own) = own_id {
         report.message_ids.retain(|id| *id != own);
     }
-}
-
-/// Every raw value of header `name` in `message`'s own headers.
-fn header_values(message: &Message<'_>, name: &str) -> Vec<String> {
-    message
-        .headers_raw()
-        .filter(|(n, _)| n.eq_ignore_ascii_case(name))
-        .map(|(_, v)| v.trim().to_owned())
-        .collect()
 }
 
 /// Headers quoted as text: `Message-ID: <…>` and `Return-Path: <…>` lines.
