@@ -85,7 +85,8 @@ fn first_to(message: &Message<'_>) -> Option<String> {
 /// A loop that hides who complained writes `redacted` (or a row of x's) for them.
 fn is_redacted(address: &str) -> bool {
     let local = address.split('@').next().unwrap_or_default();
-    local.eq_ignore_ascii_case("redacted") || (!local.is_empty() && local.bytes().all(|b| b == b'x' || b == b'X'))
+    local.eq_ignore_ascii_case("redacted")
+        || (!local.is_empty() && local.bytes().all(|b| b == b'x' || b == b'X'))
 }
 
 /// What staff see: who reported it and how, e.g. `abuse report (Yahoo!-Mail-Feedback/2.0,

@@ -257,10 +257,9 @@ impl Block {
 
     fn into_recipient(self, warning: bool, permanent: bool) -> RecipientReport {
         let reply = Reply::find(&self.text);
-        let status = reply.as_ref().map_or_else(
-            || StatusCode::find(&self.text),
-            |r| r.status,
-        );
+        let status = reply
+            .as_ref()
+            .map_or_else(|| StatusCode::find(&self.text), |r| r.status);
         let kind = if warning {
             ReportKind::Delayed
         } else {
@@ -301,7 +300,10 @@ fn blocks(section: &str, ours: &[String]) -> Vec<Block> {
             .filter(|(a, _)| !ours.contains(&a.to_lowercase()));
         previous_blank = line.trim().is_empty();
         if let Some((address, rest)) = named {
-            let at = match blocks.iter().position(|b| same(b.address.as_deref(), &address)) {
+            let at = match blocks
+                .iter()
+                .position(|b| same(b.address.as_deref(), &address))
+            {
                 Some(at) => at,
                 None => {
                     blocks.push(Block::new(Some(address), String::new()));
@@ -334,7 +336,11 @@ fn naming(line: &str) -> Option<(String, &str)> {
     }
     // `Pat Doe (pat@example.net)` or `Pat Doe <pat@example.net>` alone on a line.
     if let Some(open) = trimmed.rfind(['(', '<']) {
-        let close = if trimmed[open..].starts_with('(') { ')' } else { '>' };
+        let close = if trimmed[open..].starts_with('(') {
+            ')'
+        } else {
+            '>'
+        };
         let name = &trimmed[..open];
         if trimmed.ends_with(close)
             && !name.contains(':')

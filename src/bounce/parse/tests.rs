@@ -264,7 +264,15 @@ fn table() -> Vec<Row> {
             true,
             Some("trainings+b55-d7c8d9e0f1021324@harborlist.example.org"),
         ),
-        row(fixture!("vacation.eml"), AutoReply, &[], None, None, false, None),
+        row(
+            fixture!("vacation.eml"),
+            AutoReply,
+            &[],
+            None,
+            None,
+            false,
+            None,
+        ),
         row(
             fixture!("abwesenheitsnotiz.eml"),
             AutoReply,
@@ -296,7 +304,11 @@ fn every_fixture_parses_to_its_kind_recipients_status_and_our_ids() {
             .iter()
             .filter_map(|x| x.address.as_deref())
             .collect();
-        let status = r.recipients.first().and_then(|x| x.status).map(|s| s.to_string());
+        let status = r
+            .recipients
+            .first()
+            .and_then(|x| x.status)
+            .map(|s| s.to_string());
         let diagnostic = r.recipients.first().and_then(|x| x.diagnostic.clone());
         let our_id = r.message_ids.iter().any(|id| ours(id, LIST_ID).is_some());
         let verp_ok = row
@@ -388,7 +400,9 @@ fn without_their_dsn_part_the_dsn_formats_read_the_same_from_their_text() {
 
 /// A message of the given headers and text body, CRLF.
 fn message(headers: &str, body: &str) -> Vec<u8> {
-    format!("{headers}\n\n{body}").replace('\n', "\r\n").into_bytes()
+    format!("{headers}\n\n{body}")
+        .replace('\n', "\r\n")
+        .into_bytes()
 }
 
 #[test]
@@ -407,9 +421,10 @@ fn bounce_words_from_a_person_are_not_a_bounce() {
     assert!(r.recipients.is_empty());
 
     // The same words from a mail system are one.
-    let from_daemon = String::from_utf8(raw)
-        .unwrap()
-        .replace("Pat Rivera <pat.rivera@example.net>", "<postmaster@contoso.example>");
+    let from_daemon = String::from_utf8(raw).unwrap().replace(
+        "Pat Rivera <pat.rivera@example.net>",
+        "<postmaster@contoso.example>",
+    );
     let r = parse(from_daemon.as_bytes());
     assert_eq!(r.kind, ReportKind::Hard, "{r:?}");
     assert_eq!(r.recipients[0].address.as_deref(), Some("pat@example.net"));
@@ -452,7 +467,10 @@ fn plain_warnings_are_delayed_never_hard() {
     );
     let r = parse(&gmail);
     assert_eq!(r.kind, ReportKind::Delayed, "{r:?}");
-    assert_eq!(r.recipients[0].address.as_deref(), Some("taylor@example.com"));
+    assert_eq!(
+        r.recipients[0].address.as_deref(),
+        Some("taylor@example.com")
+    );
 }
 
 #[test]
@@ -470,7 +488,9 @@ fn plain_codes_decide_hard_and_soft_and_policy_stays_hard() {
     };
     let r = parse(&bounce("Remote host said: 452 4.2.2 Mailbox full"));
     assert_eq!(r.kind, ReportKind::Soft, "{r:?}");
-    let r = parse(&bounce("Remote host said: 554 5.7.1 Message rejected as spam"));
+    let r = parse(&bounce(
+        "Remote host said: 554 5.7.1 Message rejected as spam",
+    ));
     assert_eq!(r.kind, ReportKind::Hard);
     assert!(r.recipients[0].status.unwrap().is_policy());
     // No enhanced status: the basic code gives the kind, the status stays empty.
@@ -479,9 +499,14 @@ fn plain_codes_decide_hard_and_soft_and_policy_stays_hard() {
     // qmail's own `(#5.1.1)`.
     let r = parse(&bounce("Sorry, no mailbox here by that name. (#5.1.1)"));
     assert_eq!(r.kind, ReportKind::Hard);
-    assert_eq!(r.recipients[0].status.map(|s| s.to_string()).as_deref(), Some("5.1.1"));
+    assert_eq!(
+        r.recipients[0].status.map(|s| s.to_string()).as_deref(),
+        Some("5.1.1")
+    );
     // A port is not a reply.
-    let r = parse(&bounce("connect to mx.example.net port 465 failed: timed out"));
+    let r = parse(&bounce(
+        "connect to mx.example.net port 465 failed: timed out",
+    ));
     assert_eq!(r.recipients[0].status, None);
 }
 
@@ -492,8 +517,15 @@ fn a_feedback_report_that_is_no_complaint_is_not_one() {
     ))
     .into_owned();
     for not_a_complaint in ["not-spam", "auth-failure"] {
-        let other = raw.replace("Feedback-Type: abuse", &format!("Feedback-Type: {not_a_complaint}"));
-        assert_eq!(parse(other.as_bytes()).kind, ReportKind::NotAReport, "{not_a_complaint}");
+        let other = raw.replace(
+            "Feedback-Type: abuse",
+            &format!("Feedback-Type: {not_a_complaint}"),
+        );
+        assert_eq!(
+            parse(other.as_bytes()).kind,
+            ReportKind::NotAReport,
+            "{not_a_complaint}"
+        );
     }
     // AOL-style loops hide the address: the complaint names nobody, the VERP tag remains.
     let redacted = raw
