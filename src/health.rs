@@ -39,6 +39,15 @@ impl Default for RelayStatus {
     }
 }
 
+/// How reading `bounces.imap_url` goes: whether the last session logged in, how many
+/// sessions failed in a row, and the last failure in words (never the password).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MailboxStatus {
+    pub up: bool,
+    pub failures_in_a_row: u64,
+    pub last_error: Option<String>,
+}
+
 #[derive(Clone, Debug, Default)]
 pub struct Health {
     inner: Arc<Inner>,
@@ -47,6 +56,7 @@ pub struct Health {
 #[derive(Debug, Default)]
 struct Inner {
     relay: Mutex<RelayStatus>,
+    mailbox: Mutex<MailboxStatus>,
     stopped: Mutex<Option<String>>,
     /// When the planner last finished a turn (UTC ms); 0 before the first.
     planner_turn_ms: AtomicI64,
@@ -95,6 +105,30 @@ impl Health {
         }
         relay.last_error = Some(error);
         newly
+    }
+
+    /// The bounce mailbox reader's state.
+    pub fn mailbox(&self) -> MailboxStatus {
+        self.inner
+            .mailbox
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Records that the bounce mailbox reader logged in and is reading.
+    pub fn mailbox_up(&self) {
+        let mut m = self.inner.mailbox.lock().unwrap_or_else(|p| p.into_inner());
+        m.up = true;
+        m.failures_in_a_row = 0;
+    }
+
+    /// Records a failed session with the bounce mailbox.
+    pub fn mailbox_failed(&self, error: String) {
+        let mut m = self.inner.mailbox.lock().unwrap_or_else(|p| p.into_inner());
+        m.up = false;
+        m.failures_in_a_row += 1;
+        m.last_error = Some(error);
     }
 
     /// Records that a supervised task ended, and why. The first one is kept.

@@ -12,6 +12,9 @@
 //! * [`store`] is the only module that speaks SQL; [`config`] and [`domain`] hold the parsed,
 //!   validated inputs everything else relies on.
 //! * [`fsutil`] creates every file and folder harborlist writes, for its own user only.
+//! * [`bounce`] reads reports back from the receiving side (the return path's IMAP mailbox
+//!   or an SMTP listener) and records what they do; [`net`] is the client socket SMTP and
+//!   IMAP share.
 
 pub mod bounce;
 pub mod calendar;
@@ -22,6 +25,7 @@ pub mod domain;
 pub mod fsutil;
 pub mod health;
 pub mod mail;
+pub mod net;
 pub mod preflight;
 pub mod reload;
 pub mod runtime;

@@ -53,6 +53,8 @@ pub enum StartupError {
         addr: SocketAddr,
         source: std::io::Error,
     },
+    #[error("bounces.imap_url {0}")]
+    BounceMailbox(String),
     #[error("HTTP server failed: {0}")]
     Serve(std::io::Error),
     #[error("the {task} stopped ({why}); harborlist stopped with it")]
@@ -70,9 +72,8 @@ pub struct Application {
     reloader: Option<Reloader>,
     /// Tasks added with [`Application::supervise`].
     extra: Vec<(&'static str, BoxedTask)>,
-    /// Reads reports from the return path, when `[bounces]` is set up: the IMAP reader and
-    /// the SMTP listener hand it what they receive.
-    ingest: Option<crate::bounce::ingest::Ingest>,
+    /// `bounces.imap_url`: the reader of the return path's mailbox.
+    bounce_reader: Option<crate::bounce::imap::Reader>,
     /// `bounces.listen`, bound: the SMTP listener the site's MTA hands bounces to.
     bounce_listener: Option<crate::bounce::listen::Listener>,
 }
@@ -140,8 +141,10 @@ impl Application {
         let ingest = settings.bounces.is_some().then(|| {
             crate::bounce::ingest::Ingest::new(store.clone(), live.clone(), clock.clone())
         });
+        let bounce_reader =
+            bounce_reader(&settings, ingest.as_ref())?.map(|r| r.with_health(health.clone()));
         let bounce_listener = bounce_tcp
-            .zip(ingest.clone())
+            .zip(ingest)
             .map(|(tcp, ingest)| crate::bounce::listen::Listener::new(tcp, ingest, live.clone()));
         let state = AppState {
             store,
@@ -161,7 +164,7 @@ impl Application {
             planner,
             reloader: None,
             extra: Vec::new(),
-            ingest,
+            bounce_reader,
             bounce_listener,
         })
     }
@@ -237,7 +240,7 @@ impl Application {
             planner,
             reloader,
             extra,
-            ingest,
+            bounce_reader,
             bounce_listener,
             ..
         } = self;
@@ -284,8 +287,10 @@ impl Application {
         if let Some(reloader) = reloader {
             tasks.spawn("reload watcher", reloader.watch(workers.clone()));
         }
-        // The ways in for reports (`bounces.imap_url`, `bounces.listen`) go here.
-        let _ = &ingest;
+        if let Some(reader) = bounce_reader {
+            tracing::info!(mailbox = %reader.describe(), "bounces.imap_url: reading the bounce mailbox");
+            tasks.spawn("bounce mailbox reader", reader.run(workers.clone()));
+        }
         if let Some(listener) = bounce_listener {
             if let Ok(addr) = listener.local_addr() {
                 tracing::info!(%addr, "bounces.listen: taking reports over SMTP");
@@ -425,6 +430,26 @@ fn instance_name() -> String {
         std::process::id(),
         &crate::domain::new_nonce()[..6]
     )
+}
+
+/// The reader of `bounces.imap_url`, when it is set. Both ways in hand what they receive
+/// to the same [`Ingest`](crate::bounce::ingest::Ingest).
+fn bounce_reader(
+    settings: &Settings,
+    ingest: Option<&crate::bounce::ingest::Ingest>,
+) -> Result<Option<crate::bounce::imap::Reader>, StartupError> {
+    let (Some(bounces), Some(ingest)) = (settings.bounces.as_ref(), ingest) else {
+        return Ok(None);
+    };
+    let Some(text) = bounces.imap_url() else {
+        return Ok(None);
+    };
+    let url = crate::config::ImapUrl::parse(text).map_err(StartupError::BounceMailbox)?;
+    Ok(Some(crate::bounce::imap::Reader::new(
+        url,
+        bounces,
+        ingest.clone(),
+    )))
 }
 
 #[cfg(test)]

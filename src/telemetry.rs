@@ -94,6 +94,18 @@ fn describe() {
         "harborlist_reports_unmatched_total",
         "Reports that matched nothing harborlist sent (no valid VERP tag, no Message-ID of ours to that address): they changed no one."
     );
+    metrics::describe_gauge!(
+        "harborlist_bounce_mailbox_up",
+        "1 while harborlist is logged in to the bounce mailbox (bounces.imap_url), 0 while it cannot read it."
+    );
+    metrics::describe_counter!(
+        "harborlist_bounce_mailbox_errors_total",
+        "Sessions with the bounce mailbox that failed, by reason: connect, tls, login, folder, protocol, store."
+    );
+    metrics::describe_counter!(
+        "harborlist_bounce_mailbox_messages_total",
+        "Messages read from the bounce mailbox, by the folder they were moved to: processed (a report) or unknown."
+    );
     metrics::describe_counter!(
         "harborlist_messages_sent_total",
         "Messages accepted by the relay (or written to the outbox)."

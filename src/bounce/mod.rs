@@ -15,6 +15,7 @@
 //!
 //! `harborlist bounces check` runs step 1 (and 2, where a key is at hand) on files.
 
+pub mod imap;
 pub mod ingest;
 pub mod listen;
 pub mod parse;

@@ -30,7 +30,9 @@ use tokio::{
     io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf},
     net::TcpStream,
 };
-use tokio_rustls::{TlsConnector, client::TlsStream, rustls};
+use tokio_rustls::{TlsConnector, rustls};
+
+use crate::net::Stream;
 
 use super::error::{SendError, Stage};
 use crate::config::{MailSettings, TransportKind};
@@ -179,18 +181,12 @@ pub(super) fn silent(stage: Stage, timeout: Duration) -> SendError {
 
 impl Connector {
     pub fn new(relay: Relay, timeout: Duration) -> Self {
-        let mut roots = rustls::RootCertStore::empty();
-        roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-        Self::with_roots(relay, timeout, roots)
+        Self::with_roots(relay, timeout, crate::net::web_roots())
     }
 
     /// A connector whose `smtps://` sessions trust `roots` only.
     fn with_roots(relay: Relay, timeout: Duration, roots: rustls::RootCertStore) -> Self {
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let tls = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .map(|b| Arc::new(b.with_root_certificates(roots).with_no_client_auth()))
-            .map_err(|e| format!("TLS setup: {e}"));
+        let tls = crate::net::client_config(roots);
         Self {
             relay,
             timeout,
@@ -276,7 +272,7 @@ impl Connector {
         tcp.set_nodelay(true)
             .map_err(|e| failed("cannot configure the connection to", &e))?;
         if !r.implicit_tls {
-            return Ok(Wire::new(Inner::Tcp(tcp)));
+            return Ok(Wire::new(Stream::Tcp(tcp)));
         }
         let config = self
             .tls
@@ -291,7 +287,7 @@ impl Connector {
         .await
         .map_err(|_| failed("timed out in the TLS handshake with", &"no answer"))?
         .map_err(|e| failed("TLS handshake with", &e))?;
-        Ok(Wire::new(Inner::Tls(Box::new(tls))))
+        Ok(Wire::new(Stream::Tls(Box::new(tls))))
     }
 
     /// Reads the relay's greeting ourselves, so that silence and refusals are told apart
@@ -389,7 +385,7 @@ const MAX_GREETING: usize = 16 * 1024;
 
 /// Reads one whole reply (up to its last line, `NNN text`) and nothing after it: before
 /// EHLO the relay has nothing else to say.
-async fn read_reply(inner: &mut Inner) -> io::Result<Vec<u8>> {
+async fn read_reply(inner: &mut Stream) -> io::Result<Vec<u8>> {
     let mut bytes = Vec::with_capacity(128);
     let mut byte = [0u8; 512];
     loop {
@@ -433,34 +429,15 @@ fn parse_reply(bytes: &[u8]) -> (Option<u16>, String) {
 struct Wire {
     replay: Vec<u8>,
     at: usize,
-    inner: Inner,
-}
-
-#[derive(Debug)]
-enum Inner {
-    Tcp(TcpStream),
-    Tls(Box<TlsStream<TcpStream>>),
+    inner: Stream,
 }
 
 impl Wire {
-    fn new(inner: Inner) -> Self {
+    fn new(inner: Stream) -> Self {
         Self {
             replay: Vec::new(),
             at: 0,
             inner,
-        }
-    }
-}
-
-impl AsyncRead for Inner {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Inner::Tcp(s) => Pin::new(s).poll_read(cx, buf),
-            Inner::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
         }
     }
 }
@@ -488,32 +465,20 @@ impl AsyncWrite for Wire {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        match &mut self.get_mut().inner {
-            Inner::Tcp(s) => Pin::new(s).poll_write(cx, buf),
-            Inner::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
-        }
+        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match &mut self.get_mut().inner {
-            Inner::Tcp(s) => Pin::new(s).poll_flush(cx),
-            Inner::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
-        }
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match &mut self.get_mut().inner {
-            Inner::Tcp(s) => Pin::new(s).poll_shutdown(cx),
-            Inner::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
-        }
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
     }
 }
 
 impl AsyncTokioStream for Wire {
     fn peer_addr(&self) -> io::Result<SocketAddr> {
-        match &self.inner {
-            Inner::Tcp(s) => s.peer_addr(),
-            Inner::Tls(s) => s.get_ref().0.peer_addr(),
-        }
+        self.inner.peer_addr()
     }
 }

@@ -6,6 +6,7 @@ mod app;
 mod bounces;
 mod daemon;
 mod db;
+mod dovecot;
 mod mail;
 mod registration;
 mod relay;
@@ -17,6 +18,8 @@ pub use bounces::*;
 #[allow(unused_imports)]
 pub use daemon::*;
 pub use db::*;
+#[allow(unused_imports)]
+pub use dovecot::*;
 pub use mail::*;
 #[allow(unused_imports)]
 pub use registration::*;
