@@ -171,8 +171,7 @@ impl Store {
             }
             (_, None) => Effect::Unmatched,
             (ReportKind::Complaint, Some(m)) => {
-                complain(&mut tx, m.subscriber_id, event.now_ms).await?;
-                Effect::Unsubscribed
+                complain(&mut tx, m.subscriber_id, event.now_ms).await?
             }
             (_, Some(_)) if event.status.is_some_and(StatusCode::is_policy) => Effect::Policy,
             (kind, Some(m)) => {
@@ -230,13 +229,15 @@ async fn matched_delivery(
             subscriber_id,
             recipient,
         } => {
-            // Only messages that left (sent), to the address the report names: a Message-ID
-            // can be guessed, the pair of it and the right address less so.
+            // Only messages that left, to the address the report names: a Message-ID can
+            // be guessed, the pair of it and the right address less so. `sending` counts
+            // too: on PostgreSQL an accepted message is marked sent a moment later (the
+            // sent log is folded in groups), and a quick DSN can arrive in between.
             let rows = sqlx::query(
                 "SELECT d.id, m.key FROM deliveries d
                    JOIN mailings m ON m.id = d.mailing_id
                    JOIN subscribers s ON s.id = d.subscriber_id
-                  WHERE d.subscriber_id = $1 AND d.state = 'sent' AND s.email_key = $2",
+                  WHERE d.subscriber_id = $1 AND d.state IN ('sent', 'sending') AND s.email_key = $2",
             )
             .bind(subscriber_id)
             .bind(recipient.to_lowercase())
@@ -267,8 +268,8 @@ async fn complain(
     tx: &mut Transaction<'static, Any>,
     subscriber_id: i64,
     now_ms: i64,
-) -> Result<()> {
-    sqlx::query(
+) -> Result<Effect> {
+    let changed = sqlx::query(
         "UPDATE subscribers SET status = 'unsubscribed', unsubscribe_reason = 'complaint',
              unsubscribed_at = $1, updated_at = $1
          WHERE id = $2 AND status IN ('active', 'bouncing')",
@@ -276,14 +277,15 @@ async fn complain(
     .bind(now_ms)
     .bind(subscriber_id)
     .execute(&mut **tx)
-    .await?;
-    // As with their own unsubscribe: a pending confirmation link must not bring them back.
-    sqlx::query("UPDATE tokens SET used_at = $1 WHERE subscriber_id = $2 AND used_at IS NULL")
-        .bind(now_ms)
-        .bind(subscriber_id)
-        .execute(&mut **tx)
-        .await?;
-    Ok(())
+    .await?
+    .rows_affected();
+    if changed == 0 {
+        // Not on the list any more (they left, or only registered for a training): the
+        // complaint is on record and there is nobody to take off.
+        return Ok(Effect::Ignored);
+    }
+    super::subscriptions::spend_open_tokens(tx, subscriber_id, now_ms).await?;
+    Ok(Effect::Unsubscribed)
 }
 
 /// A bounce report's score, once per subscriber per day.

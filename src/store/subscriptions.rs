@@ -388,13 +388,7 @@ impl Store {
             .bind(id)
             .execute(&mut **tx)
             .await?;
-        // A pending confirmation link must not re-subscribe someone who just left.
-        sqlx::query("UPDATE tokens SET used_at = $1 WHERE subscriber_id = $2 AND used_at IS NULL")
-            .bind(now_ms)
-            .bind(id)
-            .execute(&mut **tx)
-            .await?;
-        Ok(())
+        spend_open_tokens(tx, id, now_ms).await
     }
 
     /// Every subscriber, oldest first, for `harborlist subscribers list` (people who only
@@ -548,4 +542,19 @@ impl Store {
             ImportOutcome::Existing
         })
     }
+}
+
+/// Spends every open link of one subscriber: a pending confirmation link must not
+/// re-subscribe someone who just left (by their own click, by staff, or by a complaint).
+pub(super) async fn spend_open_tokens(
+    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    subscriber_id: i64,
+    now_ms: i64,
+) -> Result<()> {
+    sqlx::query("UPDATE tokens SET used_at = $1 WHERE subscriber_id = $2 AND used_at IS NULL")
+        .bind(now_ms)
+        .bind(subscriber_id)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
 }
