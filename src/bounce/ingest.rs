@@ -11,7 +11,7 @@ use chrono::Datelike;
 use super::{RecipientReport, Report, parse};
 use crate::{
     clock::{SharedClock, to_millis},
-    domain::{ReportKind, VerpMatch, redact, verp_match},
+    domain::{ReportKind, TokenKey, VerpMatch, redact, verp_match},
     runtime::{Live, Runtime},
     store::{
         Store, StoreError,
@@ -128,15 +128,32 @@ fn targets<'r>(
 
 /// The delivery a verified VERP tag names, if the report carries one.
 pub fn report_tag(report: &Report, runtime: &Runtime) -> Option<ReportTarget> {
-    let return_path = &runtime.composer.identity().return_path;
-    let keys = std::iter::once(&runtime.key).chain(&runtime.previous_keys);
-    report
-        .return_addresses
-        .iter()
-        .find_map(|a| match verp_match(a, return_path, keys.clone()) {
-            VerpMatch::Valid(tag) => Some(ReportTarget::Delivery(tag.delivery_id)),
-            VerpMatch::Forged | VerpMatch::Other => None,
-        })
+    let keys: Vec<&TokenKey> = std::iter::once(&runtime.key)
+        .chain(&runtime.previous_keys)
+        .collect();
+    match report_verp(report, &runtime.composer.identity().return_path, &keys) {
+        VerpMatch::Valid(tag) => Some(ReportTarget::Delivery(tag.delivery_id)),
+        VerpMatch::Forged | VerpMatch::Other => None,
+    }
+}
+
+/// What the report's return addresses say about VERP under `keys`: the first tag that
+/// verifies; else `Forged` if one has the return path's pattern with a tag none of them
+/// made; else `Other`. Pure, so `bounces check` reads it without a runtime.
+pub fn report_verp(
+    report: &Report,
+    return_path: &lettre::Address,
+    keys: &[&TokenKey],
+) -> VerpMatch {
+    let mut seen = VerpMatch::Other;
+    for address in &report.return_addresses {
+        match verp_match(address, return_path, keys.iter().copied()) {
+            VerpMatch::Valid(tag) => return VerpMatch::Valid(tag),
+            VerpMatch::Forged => seen = VerpMatch::Forged,
+            VerpMatch::Other => {}
+        }
+    }
+    seen
 }
 
 /// Our Message-ID in the returned headers, for this recipient.

@@ -3,6 +3,7 @@
 //! Parsing is clap's; each subcommand lives in its own module and returns an exit code.
 //! Errors leave through `anyhow` here, at the edge, with their causes attached.
 
+mod bounces;
 mod check;
 mod database;
 mod preview;
@@ -40,7 +41,8 @@ Examples:
   harborlist subscribers list --json        everyone on the list, as JSON
   harborlist subscribers import old-list.csv  move an existing list over (columns: email, name)
   harborlist registrations list --training 2027-01-20 -o sign-in.csv   the sign-in sheet
-  harborlist registrations report --format csv -o report.csv          numbers for funders";
+  harborlist registrations report --format csv -o report.csv          numbers for funders
+  harborlist bounces check saved/*.eml      what harborlist would make of saved bounces";
 
 #[derive(Debug, Parser)]
 #[command(
@@ -100,6 +102,10 @@ pub enum Command {
     /// registration, cancel, mark attendance, and the report for funders.
     #[command(subcommand)]
     Registrations(registrations::Command),
+    /// Bounces and complaints: check saved messages from the bounce mailbox, changing
+    /// nothing and without the database.
+    #[command(subcommand)]
+    Bounces(bounces::Command),
 }
 
 pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
@@ -113,6 +119,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::SendTest(args) => preview::send_test(load(&sources)?, &args).await,
         Command::Subscribers(cmd) => subscribers::run(&load(&sources)?, cmd).await,
         Command::Registrations(cmd) => registrations::run(&load(&sources)?, cmd).await,
+        Command::Bounces(cmd) => bounces::run(&load(&sources)?, cmd),
     }
 }
 

@@ -89,7 +89,8 @@ pub fn key_source(settings: &Settings) -> String {
     }
 }
 
-fn key_path(settings: &Settings) -> PathBuf {
+/// The key file the current key is read from when `security.token_key` is not set.
+pub fn key_path(settings: &Settings) -> PathBuf {
     settings
         .security
         .token_key_file

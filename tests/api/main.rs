@@ -9,6 +9,7 @@ mod agree;
 mod announcements;
 mod bounce_listener;
 mod bounce_mailbox;
+mod bounces_check;
 mod cli;
 mod config_errors;
 mod delivery;
