@@ -451,6 +451,9 @@ mod tests {
         let quick = Duration::from_secs(1);
         assert_eq!(pause(1, quick, &refused), LOGIN_RETRY);
         let text = refused.to_string();
-        assert!(text.contains("bounces.imap_url") && text.contains("%40"), "{text}");
+        assert!(
+            text.contains("bounces.imap_url") && text.contains("%40"),
+            "{text}"
+        );
     }
 }

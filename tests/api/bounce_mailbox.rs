@@ -23,6 +23,7 @@ both_backends!(
     a_wrong_password_reads_nothing_and_changes_nobody,
     idle_wakes_the_reader_when_a_report_arrives,
     a_forged_report_in_the_mailbox_changes_nothing,
+    a_complaint_about_someone_who_already_left_is_kept_and_changes_nothing,
 );
 
 const ANA: &str = "ana@example.net";
@@ -319,4 +320,34 @@ async fn a_forged_report_in_the_mailbox_changes_nothing(backend: Backend) {
         .collect();
     assert_eq!(effects, ["unmatched"]);
     assert!(w.metric("harborlist_reports_unmatched_total").await >= unmatched + 1.0);
+}
+
+async fn a_complaint_about_someone_who_already_left_is_kept_and_changes_nothing(backend: Backend) {
+    let w = World::new(backend, |_| {}).await;
+    let ben = w.delivered(BEN);
+    sqlx::query("UPDATE subscribers SET status = 'unsubscribed' WHERE email_key = $1")
+        .bind(BEN)
+        .execute(w.app.store.pool())
+        .await
+        .expect("ben leaves by his own link");
+    w.dovecot.append("INBOX", &complaint(&ben, BEN)).await;
+    w.filed(1, 0).await;
+    let events = bounce_events(&w.app.store).await;
+    assert_eq!(events.len(), 1);
+    assert_eq!(
+        (events[0].kind.as_str(), events[0].effect.as_str()),
+        ("complaint", "ignored"),
+        "on record, matched, but nobody to take off"
+    );
+    assert!(events[0].subscriber_id.is_some());
+    let reason: Option<String> =
+        sqlx::query_scalar("SELECT unsubscribe_reason FROM subscribers WHERE email_key = $1")
+            .bind(BEN)
+            .fetch_one(w.app.store.pool())
+            .await
+            .expect("ben");
+    assert_eq!(
+        reason, None,
+        "his own leaving is not rewritten as a complaint"
+    );
 }
