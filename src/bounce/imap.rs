@@ -93,26 +93,24 @@ impl ImapError {
 
 /// Reads reports from the return path's mailbox until stopped.
 pub struct Reader {
-    url: ImapUrl,
+    mailbox: Mailbox,
     poll: Duration,
     done_folder: String,
     unknown_folder: String,
     max_size: u64,
     ingest: Ingest,
-    tls: Result<Arc<rustls::ClientConfig>, String>,
     health: Health,
 }
 
 impl Reader {
     pub fn new(url: ImapUrl, settings: &BounceSettings, ingest: Ingest) -> Self {
         Self {
-            url,
+            mailbox: Mailbox::new(url),
             poll: settings.poll.std(),
             done_folder: settings.done_folder.clone(),
             unknown_folder: settings.unknown_folder.clone(),
             max_size: settings.max_size,
             ingest,
-            tls: crate::net::client_config(crate::net::web_roots()),
             health: Health::default(),
         }
     }
@@ -123,12 +121,9 @@ impl Reader {
         self
     }
 
-    /// `user@host:port/mailbox`, for logs: never the password.
+    /// `INBOX of user on host:port`, for logs: never the password.
     pub fn describe(&self) -> String {
-        format!(
-            "{}@{}:{}/{}",
-            self.url.user, self.url.host, self.url.port, self.url.mailbox
-        )
+        self.mailbox.describe()
     }
 
     /// Reads, moves and waits until `stop` fires; sessions that fail are tried again.
@@ -163,7 +158,7 @@ impl Reader {
 
     /// One logged-in session: read what is there, wait, read again, until stopped.
     async fn session(&self, stop: &CancellationToken, failures: &mut u32) -> Result<(), ImapError> {
-        let mut session = self.login().await?;
+        let mut session = self.mailbox.login().await?;
         let caps = timed(session.capabilities()).await??;
         let folders = self.ensure_folders(&mut session).await?;
         metrics::gauge!("harborlist_bounce_mailbox_up").set(1.0);
@@ -173,12 +168,7 @@ impl Reader {
         }
         *failures = 0;
         loop {
-            timed(session.select(&self.url.mailbox))
-                .await?
-                .map_err(|e| ImapError::NoMailbox {
-                    folder: self.url.mailbox.clone(),
-                    detail: e.to_string(),
-                })?;
+            self.mailbox.select(&mut session).await?;
             self.drain(&mut session, &caps, &folders).await?;
             if stop.is_cancelled() {
                 break;
@@ -191,52 +181,6 @@ impl Reader {
         // A polite goodbye; the session is over whatever the server says.
         let _ = timed(session.logout()).await;
         Ok(())
-    }
-
-    /// Connects (TLS as the URL says), reads the greeting and logs in.
-    async fn login(&self) -> Result<ImapSession, ImapError> {
-        let place = format!("{}:{}", self.url.host, self.url.port);
-        let tcp = timed(TcpStream::connect((self.url.host.as_str(), self.url.port)))
-            .await?
-            .map_err(|e| ImapError::Connect(place.clone(), e))?;
-        let stream = match self.url.tls {
-            ImapTls::Implicit => self.tls(tcp).await?,
-            ImapTls::StartTls | ImapTls::Loopback => Stream::Tcp(tcp),
-        };
-        let mut client = Client::new(stream);
-        greeting(&mut client).await?;
-        if self.url.tls == ImapTls::StartTls {
-            timed(client.run_command_and_check_ok("STARTTLS", None))
-                .await?
-                .map_err(|_| ImapError::NoStartTls)?;
-            let Stream::Tcp(tcp) = client.into_inner() else {
-                return Err(ImapError::NoStartTls);
-            };
-            client = Client::new(self.tls(tcp).await?);
-        }
-        let password = self.url.password.expose();
-        match timed(client.login(&self.url.user, password)).await? {
-            Ok(session) => Ok(session),
-            Err((async_imap::error::Error::Io(e), _)) => Err(ImapError::Connect(place, e)),
-            Err((e, _)) => Err(ImapError::Login {
-                user: self.url.user.clone(),
-                detail: e.to_string(),
-            }),
-        }
-    }
-
-    async fn tls(&self, tcp: TcpStream) -> Result<Stream, ImapError> {
-        let host = self.url.host.clone();
-        let config = self
-            .tls
-            .as_ref()
-            .map_err(|e| ImapError::Tls(host.clone(), e.clone()))?;
-        let name = rustls::pki_types::ServerName::try_from(host.clone())
-            .map_err(|e| ImapError::Tls(host.clone(), e.to_string()))?;
-        let tls = timed(TlsConnector::from(Arc::clone(config)).connect(name, tcp))
-            .await?
-            .map_err(|e| ImapError::Tls(host, e.to_string()))?;
-        Ok(Stream::Tls(Box::new(tls)))
     }
 
     /// The done and unknown folders, created (and subscribed, so mail programs show them)
@@ -358,6 +302,120 @@ impl Reader {
         }
         Ok(timed(idle.done()).await??)
     }
+}
+
+/// Where the mailbox is and how to reach it: the part of the reader that `harborlist
+/// check --mailbox` uses too.
+struct Mailbox {
+    url: ImapUrl,
+    tls: Result<Arc<rustls::ClientConfig>, String>,
+}
+
+impl Mailbox {
+    fn new(url: ImapUrl) -> Self {
+        Self {
+            url,
+            tls: crate::net::client_config(crate::net::web_roots()),
+        }
+    }
+
+    fn describe(&self) -> String {
+        format!(
+            "{} of {} on {}:{}",
+            self.url.mailbox, self.url.user, self.url.host, self.url.port
+        )
+    }
+
+    /// Selects the folder reports arrive in; returns how many messages it holds.
+    async fn select(&self, session: &mut ImapSession) -> Result<u32, ImapError> {
+        let selected = timed(session.select(&self.url.mailbox))
+            .await?
+            .map_err(|e| ImapError::NoMailbox {
+                folder: self.url.mailbox.clone(),
+                detail: e.to_string(),
+            })?;
+        Ok(selected.exists)
+    }
+
+    /// Connects (TLS as the URL says), reads the greeting and logs in.
+    async fn login(&self) -> Result<ImapSession, ImapError> {
+        let place = format!("{}:{}", self.url.host, self.url.port);
+        let tcp = timed(TcpStream::connect((self.url.host.as_str(), self.url.port)))
+            .await?
+            .map_err(|e| ImapError::Connect(place.clone(), e))?;
+        let stream = match self.url.tls {
+            ImapTls::Implicit => self.tls(tcp).await?,
+            ImapTls::StartTls | ImapTls::Loopback => Stream::Tcp(tcp),
+        };
+        let mut client = Client::new(stream);
+        greeting(&mut client).await?;
+        if self.url.tls == ImapTls::StartTls {
+            timed(client.run_command_and_check_ok("STARTTLS", None))
+                .await?
+                .map_err(|_| ImapError::NoStartTls)?;
+            let Stream::Tcp(tcp) = client.into_inner() else {
+                return Err(ImapError::NoStartTls);
+            };
+            client = Client::new(self.tls(tcp).await?);
+        }
+        let password = self.url.password.expose();
+        match timed(client.login(&self.url.user, password)).await? {
+            Ok(session) => Ok(session),
+            Err((async_imap::error::Error::Io(e), _)) => Err(ImapError::Connect(place, e)),
+            Err((e, _)) => Err(ImapError::Login {
+                user: self.url.user.clone(),
+                detail: e.to_string(),
+            }),
+        }
+    }
+
+    async fn tls(&self, tcp: TcpStream) -> Result<Stream, ImapError> {
+        let host = self.url.host.clone();
+        let config = self
+            .tls
+            .as_ref()
+            .map_err(|e| ImapError::Tls(host.clone(), e.clone()))?;
+        let name = rustls::pki_types::ServerName::try_from(host.clone())
+            .map_err(|e| ImapError::Tls(host.clone(), e.to_string()))?;
+        let tls = timed(TlsConnector::from(Arc::clone(config)).connect(name, tcp))
+            .await?
+            .map_err(|e| ImapError::Tls(host, e.to_string()))?;
+        Ok(Stream::Tls(Box::new(tls)))
+    }
+}
+
+/// What `harborlist check --mailbox` found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MailboxCheck {
+    /// `INBOX of user on host:port`.
+    pub mailbox: String,
+    /// Messages waiting in it.
+    pub messages: u32,
+    /// The server wakes harborlist on new mail (IDLE); without it, it looks every poll.
+    pub idle: bool,
+    /// The server moves messages in one step (MOVE); without it, copy and flag deleted.
+    pub moves: bool,
+}
+
+/// Logs in to `bounces.imap_url`, looks at the mailbox and logs out, changing nothing.
+pub async fn check_mailbox(url: ImapUrl) -> Result<MailboxCheck, ImapError> {
+    let mailbox = Mailbox::new(url);
+    let mut session = mailbox.login().await?;
+    let caps = timed(session.capabilities()).await??;
+    // EXAMINE, not SELECT: read-only, so not even \Recent changes.
+    let examined = timed(session.examine(&mailbox.url.mailbox))
+        .await?
+        .map_err(|e| ImapError::NoMailbox {
+            folder: mailbox.url.mailbox.clone(),
+            detail: e.to_string(),
+        })?;
+    let _ = timed(session.logout()).await;
+    Ok(MailboxCheck {
+        mailbox: mailbox.describe(),
+        messages: examined.exists,
+        idle: caps.has_str("IDLE"),
+        moves: caps.has_str("MOVE"),
+    })
 }
 
 /// 2 s, 4 s, 8 s … up to `bounces.poll`; a refused login waits at least a minute.

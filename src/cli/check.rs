@@ -9,7 +9,8 @@
 //! seats already held there is warned about (`warn`, not a failure), naming the key.
 //!
 //! `check --relay` instead opens one session to the mail relay, as the sender would
-//! ([`crate::mail::smtp::check_relay`]), and prints how far it got.
+//! ([`crate::mail::smtp::check_relay`]), and prints how far it got; `check --mailbox`
+//! logs in to the bounce mailbox (`bounces.imap_url`) read-only, the same way.
 
 use std::process::ExitCode;
 
@@ -34,6 +35,13 @@ pub struct Args {
     /// reply, and exits 1 on failure.
     #[arg(long)]
     pub relay: bool,
+
+    /// Log in to the bounce mailbox in bounces.imap_url, look at it (read-only) and log
+    /// out, changing nothing. Run it after setting the mailbox or its password: a wrong
+    /// one leaves bounces and complaints unread. Prints "ok" with the mailbox and how many
+    /// messages wait in it, or what failed, and exits 1 on failure.
+    #[arg(long, conflicts_with = "relay")]
+    pub mailbox: bool,
 }
 
 pub async fn run(sources: &Sources, args: &Args) -> anyhow::Result<ExitCode> {
@@ -52,6 +60,9 @@ pub async fn run(sources: &Sources, args: &Args) -> anyhow::Result<ExitCode> {
     println!("ok   configuration ({})", files.join(" + "));
     if args.relay {
         return Ok(relay(&settings.mail).await);
+    }
+    if args.mailbox {
+        return Ok(mailbox(&settings).await);
     }
     let runtime = match Runtime::build_read_only(settings) {
         Ok(r) => r,
@@ -234,6 +245,50 @@ fn late_problem(
     }
     text.push_str(" To send it anyway, set send_late = true on the entry.");
     text
+}
+
+/// `check --mailbox`: one read-only session with the bounce mailbox.
+async fn mailbox(settings: &Settings) -> ExitCode {
+    let Some(text) = settings.bounces.as_ref().and_then(|b| b.imap_url()) else {
+        eprintln!(
+            "FAIL no mailbox to check: set bounces.imap_url (see \"Bounces and complaints\" in the README)"
+        );
+        return ExitCode::FAILURE;
+    };
+    let url = match crate::config::ImapUrl::parse(text) {
+        Ok(u) => u,
+        Err(e) => {
+            eprintln!("FAIL bounces.imap_url {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match crate::bounce::imap::check_mailbox(url).await {
+        Ok(found) => {
+            let wake = if found.idle {
+                "new mail is read as it arrives (IDLE)"
+            } else {
+                "no IDLE: looked at every bounces.poll"
+            };
+            println!(
+                "ok   bounce mailbox {} ({} waiting; {wake})",
+                found.mailbox,
+                plural(found.messages, "message")
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("FAIL bounce mailbox: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn plural(n: u32, word: &str) -> String {
+    if n == 1 {
+        format!("1 {word}")
+    } else {
+        format!("{n} {word}s")
+    }
 }
 
 /// `check --relay`: one session to the relay, and what came of it.

@@ -33,6 +33,7 @@ Examples:
   harborlist serve                          run the listserv (http://127.0.0.1:8080 by default)
   harborlist check                          validate config, calendar and every template
   harborlist check --relay                  log in to the mail relay and log out (password, TLS)
+  harborlist check --mailbox                log in to the bounce mailbox (bounces.imap_url), change nothing
   harborlist trainings --count 6            the next six trainings
   harborlist status                         upcoming and recent mailings, with counts
   harborlist preview --template reminder --to you@example.org --out /tmp/r.eml

@@ -351,3 +351,69 @@ async fn a_complaint_about_someone_who_already_left_is_kept_and_changes_nothing(
         "his own leaving is not rewritten as a complaint"
     );
 }
+
+fn check_mailbox(url: &str) -> std::process::Output {
+    crate::cli::harborlist()
+        .args(["check", "--mailbox"])
+        .env("HARBORLIST__BOUNCES__IMAP_URL", url)
+        .output()
+        .expect("run harborlist")
+}
+
+#[tokio::test]
+async fn check_mailbox_logs_in_looks_and_changes_nothing() {
+    let dovecot = Dovecot::start().await;
+    for name in ["postfix-dsn.eml", "not-a-report.eml"] {
+        dovecot.append("INBOX", &fixture(name)).await;
+    }
+    let out = check_mailbox(&dovecot.url());
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let expected = format!(
+        "ok   bounce mailbox INBOX of bounces@harborlist.example.org on 127.0.0.1:{} (2 messages waiting; new mail is read as it arrives (IDLE))",
+        dovecot.port
+    );
+    assert!(stdout.contains(&expected), "{stdout}");
+    assert_eq!(dovecot.count("INBOX").await, 2, "nothing moved");
+    assert_eq!(dovecot.messages(DONE).await, None, "no folder made");
+
+    let out = check_mailbox(&dovecot.url_with("correct-horse-batery"));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(
+            "FAIL bounce mailbox: the server refused the login for bounces@harborlist.example.org"
+        ) && stderr.contains("check the user and password in bounces.imap_url"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("batery"), "never the password: {stderr}");
+
+    // Nothing listens on the port any more: the connection is named, not the password.
+    let port = dovecot.port;
+    drop(dovecot);
+    let out = check_mailbox(&format!(
+        "imap://bounces%40harborlist.example.org:pw@127.0.0.1:{port}/INBOX"
+    ));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!("cannot connect to 127.0.0.1:{port}")),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn check_mailbox_without_a_mailbox_says_which_key_to_set() {
+    let out = crate::cli::harborlist()
+        .args(["check", "--mailbox"])
+        .output()
+        .expect("run harborlist");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("set bounces.imap_url"), "{stderr}");
+}
