@@ -19,6 +19,9 @@ use tokio::{
 };
 use tokio_rustls::{client::TlsStream, rustls};
 
+/// The set of CAs a TLS client trusts.
+pub use tokio_rustls::rustls::RootCertStore;
+
 /// TCP, or TLS over TCP (from the first byte, or after STARTTLS).
 #[derive(Debug)]
 pub enum Stream {

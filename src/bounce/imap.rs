@@ -399,7 +399,18 @@ pub struct MailboxCheck {
 
 /// Logs in to `bounces.imap_url`, looks at the mailbox and logs out, changing nothing.
 pub async fn check_mailbox(url: ImapUrl) -> Result<MailboxCheck, ImapError> {
-    let mailbox = Mailbox::new(url);
+    check_mailbox_trusting(url, crate::net::web_roots()).await
+}
+
+/// [`check_mailbox`], trusting `roots` only for TLS (the tests' own CA).
+pub async fn check_mailbox_trusting(
+    url: ImapUrl,
+    roots: rustls::RootCertStore,
+) -> Result<MailboxCheck, ImapError> {
+    let mailbox = Mailbox {
+        url,
+        tls: crate::net::client_config(roots),
+    };
     let mut session = mailbox.login().await?;
     let caps = timed(session.capabilities()).await??;
     // EXAMINE, not SELECT: read-only, so not even \Recent changes.

@@ -417,3 +417,69 @@ fn check_mailbox_without_a_mailbox_says_which_key_to_set() {
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("set bounces.imap_url"), "{stderr}");
 }
+
+fn test_ca() -> harborlist::net::RootCertStore {
+    use tokio_rustls::rustls::pki_types::{CertificateDer, pem::PemObject};
+    let mut roots = harborlist::net::RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter("src/mail/smtp/testdata/ca.pem").expect("ca.pem") {
+        roots
+            .add(cert.expect("a certificate"))
+            .expect("the test CA");
+    }
+    roots
+}
+
+fn url(text: &str) -> harborlist::config::ImapUrl {
+    harborlist::config::ImapUrl::parse(text).expect("a mailbox URL")
+}
+
+#[tokio::test]
+async fn starttls_and_imaps_verify_the_servers_certificate() {
+    let dovecot = Dovecot::start_with_tls().await;
+    let tls_port = dovecot.tls_port.expect("imaps port");
+    let login = "bounces%40harborlist.example.org:correct-horse-battery@127.0.0.1";
+    let starttls = format!("imap://{login}:{}/INBOX?tls=required", dovecot.port);
+    let imaps = format!("imaps://{login}:{tls_port}/INBOX");
+    // Trusting the certificate's CA: both log in and look.
+    for text in [&starttls, &imaps] {
+        let found = harborlist::bounce::imap::check_mailbox_trusting(url(text), test_ca())
+            .await
+            .unwrap_or_else(|e| panic!("{text}: {e}\n{}", dovecot.log()));
+        assert_eq!(found.messages, 0);
+    }
+    // As deployed (the public roots only), the test CA is not trusted: refused before the
+    // password is sent, and said so.
+    for text in [&starttls, &imaps] {
+        let out = check_mailbox(text);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{stderr}");
+        assert!(
+            stderr.contains("FAIL bounce mailbox: TLS with 127.0.0.1:")
+                && stderr.contains("certificate"),
+            "{stderr}"
+        );
+    }
+    let logins = dovecot.log().matches("Login: user=").count();
+    assert_eq!(
+        logins,
+        2,
+        "only the two trusted sessions logged in:\n{}",
+        dovecot.log()
+    );
+}
+
+#[tokio::test]
+async fn tls_required_refuses_a_server_without_starttls() {
+    let dovecot = Dovecot::start().await;
+    let text = format!(
+        "imap://bounces%40harborlist.example.org:correct-horse-battery@127.0.0.1:{}/INBOX?tls=required",
+        dovecot.port
+    );
+    let out = check_mailbox(&text);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("does not offer STARTTLS, which ?tls=required asks for"),
+        "{stderr}"
+    );
+}

@@ -30,6 +30,8 @@ pub const IMAP_PASSWORD: &str = "correct-horse-battery";
 
 pub struct Dovecot {
     pub port: u16,
+    /// The implicit-TLS port (`imaps://`), when started with [`Dovecot::start_with_tls`].
+    pub tls_port: Option<u16>,
     dir: tempfile::TempDir,
     child: Child,
 }
@@ -37,13 +39,25 @@ pub struct Dovecot {
 impl Dovecot {
     /// Starts Dovecot and waits until it greets.
     pub async fn start() -> Self {
+        Self::launch(false).await
+    }
+
+    /// Starts Dovecot with TLS: STARTTLS on `port` and implicit TLS on `tls_port`, with the
+    /// test certificate for 127.0.0.1 (`src/mail/smtp/testdata`, signed by a test CA that
+    /// no real client trusts).
+    pub async fn start_with_tls() -> Self {
+        Self::launch(true).await
+    }
+
+    async fn launch(tls: bool) -> Self {
         assert!(
             Path::new(DOVECOT).exists(),
             "Dovecot is not installed: `apt-get install dovecot-imapd` (.ci/run does this)"
         );
         let dir = tempfile::tempdir().expect("a folder for Dovecot");
         let port = free_port();
-        write_config(dir.path(), port);
+        let tls_port = tls.then(free_port);
+        write_config(dir.path(), port, tls_port);
         let log = std::fs::File::create(dir.path().join("dovecot.stderr")).expect("log file");
         let child = Command::new(DOVECOT)
             .arg("-F")
@@ -54,7 +68,12 @@ impl Dovecot {
             .stderr(log)
             .spawn()
             .expect("start dovecot");
-        let dovecot = Self { port, dir, child };
+        let dovecot = Self {
+            port,
+            tls_port,
+            dir,
+            child,
+        };
         dovecot.wait_ready().await;
         dovecot
     }
@@ -170,7 +189,7 @@ impl Drop for Dovecot {
 /// The throwaway configuration: IMAP only, on loopback, plain text (the password never
 /// leaves the machine, which harborlist's `imap://` to loopback allows), one user in a
 /// passwd-file, Maildir with `/` between folder levels.
-fn write_config(dir: &Path, port: u16) {
+fn write_config(dir: &Path, port: u16, tls_port: Option<u16>) {
     let mail: PathBuf = dir.join("mail");
     std::fs::create_dir_all(&mail).expect("mail folder");
     use std::os::unix::fs::PermissionsExt;
@@ -183,14 +202,20 @@ fn write_config(dir: &Path, port: u16) {
     )
     .expect("passwd");
     let d = dir.display();
+    let testdata = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/mail/smtp/testdata");
+    let t = testdata.display();
+    let ssl = match tls_port {
+        Some(_) => format!("ssl = yes\nssl_cert = <{t}/relay.pem\nssl_key = <{t}/relay.key\n"),
+        None => "ssl = no\n".to_owned(),
+    };
+    let imaps_port = tls_port.unwrap_or(0);
     let conf = format!(
         r#"protocols = imap
 listen = 127.0.0.1
 base_dir = {d}/run
 state_dir = {d}/state
 log_path = {d}/dovecot.log
-ssl = no
-disable_plaintext_auth = no
+{ssl}disable_plaintext_auth = no
 auth_mechanisms = plain login
 mail_location = maildir:{d}/mail/%n
 mailbox_idle_check_interval = 1 secs
@@ -214,7 +239,8 @@ service imap-login {{
     port = {port}
   }}
   inet_listener imaps {{
-    port = 0
+    address = 127.0.0.1
+    port = {imaps_port}
   }}
 }}
 service anvil {{
