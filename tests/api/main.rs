@@ -8,6 +8,7 @@ mod abuse;
 mod agree;
 mod announcements;
 mod bounce_listener;
+mod bounces_staff;
 mod cli;
 mod config_errors;
 mod delivery;
