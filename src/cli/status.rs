@@ -1,7 +1,8 @@
 //! `harborlist status`: the mail relay's state, the next trainings with their seats
 //! (registered / capacity, waiting list, open offers), how many came to the last ones,
-//! what is coming up and how recent mailings went. The relay's state is what the sender last stored (see `crate::send`), so it shows
-//! the running daemon's view from any process.
+//! what is coming up, how recent mailings went, and what came back from receiving servers
+//! (bounces and complaints over the last 30 days). The relay's state is what the sender
+//! last stored (see `crate::send`), so it shows the running daemon's view from any process.
 
 use std::{io::Write, process::ExitCode};
 
@@ -17,7 +18,7 @@ use crate::{
     health::{RelayState, RelayStatus},
     schedule::content::training_json,
     send::RELAY_STATE,
-    store::{Store, report::MailingSummary},
+    store::{Store, bounce_report::BounceSummary, report::MailingSummary},
 };
 
 #[derive(Debug, clap::Args)]
@@ -54,6 +55,7 @@ pub async fn run(settings: &Settings, args: &Args) -> anyhow::Result<ExitCode> {
     let queue = store.queue_depth().await?;
     let relay = relay_status(&store).await?;
     let skipped = store.skipped_mailings(args.limit).await?;
+    let bounces = store.bounce_summary(to_millis(now), BOUNCE_DAYS).await?;
     store.close().await;
 
     let when = |ms: i64| {
@@ -103,6 +105,7 @@ pub async fn run(settings: &Settings, args: &Args) -> anyhow::Result<ExitCode> {
             },
             "skipped": skipped.iter().map(|m| json!({ "key": m.key, "kind": m.kind, "due": from_millis(m.due_ms).to_rfc3339(),
                 "skipped_at": from_millis(m.skipped_ms).to_rfc3339(), "reason": m.reason })).collect::<Vec<_>>(),
+            "bounces": bounces,
         });
         serde_json::to_writer_pretty(&mut out, &doc)?;
         writeln!(out)?;
@@ -226,7 +229,68 @@ pub async fn run(settings: &Settings, args: &Args) -> anyhow::Result<ExitCode> {
         "\nConfirmations and welcomes, last 24 h: {} sent, {} failed, {} pending. Messages waiting now: {queue}.",
         personal.0, personal.1, personal.2
     )?;
+    writeln!(out, "\nBounces and complaints (last {BOUNCE_DAYS} days)")?;
+    for line in bounce_lines(&bounces) {
+        writeln!(out, "  {line}")?;
+    }
     Ok(ExitCode::SUCCESS)
+}
+
+/// How far back "Bounces and complaints" looks: as far as a bounce score lasts by default.
+const BOUNCE_DAYS: i64 = 30;
+
+/// "3 hard bounces, 1 soft, 0 delayed", "1 complaint (unsubscribed)", … in staff words.
+fn bounce_lines(b: &BounceSummary) -> Vec<String> {
+    if b.is_empty() {
+        return vec!["nothing came back".into()];
+    }
+    let mut lines = vec![format!(
+        "{}, {} soft, {} delayed; {}",
+        plural(b.hard, "hard bounce", "hard bounces"),
+        b.soft,
+        b.delayed,
+        plural(b.auto_replies, "auto-reply", "auto-replies"),
+    )];
+    lines.push(format!(
+        "{} (unsubscribed)",
+        plural(b.complaints, "complaint", "complaints")
+    ));
+    if b.became_bouncing > 0 {
+        lines.push(format!(
+            "{} stopped getting mail because their address bounces (see `harborlist subscribers list --status bouncing`)",
+            plural(b.became_bouncing, "person", "people")
+        ));
+    }
+    if !b.policy_by_domain.is_empty() {
+        let by = b
+            .policy_by_domain
+            .iter()
+            // Domains are the receiving side's words: never raw to a terminal.
+            .map(|d| match d.domain.as_str() {
+                "" => format!("(domain not given) {}", d.count),
+                domain => format!("{} {}", terminal_safe(domain), d.count),
+            })
+            .collect::<Vec<_>>()
+            .join(", ");
+        lines.push(format!("rejected as policy/spam by: {by}"));
+        lines.push(
+            "  (the list has a deliverability problem with that provider, not the people on it: \
+             check SPF, DKIM and DMARC for the sending domain)"
+                .into(),
+        );
+    }
+    if b.unmatched > 0 {
+        lines.push(format!(
+            "{} matched nothing harborlist sent (ignored)",
+            plural(b.unmatched, "report", "reports")
+        ));
+    }
+    lines
+}
+
+/// "1 complaint", "2 complaints".
+fn plural(n: i64, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
 }
 
 /// How far back "Recent trainings" looks.

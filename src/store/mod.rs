@@ -11,8 +11,11 @@
 //! * [`record`]: outcomes — the recorder, and on PostgreSQL the sent log and its fold;
 //! * [`trainings`]: what was last announced about each training;
 //! * [`state`]: facts about the installation (the key fingerprint, the relay state);
-//! * [`relink`]: a token-key rotation's writes (links registered under the new key).
+//! * [`relink`]: a token-key rotation's writes (links registered under the new key);
+//! * [`bounces`]: what a report from the receiving side does, and [`bounce_report`]: those
+//!   reports summed up for staff.
 
+pub mod bounce_report;
 pub mod bounces;
 pub mod delivery;
 pub mod queue;

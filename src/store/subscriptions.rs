@@ -9,7 +9,9 @@
 use serde::Serialize;
 use sqlx::Row;
 
-use super::{Result, Store, StoreError, is_unique_violation, queue::SingleMail};
+use super::{
+    Result, Store, StoreError, bounce_report::LastBounce, is_unique_violation, queue::SingleMail,
+};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -105,6 +107,10 @@ pub struct SubscriberRow {
     pub source: String,
     pub created_at: String,
     pub confirmed_at: Option<String>,
+    /// For a bouncing subscriber, their most recent report (fields null if there is none);
+    /// absent for everyone else.
+    #[serde(flatten)]
+    pub last_bounce: Option<LastBounce>,
 }
 
 const DAY_MS: i64 = 86_400_000;
@@ -394,21 +400,56 @@ impl Store {
     /// Every subscriber, oldest first, for `harborlist subscribers list` (people who only
     /// registered for a training are not on the list: see [`ON_LIST`]).
     pub async fn list_subscribers(&self) -> Result<Vec<SubscriberRow>> {
-        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "SELECT email, name, status, source, created_at, confirmed_at FROM subscribers s
-             WHERE {ON_LIST} ORDER BY id"
+        self.list_subscribers_by(None).await
+    }
+
+    /// The subscribers with `status` (everyone, if `None`), oldest first, each bouncing one
+    /// with their most recent report.
+    pub async fn list_subscribers_by(&self, status: Option<Status>) -> Result<Vec<SubscriberRow>> {
+        // The report is looked up only for bouncing rows, each by the
+        // `bounce_events_by_subscriber` index. Only fixed text is spliced in.
+        let filter = if status.is_some() {
+            " AND s.status = $2"
+        } else {
+            ""
+        };
+        let query = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT s.email, s.name, s.status, s.source, s.created_at, s.confirmed_at,
+                    e.received_at AS bounce_at, e.status AS bounce_status, e.diagnostic AS bounce_diagnostic
+             FROM subscribers s
+             LEFT JOIN bounce_events e ON s.status = $1 AND e.id =
+                 (SELECT x.id FROM bounce_events x WHERE x.subscriber_id = s.id
+                  ORDER BY x.received_at DESC, x.id DESC LIMIT 1)
+             WHERE {ON_LIST}{filter} ORDER BY s.id"
         )))
-        .fetch_all(self.pool())
-        .await?;
+        .bind(Status::Bouncing.as_str());
+        let query = match status {
+            Some(status) => query.bind(status.as_str()),
+            None => query,
+        };
+        let rows = query.fetch_all(self.pool()).await?;
         rows.iter()
             .map(|row| {
+                let status = Status::parse(&row.try_get::<String, _>("status")?)?;
+                let last_bounce = (status == Status::Bouncing)
+                    .then(|| -> Result<LastBounce> {
+                        Ok(LastBounce {
+                            last_bounce_at: row
+                                .try_get::<Option<i64>, _>("bounce_at")?
+                                .map(rfc3339),
+                            last_status: row.try_get("bounce_status")?,
+                            last_diagnostic: row.try_get("bounce_diagnostic")?,
+                        })
+                    })
+                    .transpose()?;
                 Ok(SubscriberRow {
                     email: row.try_get("email")?,
                     name: row.try_get("name")?,
-                    status: Status::parse(&row.try_get::<String, _>("status")?)?,
+                    status,
                     source: row.try_get("source")?,
                     created_at: rfc3339(row.try_get("created_at")?),
                     confirmed_at: row.try_get::<Option<i64>, _>("confirmed_at")?.map(rfc3339),
+                    last_bounce,
                 })
             })
             .collect()

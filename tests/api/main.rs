@@ -10,6 +10,7 @@ mod announcements;
 mod bounce_listener;
 mod bounce_mailbox;
 mod bounces_check;
+mod bounces_staff;
 mod cli;
 mod config_errors;
 mod delivery;

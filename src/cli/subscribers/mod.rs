@@ -31,6 +31,7 @@ use crate::{
     store::{
         Store,
         roster::{ExportRow, RemoveOutcome},
+        subscriptions::Status,
     },
 };
 
@@ -44,10 +45,19 @@ pub enum Command {
     ///
     /// People who registered for a training without joining the list are not on it: see
     /// `harborlist registrations list`.
+    ///
+    /// With `--status bouncing`, each row also shows the last report about the address
+    /// (when it came, its status code and the receiver's words): the reason their mail
+    /// stopped.
     List {
-        /// Print a JSON array of {email, name, status, source, created_at, confirmed_at}.
+        /// Print a JSON array of {email, name, status, source, created_at, confirmed_at};
+        /// rows of bouncing people also have last_bounce_at, last_status and
+        /// last_diagnostic (null when there is no report).
         #[arg(long)]
         json: bool,
+        /// Only the people with this status.
+        #[arg(long, value_enum, value_name = "STATUS")]
+        status: Option<StatusFilter>,
     },
     /// Save the whole list (everyone, in every state) as CSV or JSON.
     ///
@@ -118,6 +128,26 @@ pub enum Command {
     },
 }
 
+/// A subscriber status, as `list --status` takes it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum StatusFilter {
+    Pending,
+    Active,
+    Unsubscribed,
+    Bouncing,
+}
+
+impl From<StatusFilter> for Status {
+    fn from(filter: StatusFilter) -> Self {
+        match filter {
+            StatusFilter::Pending => Status::Pending,
+            StatusFilter::Active => Status::Active,
+            StatusFilter::Unsubscribed => Status::Unsubscribed,
+            StatusFilter::Bouncing => Status::Bouncing,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Format {
     Csv,
@@ -126,7 +156,7 @@ pub enum Format {
 
 pub async fn run(settings: &Settings, cmd: Command) -> anyhow::Result<ExitCode> {
     match cmd {
-        Command::List { json } => list(settings, json).await,
+        Command::List { json, status } => list(settings, json, status.map(Status::from)).await,
         Command::Export { format, output } => export(settings, format, output.as_deref()).await,
         Command::Import { file } => import::run(settings, &file).await,
         Command::Remove { address } => remove(settings, &address).await,
@@ -142,32 +172,50 @@ fn now_ms() -> i64 {
     crate::clock::to_millis(chrono::Utc::now())
 }
 
-async fn list(settings: &Settings, json: bool) -> anyhow::Result<ExitCode> {
+async fn list(settings: &Settings, json: bool, status: Option<Status>) -> anyhow::Result<ExitCode> {
     let store = connect(settings).await?;
-    let rows = store.list_subscribers().await?;
+    let rows = store.list_subscribers_by(status).await?;
     store.close().await;
     let mut out = io::stdout().lock();
     if json {
         serde_json::to_writer_pretty(&mut out, &rows)?;
         writeln!(out)?;
-    } else {
-        let mut tw = tabwriter::TabWriter::new(&mut out);
-        writeln!(tw, "EMAIL\tNAME\tSTATUS\tSOURCE\tJOINED")?;
-        for r in &rows {
-            writeln!(
+        return Ok(ExitCode::SUCCESS);
+    }
+    let bouncing = status == Some(Status::Bouncing);
+    let mut tw = tabwriter::TabWriter::new(&mut out);
+    write!(tw, "EMAIL\tNAME\tSTATUS\tSOURCE\tJOINED")?;
+    if bouncing {
+        write!(tw, "\tLAST BOUNCE\tCODE\tDIAGNOSTIC")?;
+    }
+    writeln!(tw)?;
+    for r in &rows {
+        write!(
+            tw,
+            "{}\t{}\t{}\t{}\t{}",
+            // From the public form or an import: never raw to a terminal.
+            terminal_safe(&r.email),
+            terminal_safe(r.name.as_deref().unwrap_or("-")),
+            r.status.as_str(),
+            r.source,
+            r.confirmed_at.as_deref().unwrap_or("-")
+        )?;
+        if bouncing {
+            let last = r.last_bounce.clone().unwrap_or_default();
+            write!(
                 tw,
-                "{}\t{}\t{}\t{}\t{}",
-                // From the public form or an import: never raw to a terminal.
-                terminal_safe(&r.email),
-                terminal_safe(r.name.as_deref().unwrap_or("-")),
-                r.status.as_str(),
-                r.source,
-                r.confirmed_at.as_deref().unwrap_or("-")
+                "\t{}\t{}\t{}",
+                last.last_bounce_at.as_deref().unwrap_or("-"),
+                // A receiving server's words: never raw to a terminal either.
+                terminal_safe(last.last_status.as_deref().unwrap_or("-")),
+                terminal_safe(last.last_diagnostic.as_deref().unwrap_or("-"))
             )?;
         }
-        tw.flush()?;
-        writeln!(out, "{} subscriber(s)", rows.len())?;
+        writeln!(tw)?;
     }
+    tw.flush()?;
+    drop(tw);
+    writeln!(out, "{} subscriber(s)", rows.len())?;
     Ok(ExitCode::SUCCESS)
 }
 
