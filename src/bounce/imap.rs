@@ -9,7 +9,7 @@
 //!    handed to [`Ingest::handle`];
 //! 2. once its report is recorded, the message is moved (`UID MOVE`, or COPY and a
 //!    `\Deleted` flag expunged by UID where MOVE is missing) to the done folder, or to the
-//!    unknown folder if it was not a report. Nothing is ever deleted;
+//!    unknown folder if it was not a report, up to 64 at a time. Nothing is ever deleted;
 //! 3. it waits for `bounces.poll`, in IDLE where the server offers it, so a new report is
 //!    read as it arrives.
 //!
@@ -41,6 +41,8 @@ use crate::{
 
 /// The longest one IMAP command may take before the session is given up.
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
+/// Messages moved in one command.
+const MOVE_BATCH: usize = 64;
 /// The first pause after a failure; it doubles up to `bounces.poll`.
 const FIRST_RETRY: Duration = Duration::from_secs(2);
 /// The least pause after a refused login: providers lock accounts that retry quickly.
@@ -240,21 +242,25 @@ impl Reader {
             .into_iter()
             .collect();
         uids.sort_unstable();
+        let mut read = Read::default();
         for uid in uids {
             let Some(raw) = self.fetch(session, uid).await? else {
                 continue; // gone since the search (another client moved it)
             };
-            let ingested = self.ingest.handle(&raw, ReportSource::Imap, &[]).await?;
-            let (folder, label) = if ingested.was_report() {
-                (&folders.done, "processed")
-            } else {
-                (&folders.unknown, "unknown")
+            let ingested = match self.ingest.handle(&raw, ReportSource::Imap, &[]).await {
+                Ok(i) => i,
+                Err(e) => {
+                    // What was recorded before the failure is filed; this one stays.
+                    read.file(session, caps, folders).await?;
+                    return Err(e.into());
+                }
             };
-            move_message(session, caps, uid, folder).await?;
-            metrics::counter!("harborlist_bounce_mailbox_messages_total", "folder" => label)
-                .increment(1);
+            read.add(uid, ingested.was_report());
+            if read.len() >= MOVE_BATCH {
+                read.file(session, caps, folders).await?;
+            }
         }
-        Ok(())
+        read.file(session, caps, folders).await
     }
 
     /// The first `bounces.max_size` bytes of one message, without marking it seen.
@@ -439,6 +445,56 @@ fn pause(failures: u32, poll: Duration, error: &ImapError) -> Duration {
     }
 }
 
+/// Messages whose reports are recorded, waiting to be moved together: one MOVE per
+/// folder for up to [`MOVE_BATCH`] messages, since on a large mailbox each MOVE costs the
+/// server about as much as a hundred messages' worth of reading.
+#[derive(Default)]
+struct Read {
+    reports: Vec<u32>,
+    others: Vec<u32>,
+}
+
+impl Read {
+    fn add(&mut self, uid: u32, was_report: bool) {
+        if was_report {
+            self.reports.push(uid);
+        } else {
+            self.others.push(uid);
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.reports.len() + self.others.len()
+    }
+
+    /// Moves what was read to its folders and starts again.
+    async fn file(
+        &mut self,
+        session: &mut ImapSession,
+        caps: &Capabilities,
+        folders: &Folders,
+    ) -> Result<(), ImapError> {
+        for (uids, folder, label) in [
+            (&mut self.reports, &folders.done, "processed"),
+            (&mut self.others, &folders.unknown, "unknown"),
+        ] {
+            if uids.is_empty() {
+                continue;
+            }
+            let set = uids
+                .iter()
+                .map(u32::to_string)
+                .collect::<Vec<_>>()
+                .join(",");
+            move_messages(session, caps, &set, folder).await?;
+            metrics::counter!("harborlist_bounce_mailbox_messages_total", "folder" => label)
+                .increment(uids.len() as u64);
+            uids.clear();
+        }
+        Ok(())
+    }
+}
+
 /// The two folders read messages go to, as the server spells them.
 struct Folders {
     done: String,
@@ -451,15 +507,15 @@ fn spelled(folder: &str, delimiter: &str) -> String {
     folder.split('/').collect::<Vec<_>>().join(delimiter)
 }
 
-/// Moves one message: MOVE (RFC 6851) where offered; else COPY, then `\Deleted` and an
-/// expunge of that UID only (UIDPLUS), so no other message flagged deleted is touched.
-async fn move_message(
+/// Moves the messages of a UID set: MOVE (RFC 6851) where offered; else COPY, then
+/// `\Deleted` and an expunge of those UIDs only (UIDPLUS), so no other message flagged
+/// deleted is touched.
+async fn move_messages(
     session: &mut ImapSession,
     caps: &Capabilities,
-    uid: u32,
+    uid: &str,
     folder: &str,
 ) -> Result<(), ImapError> {
-    let uid = uid.to_string();
     if caps.has_str("MOVE") {
         return Ok(timed(session.uid_mv(&uid, folder)).await??);
     }
