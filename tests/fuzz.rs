@@ -2,7 +2,7 @@
 //! and name parsing, the CSV import's row checks and Markdown rendering. Each target draws
 //! random and mutated inputs with proptest, a fixed number of cases per run so that
 //! `cargo test` stays quick; `PROPTEST_CASES=1000000 cargo test --release --test fuzz`
-//! runs every target longer (see README.md, "Tests"). The form body is fuzzed against a
+//! runs every target longer (see docs/testing.md, "Fuzzing"). The form body is fuzzed against a
 //! real app in `tests/api/fuzz_form.rs`.
 
 use std::collections::BTreeSet;
