@@ -26,8 +26,13 @@ pub fn init(log: &LogSettings) {
                     .with_writer(std::io::stderr),
             )
             .try_init(),
+        // Colour only for a person at a terminal: codes in a file or the journal are noise.
         LogFormat::Text => registry
-            .with(fmt::layer().with_writer(std::io::stderr))
+            .with(
+                fmt::layer()
+                    .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+                    .with_writer(std::io::stderr),
+            )
             .try_init(),
     };
 }

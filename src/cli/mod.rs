@@ -45,6 +45,26 @@ Examples:
   harborlist registrations report --format csv -o report.csv          numbers for funders
   harborlist bounces check saved/*.eml      what harborlist would make of saved bounces";
 
+const SERVE_HELP: &str = "\
+The daemon: the web pages and links (server.bind, http://127.0.0.1:8080 by default), the
+planner that turns the calendar, reminders and announcements into mailings, the sender, and
+the bounce mailbox reader or listener when [bounces] is set up.
+
+Signals:
+  SIGTERM, Ctrl-C   stop taking requests, let mail in flight finish and be recorded, exit 0
+  SIGHUP            reload the configuration and templates (saving a file does it too, every
+                    schedule.watch); a reload that fails keeps the running one and logs why
+
+Logs go to stderr (under systemd: journalctl -u harborlist), one line per event, as text or
+as JSON with log.format = \"json\"; RUST_LOG or log.level sets how much. Addresses in them are
+shortened. /metrics is on server.metrics_bind (127.0.0.1:9464), /healthz on server.bind.
+
+--threads N: 1 runs all of the work on one thread. On a small server that also runs the
+database and the mail relay, that uses less CPU per message than 2 threads and sends faster
+(nothing is handed between threads, and delivery outcomes are stored in larger groups; see
+docs/performance.md). More help only when the database and relay are on other machines and
+harborlist itself is the busy part.";
+
 #[derive(Debug, Parser)]
 #[command(
     name = "harborlist",
@@ -63,11 +83,7 @@ pub struct Cli {
     )]
     pub config: Option<PathBuf>,
 
-    /// Threads that run harborlist's work. 1 runs all of it on one thread: on a small
-    /// server that also runs the database and the mail relay, that uses less CPU per
-    /// message than 2 threads and sends faster (nothing is handed between threads, and
-    /// delivery outcomes are stored in larger groups; figures in the README). More help only when the database
-    /// and relay are on other machines and harborlist itself is the busy part.
+    /// Threads for harborlist's work; leave it at 1 unless `serve --help` says otherwise.
     #[arg(
         long,
         global = true,
@@ -84,6 +100,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the web server, the planner and the sender until SIGTERM or Ctrl-C.
+    #[command(after_long_help = SERVE_HELP)]
     Serve,
     /// Check the configuration, the calendar and every template; exit 1 on any problem.
     /// With --relay, log in to the mail relay instead.

@@ -24,7 +24,9 @@ use crate::{
 #[derive(Debug, clap::Args)]
 #[command(group(clap::ArgGroup::new("what").required(true).args(["template", "announcement"])))]
 pub struct Selection {
-    /// Email template name (files templates/email/NAME.{subject,txt,html}.hbs).
+    /// Email template name (files templates/email/NAME.{subject,txt,html}.hbs): confirm,
+    /// welcome, goodbye, invitation, reminder, update, cancellation, announcement,
+    /// registration_confirm, registered, waitlisted or seat_offer.
     #[arg(long, value_name = "NAME")]
     template: Option<String>,
     /// An announcement from the configuration, by its id.

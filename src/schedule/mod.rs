@@ -102,7 +102,8 @@ impl Planner {
                 Ok(report) => {
                     self.health.planner_turned(to_millis(self.clock.now()));
                     if report != TurnReport::default() {
-                        tracing::info!(?report, "planner turn");
+                        // The events themselves are logged where they happen.
+                        tracing::debug!(?report, "planner turn");
                     }
                     self.until_next_due(tick).await
                 }
@@ -213,11 +214,17 @@ impl Planner {
                     continue;
                 }
             }
-            while self.store.fan_out_batch(m.id, FANOUT_BATCH, now_ms).await? > 0 {
+            let mut recipients = 0;
+            loop {
+                let added = self.store.fan_out_batch(m.id, FANOUT_BATCH, now_ms).await?;
+                if added == 0 {
+                    break;
+                }
+                recipients += added;
                 self.wake_sender.notify_one();
             }
             report.fanned_out += 1;
-            tracing::info!(mailing = %m.key, "fanned out");
+            tracing::info!(mailing = %m.key, recipients, "mailing started: queued for its recipients");
         }
         Ok(())
     }

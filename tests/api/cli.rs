@@ -62,7 +62,15 @@ async fn serve_on_two_threads_sends_and_stops_cleanly(backend: Backend) {
     let message = parse(&mail[0].bytes);
     let text = message.body_text(0).unwrap_or_default().into_owned();
     assert!(text.contains("/confirm/"), "no confirmation link:\n{text}");
+    // Logged to a file: no colour codes, and no per-turn dumps at INFO.
+    let log = daemon.log();
     assert!(daemon.stop().await.success(), "a clean exit on SIGTERM");
+    assert!(log.contains("INFO"), "{log}");
+    assert!(
+        !log.contains('\u{1b}'),
+        "ANSI codes in a redirected log:\n{log}"
+    );
+    assert!(!log.contains("TurnReport"), "{log}");
 }
 
 #[test]
@@ -80,6 +88,59 @@ fn help_teaches() {
         "Examples:",
     ] {
         assert!(text.contains(word), "--help lacks {word}:\n{text}");
+    }
+}
+
+#[test]
+fn serve_help_names_the_signals_port_logs_and_threads_and_only_it_has_the_threads_note() {
+    let help = |args: &[&str]| {
+        let out = harborlist().args(args).output().unwrap();
+        assert!(out.status.success());
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let serve = help(&["serve", "--help"]);
+    for word in [
+        "SIGHUP",
+        "SIGTERM",
+        "server.bind",
+        "8080",
+        "journalctl",
+        "--threads N",
+    ] {
+        assert!(serve.contains(word), "serve --help lacks {word}:\n{serve}");
+    }
+    for args in [&["status", "--help"][..], &["check", "--help"], &["--help"]] {
+        let text = help(args);
+        assert!(
+            !text.contains("less CPU per message"),
+            "{args:?} repeats the --threads note:\n{text}"
+        );
+    }
+}
+
+#[test]
+fn preview_and_send_test_help_list_every_email_template() {
+    let names: Vec<String> = std::fs::read_dir("templates/email")
+        .unwrap()
+        .filter_map(|e| {
+            let name = e.ok()?.file_name().into_string().ok()?;
+            Some(name.strip_suffix(".subject.hbs")?.to_owned())
+        })
+        .collect();
+    assert!(names.len() >= 12, "{names:?}");
+    for command in ["preview", "send-test"] {
+        let out = harborlist().args([command, "--help"]).output().unwrap();
+        // clap wraps long help; compare without line breaks.
+        let text = String::from_utf8_lossy(&out.stdout)
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ");
+        for name in &names {
+            assert!(
+                text.contains(name.as_str()),
+                "{command} --help lacks {name}:\n{text}"
+            );
+        }
     }
 }
 
