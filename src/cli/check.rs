@@ -208,17 +208,50 @@ fn announcement(
             when(crate::clock::from_millis(*at_ms))
         ));
     }
+    if let Some(problem) = cancelled_training(runtime, a) {
+        return Err(problem);
+    }
     let due = announcements::due(a, &runtime.calendar);
     let late = now - due;
     let max_late = &runtime.settings.announcement_rules.max_late;
     if late <= max_late.chrono() {
-        return Ok(format!("sends {}", when(due)));
+        return Ok(match placeholder(a) {
+            Some(warning) => format!("{}{warning}; sends {}", preflight::WARNING, when(due)),
+            None => format!("sends {}", when(due)),
+        });
     }
     let reason = announcements::late_reason(crate::clock::to_millis(due), late, tz);
     if a.send_late {
         return Ok(format!("{reason}; send_late = true, so it goes out late"));
     }
     Err(late_problem(sources, a, &reason, max_late, tz, now, fate))
+}
+
+/// An announcement that attaches a cancelled training would add a cancelled event to
+/// people's calendars, with a message saying "adds the training to your calendar".
+fn cancelled_training(runtime: &Runtime, a: &AnnouncementSettings) -> Option<String> {
+    let id = a.training.as_deref()?;
+    let session = runtime.calendar.session_by_id(id)?;
+    session.cancelled.then(|| {
+        format!(
+            "attaches the training {id} ({}), which is cancelled: people would get a calendar invitation for it. Remove `training = \"{id}\"` from the announcement, or name another training",
+            crate::calendar::human::when(&session)
+        )
+    })
+}
+
+/// `{{name}}` in an announcement's Markdown is sent as written: announcements are not
+/// templates (a subscriber's name in a bulk message goes wrong for everyone without one).
+fn placeholder(a: &AnnouncementSettings) -> Option<String> {
+    let markdown = a.markdown.as_deref()?;
+    let at = markdown.find("{{")?;
+    let end = markdown[at..]
+        .find("}}")
+        .map_or(markdown.len(), |e| at + e + 2);
+    let snippet: String = markdown[at..end].chars().take(40).collect();
+    Some(format!(
+        "its markdown has {snippet:?}, which is sent exactly as written (announcements are not templates). Write the words you mean instead, or use `template` with `vars` for a message of your own"
+    ))
 }
 
 fn late_problem(

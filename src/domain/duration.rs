@@ -28,10 +28,46 @@ impl HumanDuration {
             .unwrap_or(DateTime::<Utc>::MAX_UTC)
     }
 
+    /// As a person writes it in a sentence: "3 days", "3 weeks", "1 hour 30 minutes".
+    /// (`Display` is the config form, "3days", which reads badly in mail and pages.)
+    pub fn in_words(self) -> String {
+        let secs = self.0.as_secs();
+        if secs == 0 {
+            return "no time".into();
+        }
+        let (days, rest) = (secs / 86_400, secs % 86_400);
+        let mut parts = Vec::new();
+        if days > 0 && days % 7 == 0 && rest == 0 {
+            parts.push(unit(days / 7, "week"));
+        } else if days > 0 {
+            parts.push(unit(days, "day"));
+        }
+        for (n, name) in [
+            (rest / 3600, "hour"),
+            (rest % 3600 / 60, "minute"),
+            (rest % 60, "second"),
+        ] {
+            if n > 0 {
+                parts.push(unit(n, name));
+            }
+        }
+        // Two units say enough: "1 day 2 hours", not down to the second.
+        parts.truncate(2);
+        parts.join(" ")
+    }
+
     /// `t` minus this duration, or the first instant chrono can hold.
     pub fn before(self, t: DateTime<Utc>) -> DateTime<Utc> {
         t.checked_sub_signed(self.chrono())
             .unwrap_or(DateTime::<Utc>::MIN_UTC)
+    }
+}
+
+fn unit(n: u64, name: &str) -> String {
+    if n == 1 {
+        format!("1 {name}")
+    } else {
+        format!("{n} {name}s")
     }
 }
 
@@ -69,6 +105,22 @@ impl Serialize for HumanDuration {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn in_words_reads_as_a_sentence_does() {
+        let words = |s: &str| s.parse::<HumanDuration>().unwrap().in_words();
+        assert_eq!(words("72h"), "3 days");
+        assert_eq!(words("3d"), "3 days");
+        assert_eq!(words("1d"), "1 day");
+        assert_eq!(words("21d"), "3 weeks");
+        assert_eq!(words("7d"), "1 week");
+        assert_eq!(words("90m"), "1 hour 30 minutes");
+        assert_eq!(words("36h"), "1 day 12 hours");
+        assert_eq!(words("2h"), "2 hours");
+        assert_eq!(words("45s"), "45 seconds");
+        assert_eq!(words("1d 2h 3m"), "1 day 2 hours");
+        assert_eq!(words("0s"), "no time");
+    }
 
     #[test]
     fn parses_units() {

@@ -260,6 +260,14 @@ impl Composer {
         if let Some(registration) = self.registration_context(letter.data) {
             ctx["registration"] = registration;
         }
+        if letter.template == "welcome"
+            && let Some(obj) = ctx.as_object_mut()
+        {
+            // A welcome queued before these were stored (an upgrade mid-way) still renders.
+            for key in ["next_training", "reminders_text"] {
+                obj.entry(key).or_insert(Value::Null);
+            }
+        }
         ctx
     }
 

@@ -93,7 +93,8 @@ pub fn mailing_data(
             "confirm_nonce": new_nonce(),
             "expires_at_ms": to_millis(settings.subscriptions.confirm_ttl.after(now)),
         }),
-        ("welcome" | "goodbye", _) => json!({}),
+        ("welcome", _) => content::welcome_data(settings, session),
+        ("goodbye", _) => json!({}),
         ("announcement", _) => {
             let sample = AnnouncementSettings {
                 id: "sample".into(),

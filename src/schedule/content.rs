@@ -9,7 +9,7 @@ use crate::{
         Session, human,
         ics::{self, IcsEvent, Method},
     },
-    config::ReminderSettings,
+    config::{Audience, RegistrationMode, ReminderSettings, Settings},
 };
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -68,6 +68,55 @@ pub fn notice_data(
     let mut data = training_data(session, sequence, stamp, prodid, notice);
     data["previous"] = previous.map_or(Value::Null, training_json);
     data
+}
+
+/// What the welcome says that changes with the configuration: the next training (when,
+/// where, and where to register) and the reminders as `[[reminders]]` has them, in words.
+/// Made when the address is confirmed, so it is true when the welcome goes out.
+pub fn welcome_data(settings: &Settings, next: Option<&Session>) -> Value {
+    let base = settings.server.public_url.as_str().trim_end_matches('/');
+    let next_training = next.map(|s| {
+        let mut t = training_json(s);
+        let register_url = match settings.registration.mode {
+            RegistrationMode::External => s.registration_url.clone(),
+            RegistrationMode::Harborlist => Some(format!("{base}/trainings/{}", s.id)),
+        };
+        t["register_url"] = json!(register_url);
+        t
+    });
+    json!({
+        "next_training": next_training,
+        "reminders_text": reminders_text(&settings.reminders),
+    })
+}
+
+/// "About each training, everyone on the list hears 3 weeks ahead and those registered get a
+/// reminder 2 days before, each with a calendar invitation." From `[[reminders]]`, so it
+/// stays true when staff change them.
+pub fn reminders_text(reminders: &[ReminderSettings]) -> String {
+    let mut sorted: Vec<&ReminderSettings> = reminders.iter().collect();
+    sorted.sort_by(|a, b| b.before.cmp(&a.before));
+    let parts: Vec<String> = sorted
+        .iter()
+        .map(|r| {
+            let w = r.before.in_words();
+            match r.audience {
+                Audience::List => format!("everyone on the list hears {w} ahead"),
+                Audience::Registered => format!("those registered get a reminder {w} before"),
+                Audience::Unregistered => {
+                    format!("those not yet registered hear again {w} before, while seats are left")
+                }
+            }
+        })
+        .collect();
+    match parts.as_slice() {
+        [] => "We will write when there is news of a training.".into(),
+        [one] => format!("About each training, {one}, with a calendar invitation."),
+        [init @ .., last] => format!(
+            "About each training, {} and {last}, each with a calendar invitation.",
+            init.join(", ")
+        ),
+    }
 }
 
 /// The fields templates and `harborlist trainings --json` use.
@@ -137,4 +186,47 @@ pub fn prodid(list_name: &str) -> String {
         .filter(|c| !c.is_control() && *c != '/')
         .collect();
     format!("-//harborlist//{clean}//EN")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reminder(name: &str, before: &str, audience: Audience) -> ReminderSettings {
+        ReminderSettings {
+            name: name.into(),
+            before: before.parse().unwrap(),
+            template: name.into(),
+            audience,
+        }
+    }
+
+    #[test]
+    fn the_reminders_are_described_as_configured() {
+        let default = [
+            reminder("reminder", "2d", Audience::Registered),
+            reminder("invitation", "21d", Audience::List),
+        ];
+        assert_eq!(
+            reminders_text(&default),
+            "About each training, everyone on the list hears 3 weeks ahead and those registered get a reminder 2 days before, each with a calendar invitation."
+        );
+        let three = [
+            reminder("invitation", "30d", Audience::List),
+            reminder("nudge", "7d", Audience::Unregistered),
+            reminder("reminder", "1d", Audience::Registered),
+        ];
+        assert_eq!(
+            reminders_text(&three),
+            "About each training, everyone on the list hears 30 days ahead, those not yet registered hear again 1 week before, while seats are left and those registered get a reminder 1 day before, each with a calendar invitation."
+        );
+        assert_eq!(
+            reminders_text(&default[1..]),
+            "About each training, everyone on the list hears 3 weeks ahead, with a calendar invitation."
+        );
+        assert_eq!(
+            reminders_text(&[]),
+            "We will write when there is news of a training."
+        );
+    }
 }

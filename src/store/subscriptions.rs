@@ -260,13 +260,15 @@ impl Store {
         })
     }
 
-    /// Spends a confirm token: activates the subscriber, records consent, queues the welcome.
+    /// Spends a confirm token: activates the subscriber, records consent, queues the welcome
+    /// with `welcome` as its data (the next training and the reminders, as of now).
     pub async fn confirm(
         &self,
         hash: &str,
         ip: Option<&str>,
         user_agent: Option<&str>,
         now_ms: i64,
+        welcome: &serde_json::Value,
     ) -> Result<ConfirmOutcome> {
         let mut tx = self.begin().await?;
         // The conditional UPDATE is the single-use guarantee: of two racing clicks, one
@@ -314,7 +316,7 @@ impl Store {
             key: format!("welcome:{id}:{}", &hash[..16]),
             kind: "welcome",
             template: "welcome",
-            data: serde_json::json!({}),
+            data: welcome.clone(),
             subscriber_id: id,
             now_ms,
             training: None,

@@ -49,13 +49,22 @@ pub async fn submit(
         return refused(&state, TokenState::Unknown);
     };
     let ip = client.ip.map(|ip| ip.to_string());
+    let now = state.clock.now();
+    let runtime = state.live.current();
+    let next = runtime
+        .calendar
+        .upcoming(now, 12)
+        .into_iter()
+        .find(|s| !s.cancelled);
+    let welcome = crate::schedule::content::welcome_data(&runtime.settings, next.as_ref());
     let outcome = state
         .store
         .confirm(
             &token.hash(),
             ip.as_deref(),
             client.user_agent.as_deref(),
-            to_millis(state.clock.now()),
+            to_millis(now),
+            &welcome,
         )
         .await;
     match outcome {

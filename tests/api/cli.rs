@@ -321,6 +321,48 @@ async fn subscribers_list_prints_json_with_email_and_status(backend: Backend) {
 }
 
 #[test]
+fn check_warns_about_placeholders_and_refuses_a_cancelled_training() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("local.toml");
+    let check = |toml: &str| {
+        std::fs::write(&file, toml).unwrap();
+        harborlist()
+            .arg("--config")
+            .arg(&file)
+            .arg("check")
+            .output()
+            .unwrap()
+    };
+    let entry =
+        "[[announcements]]\nid = \"may\"\nsend_at = \"2027-05-01T09:00\"\nsubject = \"May\"\n";
+    let out = check(&format!(
+        "{entry}markdown = \"Hello {{{{name}}}}, see you\"\n"
+    ));
+    assert_success(&out);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains(
+            "warn announcement may: its markdown has \"{{name}}\", which is sent exactly as written"
+        ) && stdout.contains("sends Sat May 1 2027, 9:00 AM CDT"),
+        "{stdout}"
+    );
+
+    let cancelled = "[[trainings.change]]\ndate = \"2027-05-19\"\ncancelled = true\n";
+    let out = check(&format!(
+        "{cancelled}{entry}markdown = \"Hi\"\ntraining = \"2027-05-19\"\n"
+    ));
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(
+            "FAIL announcement may: attaches the training 2027-05-19 (Wednesday, May 19, 2027"
+        ) && stderr.contains("which is cancelled")
+            && stderr.contains("Remove `training = \"2027-05-19\"`"),
+        "{stderr}"
+    );
+}
+
+#[test]
 fn check_names_a_bad_announcement() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("local.toml");

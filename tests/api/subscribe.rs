@@ -19,7 +19,76 @@ both_backends!(
     expired_used_and_unknown_confirm_links,
     per_address_and_per_ip_rate_limits,
     unsubscribe_links_that_are_unknown,
+    the_welcome_names_the_next_training_and_the_reminders_as_configured,
 );
+
+/// Confirms `email` and returns its welcome's text and HTML.
+async fn welcome_of(app: &crate::helpers::TestApp, email: &str) -> (String, String) {
+    assert_eq!(app.subscribe(email, "").await.status(), 200);
+    let confirm = app.sink.wait_for(1, 20).await.remove(0);
+    let link = link_in(&confirm.bytes, "/confirm/");
+    assert_eq!(app.post_empty(&link).await.status(), 200);
+    let welcome = app.sink.wait_for(2, 20).await.remove(1);
+    (text_of(&welcome.bytes), html_of(&welcome.bytes))
+}
+
+async fn the_welcome_names_the_next_training_and_the_reminders_as_configured(backend: Backend) {
+    // 2027-01-05: the next training is Wednesday, January 20; March 17 is cancelled later.
+    let clock = ManualClock::new("2027-01-05T15:00:00Z".parse().unwrap());
+    let app = app(backend).clock(clock.clone()).spawn().await;
+    let (text, html) = welcome_of(&app, "ann@example.org").await;
+    assert!(
+        text.contains("The next training is on Wednesday, January 20, 2027, 11:00 AM – 12:30 PM CST, at LSS/Children's Home Society"),
+        "{text}"
+    );
+    let register = format!("Register: {}/trainings/2027-01-20", app.address);
+    assert!(text.contains(&register), "{text}");
+    assert!(
+        html.contains(&format!("{}/trainings/2027-01-20", app.address)),
+        "{html}"
+    );
+    assert!(
+        text.contains("About each training, everyone on the list hears 3 weeks ahead and those registered get a reminder 2 days before, each with a calendar invitation."),
+        "the default [[reminders]], in words: {text}"
+    );
+    assert!(!text.contains("three weeks"), "nothing hard-coded: {text}");
+
+    // Other reminders, and the January session cancelled: the welcome follows.
+    let app = app_with_reminders(backend, clock).await;
+    let (text, _) = welcome_of(&app, "bo@example.org").await;
+    assert!(
+        text.contains("About each training, everyone on the list hears 30 days ahead and those registered get a reminder 1 day before"),
+        "{text}"
+    );
+    assert!(
+        text.contains("The next training is on Wednesday, March 17, 2027"),
+        "{text}"
+    );
+}
+
+async fn app_with_reminders(backend: Backend, clock: ManualClock) -> crate::helpers::TestApp {
+    app(backend)
+        .clock(clock)
+        .with(|s| {
+            for r in &mut s.reminders {
+                r.before = match r.name.as_str() {
+                    "invitation" => "30d",
+                    _ => "1d",
+                }
+                .parse()
+                .unwrap();
+            }
+            s.trainings
+                .change
+                .push(harborlist::calendar::ChangeSettings {
+                    date: "2027-01-20".into(),
+                    cancelled: Some(true),
+                    ..Default::default()
+                });
+        })
+        .spawn()
+        .await
+}
 
 async fn subscribe_confirm_welcome_one_click_unsubscribe(backend: Backend) {
     let app = spawn_app(backend).await;
