@@ -95,7 +95,7 @@ pub fn welcome_data(settings: &Settings, next: Option<&Session>) -> Value {
 /// stays true when staff change them.
 pub fn reminders_text(reminders: &[ReminderSettings]) -> String {
     let mut sorted: Vec<&ReminderSettings> = reminders.iter().collect();
-    sorted.sort_by(|a, b| b.before.cmp(&a.before));
+    sorted.sort_by_key(|r| std::cmp::Reverse(r.before));
     let parts: Vec<String> = sorted
         .iter()
         .map(|r| {
