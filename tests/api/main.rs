@@ -23,6 +23,7 @@ mod late;
 mod leases;
 mod limits;
 mod observability;
+mod proxy;
 mod registration;
 mod registration_member;
 mod registration_plan;

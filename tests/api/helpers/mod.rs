@@ -8,6 +8,7 @@ mod daemon;
 mod db;
 mod dovecot;
 mod mail;
+mod nginx;
 mod registration;
 mod relay;
 mod sink;
@@ -21,6 +22,8 @@ pub use db::*;
 #[allow(unused_imports)]
 pub use dovecot::*;
 pub use mail::*;
+#[allow(unused_imports)]
+pub use nginx::*;
 #[allow(unused_imports)]
 pub use registration::*;
 #[allow(unused_imports)]
