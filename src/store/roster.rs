@@ -7,10 +7,11 @@
 //! * [`Store::export_subscribers`] streams every subscriber row by row, so exporting a
 //!   large list takes constant memory;
 //! * [`Store::import_batch`] writes a batch (the CLI sends [`IMPORT_BATCH`] rows) in one
-//!   transaction of three statements, each given the whole batch as one JSON parameter: one
-//!   finds the suppressed addresses, one `INSERT … SELECT … ON CONFLICT (email_key) DO
-//!   NOTHING` adds the rest, and its affected-row count tells added from already known;
-//!   one makes members of people who had only registered for a training;
+//!   transaction, each statement given its rows as one JSON parameter: one finds the
+//!   suppressed addresses; one `INSERT … SELECT … ON CONFLICT (email_key) DO NOTHING` per
+//!   [`ImportStatus`] present (usually just active) adds the rest, and its affected-row
+//!   count tells added from already known; one makes members of people who had only
+//!   registered for a training, for rows the old list had as active;
 //! * [`Store::remove_subscriber`] unsubscribes, with the same effects as an unsubscribe
 //!   link (see `set_unsubscribed` in `subscriptions`);
 //! * [`Store::forget_subscriber`] unnames the person's registrations (kept, for the
@@ -59,12 +60,39 @@ fn json_strings(backend: Backend, param: usize) -> String {
     }
 }
 
+/// The status an imported person starts with: what the old list said about them. Only
+/// `Active` people get list mail (the fan-out takes `status = 'active'` only).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum ImportStatus {
+    Active,
+    /// Mail to them bounced on the old list (Mailchimp's "cleaned").
+    Bouncing,
+    /// Had left the old list, or was suspended or banned there.
+    Unsubscribed,
+}
+
+impl ImportStatus {
+    pub fn as_str(self) -> &'static str {
+        self.status().as_str()
+    }
+
+    /// The subscriber status stored for the row.
+    pub fn status(self) -> Status {
+        match self {
+            Self::Active => Status::Active,
+            Self::Bouncing => Status::Bouncing,
+            Self::Unsubscribed => Status::Unsubscribed,
+        }
+    }
+}
+
 /// One address to import, already validated, with its unsubscribe link derived.
 #[derive(Debug, Clone)]
 pub struct ImportCandidate {
     email: String,
     email_key: String,
     name: Option<String>,
+    status: ImportStatus,
     unsub_nonce: String,
     unsub_hash: String,
     /// `suppression_hash(email_key)`, computed with the rest so that an import's reading
@@ -79,6 +107,7 @@ impl ImportCandidate {
         email: String,
         email_key: String,
         name: Option<String>,
+        status: ImportStatus,
         unsub_nonce: String,
         unsub_hash: String,
     ) -> Self {
@@ -87,6 +116,7 @@ impl ImportCandidate {
             email,
             email_key,
             name,
+            status,
             unsub_nonce,
             unsub_hash,
             suppression,
@@ -97,16 +127,30 @@ impl ImportCandidate {
 /// What a batch (or a whole import) did. Every candidate lands in exactly one count.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ImportCounts {
+    /// Added, in any status (so `added - unsubscribed - bouncing` are active).
     pub added: u64,
+    /// Of the added, how many came in unsubscribed.
+    pub unsubscribed: u64,
+    /// Of the added, how many came in bouncing.
+    pub bouncing: u64,
     /// Known in any state, and left as it was.
     pub existing: u64,
     /// Forgotten earlier at the person's request, so not added.
     pub suppressed: u64,
 }
 
+impl ImportCounts {
+    /// The added people who get list mail.
+    pub fn active(&self) -> u64 {
+        self.added - self.unsubscribed - self.bouncing
+    }
+}
+
 impl std::ops::AddAssign for ImportCounts {
     fn add_assign(&mut self, other: Self) {
         self.added += other.added;
+        self.unsubscribed += other.unsubscribed;
+        self.bouncing += other.bouncing;
         self.existing += other.existing;
         self.suppressed += other.suppressed;
     }
@@ -226,10 +270,10 @@ impl Store {
         Ok(out)
     }
 
-    /// Adds the candidates as active subscribers with consent source "import", in one
-    /// transaction, except addresses already known (left unchanged, so an import never
-    /// re-subscribes someone who left) and suppressed ones. The caller removes duplicates
-    /// within the file; a repeat that reaches here anyway counts as already known.
+    /// Adds the candidates with consent source "import", each with the status the old list
+    /// gave them, in one transaction, except addresses already known (left unchanged, so an
+    /// import never re-subscribes someone who left) and suppressed ones. The caller removes
+    /// duplicates within the file; a repeat that reaches here anyway counts as already known.
     pub async fn import_batch(
         &self,
         rows: &[ImportCandidate],
@@ -247,57 +291,27 @@ impl Store {
             .filter(|row| !suppressed.contains(&row.suppression))
             .collect();
         counts.suppressed = (rows.len() - keep.len()) as u64;
-        if !keep.is_empty() {
-            // Each row as [email, email_key, name, unsub_nonce, unsub_hash].
-            let batch = serde_json::to_string(
-                &keep
-                    .iter()
-                    .map(|row| {
-                        (
-                            &row.email,
-                            &row.email_key,
-                            &row.name,
-                            &row.unsub_nonce,
-                            &row.unsub_hash,
-                        )
-                    })
-                    .collect::<Vec<_>>(),
-            )
-            .map_err(|e| super::StoreError::Corrupt(format!("import batch: {e}")))?;
-            // Consent was given on the old list; confirmed_at records when it arrived here,
-            // as `import_subscriber` does. `WHERE true` lets SQLite parse the upsert after a
-            // SELECT.
-            let sql = format!(
-                "INSERT INTO subscribers (email, email_key, name, status, source, unsub_nonce, unsub_hash, created_at, updated_at, confirmed_at)
-                 SELECT r.value ->> 0, r.value ->> 1, r.value ->> 2, 'active', 'import', r.value ->> 3, r.value ->> 4, $1, $1, $1
-                 FROM {} AS r WHERE true
-                 ON CONFLICT (email_key) DO NOTHING",
-                json_rows(backend, 2)
-            );
-            // DO NOTHING skips known addresses: the affected rows are exactly the new ones.
-            let added = sqlx::query(AssertSqlSafe(sql))
-                .bind(now_ms)
-                .bind(&batch)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
-            // Someone who only registered for a training is not on the list yet: the old
-            // list's consent makes them a member, as it would a new address.
-            let joined = sqlx::query(AssertSqlSafe(format!(
-                "UPDATE subscribers SET status = 'active', source = 'import', confirmed_at = $1, updated_at = $1,
-                        name = COALESCE(name, (SELECT r.value ->> 2 FROM {rows} AS r WHERE r.value ->> 1 = subscribers.email_key LIMIT 1))
-                 WHERE email_key IN (SELECT r.value ->> 1 FROM {rows} AS r)
-                   AND status = 'pending' AND requested_at IS NULL
-                   AND EXISTS (SELECT 1 FROM registrations g WHERE g.subscriber_id = subscribers.id)",
-                rows = json_rows(backend, 2)
-            )))
-            .bind(now_ms)
-            .bind(&batch)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-            counts.added = added + joined;
-            counts.existing = keep.len() as u64 - added - joined;
+        for status in [
+            ImportStatus::Active,
+            ImportStatus::Unsubscribed,
+            ImportStatus::Bouncing,
+        ] {
+            let group: Vec<&ImportCandidate> = keep
+                .iter()
+                .copied()
+                .filter(|row| row.status == status)
+                .collect();
+            if group.is_empty() {
+                continue;
+            }
+            let added = insert_group(&mut tx, backend, status, &group, now_ms).await?;
+            counts.added += added;
+            counts.existing += group.len() as u64 - added;
+            match status {
+                ImportStatus::Active => {}
+                ImportStatus::Unsubscribed => counts.unsubscribed += added,
+                ImportStatus::Bouncing => counts.bouncing += added,
+            }
         }
         tx.commit().await?;
         Ok(counts)
@@ -432,6 +446,78 @@ async fn unname_registrations(
     .execute(&mut **tx)
     .await?
     .rows_affected())
+}
+
+/// Adds the rows of one status (all of `rows` have `status`) and returns how many became
+/// list members: new addresses, and, for active rows, people who had only registered for a
+/// training. The rest were already known and are left as they were.
+async fn insert_group(
+    tx: &mut Transaction<'static, Any>,
+    backend: Backend,
+    status: ImportStatus,
+    rows: &[&ImportCandidate],
+    now_ms: i64,
+) -> Result<u64> {
+    // Each row as [email, email_key, name, unsub_nonce, unsub_hash].
+    let batch = serde_json::to_string(
+        &rows
+            .iter()
+            .map(|row| {
+                (
+                    &row.email,
+                    &row.email_key,
+                    &row.name,
+                    &row.unsub_nonce,
+                    &row.unsub_hash,
+                )
+            })
+            .collect::<Vec<_>>(),
+    )
+    .map_err(|e| super::StoreError::Corrupt(format!("import batch: {e}")))?;
+    // Consent was given on the old list; confirmed_at records when it arrived here, as
+    // `import_subscriber` does. Someone who had left it gets the import as the time they
+    // left here too. Only these fixed texts are spliced in. `WHERE true` lets SQLite parse
+    // the upsert after a SELECT.
+    let unsubscribed_at = match status {
+        ImportStatus::Unsubscribed => "$1",
+        ImportStatus::Active | ImportStatus::Bouncing => "NULL",
+    };
+    let sql = format!(
+        "INSERT INTO subscribers (email, email_key, name, status, source, unsub_nonce, unsub_hash, created_at, updated_at, confirmed_at, unsubscribed_at)
+         SELECT r.value ->> 0, r.value ->> 1, r.value ->> 2, '{status}', 'import', r.value ->> 3, r.value ->> 4, $1, $1, $1, {unsubscribed_at}
+         FROM {rows} AS r WHERE true
+         ON CONFLICT (email_key) DO NOTHING",
+        status = status.as_str(),
+        rows = json_rows(backend, 2)
+    );
+    // DO NOTHING skips known addresses: the affected rows are exactly the new ones.
+    let added = sqlx::query(AssertSqlSafe(sql))
+        .bind(now_ms)
+        .bind(&batch)
+        .execute(&mut **tx)
+        .await?
+        .rows_affected();
+    if status != ImportStatus::Active {
+        // Someone known only from a training registration stays as they are: the old
+        // list says they get no mail, so there is nothing to join them to.
+        return Ok(added);
+    }
+    // Someone who only registered for a training is not on the list yet: the old list's
+    // consent makes them a member, as it would a new address.
+    let joined = sqlx::query(AssertSqlSafe(format!(
+        "UPDATE subscribers SET status = 'active', source = 'import', confirmed_at = $1, updated_at = $1,
+                name = COALESCE(name, (SELECT r.value ->> 2 FROM {rows} AS r WHERE r.value ->> 1 = subscribers.email_key LIMIT 1))
+         WHERE email_key IN (SELECT r.value ->> 1 FROM {rows} AS r)
+           AND status = 'pending' AND requested_at IS NULL
+           AND EXISTS (SELECT 1 FROM registrations g WHERE g.subscriber_id = subscribers.id)",
+        rows = json_rows(backend, 2)
+    )))
+    .bind(now_ms)
+    .bind(&batch)
+    .execute(&mut **tx)
+    .await?
+    .rows_affected();
+    Ok(added + joined)
 }
 
 /// The suppression hashes among `rows` that are on the suppression list, in one query.

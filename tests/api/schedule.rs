@@ -80,6 +80,11 @@ impl World {
         }
     }
 
+    /// The database's URL, for running the binary against it.
+    pub fn db_url(&self) -> &str {
+        &self._db.url
+    }
+
     pub async fn turn_at(&self, now: &str) -> harborlist::schedule::TurnReport {
         self.clock.set(at(now));
         self.planner.turn().await.expect("planner turn")

@@ -10,8 +10,10 @@ use harborlist::{
 use sqlx::Row;
 
 use crate::{
+    announcements::announcement,
     both_backends,
     helpers::{Backend, TestDb, seed, spawn_app},
+    schedule::World,
 };
 
 both_backends!(
@@ -19,6 +21,13 @@ both_backends!(
     import_reads_a_spreadsheet_export_with_bom_and_crlf,
     import_without_an_email_column_fails_and_changes_nothing,
     import_counts_add_up_across_batches,
+    import_reads_a_google_groups_export_with_its_statuses,
+    import_reads_mailchimp_audience_exports,
+    import_reads_mailman_members_output,
+    import_reads_an_excel_semicolon_export_with_bom_and_crlf,
+    import_takes_column_delimiter_and_format_overrides,
+    import_lists_status_words_it_does_not_know,
+    imported_people_who_left_or_bounced_get_no_announcement,
     export_writes_every_subscriber_as_csv_and_json,
     remove_unsubscribes_idempotently,
     forget_erases_the_person_and_blocks_reimport,
@@ -64,6 +73,16 @@ impl Cli {
 }
 
 impl Run {
+    /// Standard output's lines.
+    fn lines(&self) -> Vec<&str> {
+        self.stdout.lines().collect()
+    }
+
+    /// An import's last line: the counts.
+    fn summary(&self) -> &str {
+        self.stdout.lines().last().unwrap_or("")
+    }
+
     #[track_caller]
     fn ok(self) -> Self {
         assert_eq!(
@@ -123,8 +142,13 @@ async fn import_keeps_good_rows_reports_bad_lines_and_never_resubscribes(backend
 
     let out = cli.run(&["import", MIXED]).ok();
     assert_eq!(
-        out.stdout.trim(),
-        "imported 4, already on the list 2, suppressed 1, bad rows 6",
+        out.lines(),
+        [
+            "format: CSV separated by commas",
+            "columns used: email \"Email\", name \"Name\"",
+            "columns ignored: \"Organisation\"",
+            "imported 4, already on the list 2, suppressed 1, bad rows 6",
+        ],
         "stderr:\n{}",
         out.stderr
     );
@@ -199,7 +223,7 @@ async fn import_keeps_good_rows_reports_bad_lines_and_never_resubscribes(backend
     // Running the same file again changes nothing.
     let again = cli.run(&["import", MIXED]).ok();
     assert_eq!(
-        again.stdout.trim(),
+        again.summary(),
         "imported 0, already on the list 6, suppressed 1, bad rows 6"
     );
     assert_eq!(store.list_subscribers().await.expect("list").len(), 6);
@@ -209,8 +233,13 @@ async fn import_reads_a_spreadsheet_export_with_bom_and_crlf(backend: Backend) {
     let (_db, store, cli) = setup(backend).await;
     let out = cli.run(&["import", "tests/fixtures/import/excel.csv"]).ok();
     assert_eq!(
-        out.stdout.trim(),
-        "imported 2, already on the list 0, suppressed 0, bad rows 1"
+        out.lines(),
+        [
+            "format: CSV separated by commas",
+            "columns used: email \"EMAIL\", name \"Name\"",
+            "columns ignored: \"Phone\"",
+            "imported 2, already on the list 0, suppressed 0, bad rows 1",
+        ]
     );
     assert_eq!(
         out.stderr.trim(),
@@ -231,10 +260,12 @@ async fn import_without_an_email_column_fails_and_changes_nothing(backend: Backe
     let out = cli.run(&["import", "tests/fixtures/import/no_email_column.csv"]);
     assert_eq!(out.code, Some(1), "{}", out.stderr);
     assert!(
-        out.stderr.contains("no \"email\" column") && out.stderr.contains("found: name, address"),
+        out.stderr
+            .contains("has no email column; found: name, address — use --email-column 'address'"),
         "{}",
         out.stderr
     );
+    assert!(out.stdout.is_empty(), "{}", out.stdout);
     assert!(store.list_subscribers().await.expect("list").is_empty());
 
     let out = cli.run(&["import", "tests/fixtures/import/does-not-exist.csv"]);
@@ -272,7 +303,7 @@ async fn import_counts_add_up_across_batches(backend: Backend) {
     let every_third = write("some.csv", 0..12_000, 3);
     let out = cli.run(&["import", path(&every_third)]).ok();
     assert_eq!(
-        out.stdout.trim(),
+        out.summary(),
         "imported 4000, already on the list 0, suppressed 0, bad rows 0"
     );
     if backend == Backend::Postgres {
@@ -294,7 +325,7 @@ async fn import_counts_add_up_across_batches(backend: Backend) {
     let all = write("all.csv", 0..12_000, 1);
     let out = cli.run(&["import", path(&all)]).ok();
     assert_eq!(
-        out.stdout.trim(),
+        out.summary(),
         "imported 7998, already on the list 3999, suppressed 3, bad rows 0"
     );
     let list = store.list_subscribers().await.expect("list");
@@ -533,7 +564,7 @@ async fn forget_erases_the_person_and_blocks_reimport(backend: Backend) {
     std::fs::write(&file, "email\nGONE@example.org\nstays@example.org\n").expect("write");
     let out = cli.run(&["import", path(&file)]).ok();
     assert_eq!(
-        out.stdout.trim(),
+        out.summary(),
         "imported 1, already on the list 0, suppressed 1, bad rows 0"
     );
     assert_eq!(app.status_of("gone@example.org").await, None);
@@ -546,6 +577,437 @@ async fn forget_erases_the_person_and_blocks_reimport(backend: Backend) {
     assert_eq!(invalid.code, Some(1));
 }
 
+/// Everyone on the list as (email, status, name), by address.
+async fn people(store: &Store) -> Vec<(String, String, Option<String>)> {
+    let mut rows: Vec<_> = store
+        .list_subscribers()
+        .await
+        .expect("list")
+        .into_iter()
+        .map(|s| (s.email, s.status.as_str().to_owned(), s.name))
+        .collect();
+    rows.sort();
+    rows
+}
+
+fn expected(rows: &[(&str, &str, Option<&str>)]) -> Vec<(String, String, Option<String>)> {
+    rows.iter()
+        .map(|&(email, status, name)| (email.into(), status.into(), name.map(str::to_owned)))
+        .collect()
+}
+
+async fn import_reads_a_google_groups_export_with_its_statuses(backend: Backend) {
+    let (_db, store, cli) = setup(backend).await;
+    let out = cli
+        .run(&["import", "tests/fixtures/import/google_groups.csv"])
+        .ok();
+    assert_eq!(
+        out.lines(),
+        [
+            "format: CSV separated by commas",
+            "columns used: email \"Email address\", name \"Nickname\", status \"Group status\" and \"Email status\"",
+            "columns ignored: \"Email preference\", \"Posting permissions\", \"Join year\", \"Join month\", \"Join day\", \"Join hour\", \"Join minute\", \"Join second\", \"Time zone\"",
+            "imported 6 (4 active, 1 unsubscribed, 1 bouncing; only the active get mail), already on the list 0, suppressed 0, bad rows 0",
+        ],
+        "stderr:\n{}",
+        out.stderr
+    );
+    assert_eq!(out.stderr, "");
+    assert_eq!(
+        people(&store).await,
+        expected(&[
+            ("ana@example.org", "active", Some("Ana Alvarez")),
+            ("ben@example.org", "active", None),
+            ("cho@example.org", "active", Some("Cho Lin")),
+            ("dev@example.org", "bouncing", Some("Dev Patel")),
+            ("eli@example.org", "active", Some("Eli Moss, Jr.")),
+            ("fay@example.org", "unsubscribed", Some("Fay")),
+        ])
+    );
+    // Left on the old list means left here, from the import on.
+    let left = "SELECT COUNT(*) FROM subscribers WHERE status = $1 AND unsubscribed_at IS NOT NULL AND source = 'import'";
+    assert_eq!(count(&store, left, "unsubscribed".to_owned()).await, 1);
+    let again = cli
+        .run(&["import", "tests/fixtures/import/google_groups.csv"])
+        .ok();
+    assert_eq!(
+        again.summary(),
+        "imported 0, already on the list 6, suppressed 0, bad rows 0"
+    );
+}
+
+async fn import_reads_mailchimp_audience_exports(backend: Backend) {
+    let (_db, store, cli) = setup(backend).await;
+    let key = TokenKey::parse(&cli.key).expect("key");
+    // Known here already: an unsubscribed export does not change them.
+    seed(&store, &key, "vic@example.org", "active").await;
+    let ignored_common = "\"Address\", \"Phone Number\", \"MEMBER_RATING\", \"OPTIN_TIME\", \"OPTIN_IP\", \"CONFIRM_TIME\", \"CONFIRM_IP\", \"LATITUDE\", \"LONGITUDE\", \"GMTOFF\", \"DSTOFF\", \"TIMEZONE\", \"CC\", \"REGION\"";
+    let tail = "\"LEID\", \"EUID\", \"NOTES\", \"TAGS\"";
+
+    let out = cli
+        .run(&["import", "tests/fixtures/import/mailchimp_subscribed.csv"])
+        .ok();
+    assert_eq!(
+        out.lines(),
+        [
+            "format: CSV separated by commas".to_owned(),
+            "columns used: email \"Email Address\", name \"First Name\" + \"Last Name\"".to_owned(),
+            format!("columns ignored: {ignored_common}, \"LAST_CHANGED\", {tail}"),
+            "imported 4, already on the list 0, suppressed 0, bad rows 0".to_owned(),
+        ],
+        "stderr:\n{}",
+        out.stderr
+    );
+
+    let out = cli
+        .run(&["import", "tests/fixtures/import/mailchimp_unsubscribed.csv"])
+        .ok();
+    assert_eq!(
+        out.lines(),
+        [
+            "format: CSV separated by commas".to_owned(),
+            "columns used: email \"Email Address\", name \"First Name\" + \"Last Name\", \"UNSUB_TIME\" (every row unsubscribed)".to_owned(),
+            format!("columns ignored: {ignored_common}, \"UNSUB_CAMPAIGN_TITLE\", \"UNSUB_CAMPAIGN_ID\", \"UNSUB_REASON\", \"UNSUB_REASON_OTHER\", {tail}"),
+            "imported 1 (0 active, 1 unsubscribed, 0 bouncing; only the active get mail), already on the list 1, suppressed 0, bad rows 0".to_owned(),
+        ],
+        "stderr:\n{}",
+        out.stderr
+    );
+
+    let out = cli
+        .run(&["import", "tests/fixtures/import/mailchimp_cleaned.csv"])
+        .ok();
+    assert_eq!(
+        out.lines()[1],
+        "columns used: email \"Email Address\", name \"First Name\" + \"Last Name\", \"CLEAN_TIME\" (every row bouncing)"
+    );
+    assert_eq!(
+        out.summary(),
+        "imported 1 (0 active, 0 unsubscribed, 1 bouncing; only the active get mail), already on the list 0, suppressed 0, bad rows 0"
+    );
+
+    assert_eq!(
+        people(&store).await,
+        expected(&[
+            ("ana@example.org", "active", Some("Ana Alvarez")),
+            ("ben@example.org", "active", Some("Ben")),
+            ("cal@example.org", "active", Some("Cole")),
+            ("dot@example.org", "active", None),
+            ("uma@example.org", "unsubscribed", Some("Uma Ueda")),
+            ("vic@example.org", "active", None),
+            ("wes@example.org", "bouncing", Some("Wes West")),
+        ])
+    );
+}
+
+async fn import_reads_mailman_members_output(backend: Backend) {
+    let (_db, store, cli) = setup(backend).await;
+    let text_format = "format: text, one address per line (Name <address> or the address alone)";
+    let out = cli
+        .run(&["import", "tests/fixtures/import/mailman_members.txt"])
+        .ok();
+    assert_eq!(
+        out.lines(),
+        [
+            text_format,
+            "imported 5, already on the list 0, suppressed 0, bad rows 0"
+        ],
+        "stderr:\n{}",
+        out.stderr
+    );
+    assert_eq!(
+        people(&store).await,
+        expected(&[
+            ("anne@example.org", "active", Some("Anne Person")),
+            ("bart@example.org", "active", None),
+            ("jane@example.org", "active", Some("Doe, Jane")),
+            ("jsmith@example.org", "active", Some("J. Smith")),
+            ("zoe@example.org", "active", Some("Zoë Ñ")),
+        ])
+    );
+    // Bare addresses (`mailman members --email-only`, Mailman 2's `list_members`).
+    let out = cli
+        .run(&[
+            "import",
+            "--format",
+            "text",
+            "tests/fixtures/import/mailman_addresses.txt",
+        ])
+        .ok();
+    assert_eq!(
+        out.lines(),
+        [
+            text_format,
+            "imported 0, already on the list 3, suppressed 0, bad rows 0"
+        ]
+    );
+
+    // Bad lines are reported by number, through CRLF and blank lines, never quoted.
+    let dir = tempfile::tempdir().expect("dir");
+    let file = dir.path().join("members.txt");
+    std::fs::write(
+        &file,
+        "Anne Person <anne@example.org>\r\n\r\nnot an address\r\nNew One <new@example.org>\r\n",
+    )
+    .expect("write");
+    let out = cli.run(&["import", path(&file)]).ok();
+    assert_eq!(
+        out.summary(),
+        "imported 1, already on the list 1, suppressed 0, bad rows 1"
+    );
+    assert!(
+        out.stderr.starts_with("line 3: invalid email address") && !out.stderr.contains("not an"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(
+        row_of(&store, "new@example.org").await,
+        Some(("active".into(), "import".into(), Some("New One".into())))
+    );
+}
+
+async fn import_reads_an_excel_semicolon_export_with_bom_and_crlf(backend: Backend) {
+    let (_db, store, cli) = setup(backend).await;
+    let out = cli
+        .run(&["import", "tests/fixtures/import/excel_semicolon.csv"])
+        .ok();
+    assert_eq!(
+        out.lines(),
+        [
+            "format: CSV separated by semicolons",
+            "columns used: email \"E-Mail\", name \"Name\"",
+            "columns ignored: \"Organisation\", \"Telefon\"",
+            "imported 3, already on the list 0, suppressed 0, bad rows 1",
+        ]
+    );
+    assert_eq!(
+        out.stderr.trim(),
+        "line 5: invalid email address: An email address needs exactly one @, like name@example.org."
+    );
+    assert_eq!(
+        people(&store).await,
+        expected(&[
+            ("jane@example.org", "active", Some("Doe, Jane")),
+            ("lee@example.org", "active", None),
+            ("zoe@example.org", "active", Some("Zoë Ñ")),
+        ])
+    );
+}
+
+async fn import_takes_column_delimiter_and_format_overrides(backend: Backend) {
+    let (_db, store, cli) = setup(backend).await;
+    let dir = tempfile::tempdir().expect("dir");
+    let write = |name: &str, text: &str| {
+        let file = dir.path().join(name);
+        std::fs::write(&file, text).expect("write");
+        file
+    };
+    let failed = |out: Run, words: &str| {
+        assert_eq!(out.code, Some(1), "{}", out.stderr);
+        assert!(out.stderr.contains(words), "{}", out.stderr);
+    };
+
+    // Headers that are not the usual ones: the error names them and the option to use.
+    let other = write("other.csv", "Contact,Person\nkit@example.org,Kit\n");
+    failed(
+        cli.run(&["import", path(&other)]),
+        "has no email column; found: Contact, Person — say which column holds the addresses with --email-column 'COLUMN'",
+    );
+    failed(
+        cli.run(&["import", "--email-column", "Nope", path(&other)]),
+        "--email-column 'Nope' names no column of",
+    );
+    let out = cli
+        .run(&[
+            "import",
+            "--email-column",
+            "contact",
+            "--name-column",
+            "PERSON",
+            path(&other),
+        ])
+        .ok();
+    assert_eq!(
+        out.lines()[1..],
+        [
+            "columns used: email \"Contact\", name \"Person\"",
+            "imported 1, already on the list 0, suppressed 0, bad rows 0",
+        ]
+    );
+
+    // As many commas as semicolons in the header: comma is guessed, --delimiter corrects it.
+    let tie = write(
+        "tie.csv",
+        "Email;Name, as given\nsol@example.org;Sol, Jr.\n",
+    );
+    failed(cli.run(&["import", path(&tie)]), "has no email column");
+    let out = cli
+        .run(&[
+            "import",
+            "--delimiter",
+            ";",
+            "--name-column",
+            "Name, as given",
+            path(&tie),
+        ])
+        .ok();
+    assert_eq!(
+        out.lines(),
+        [
+            "format: CSV separated by semicolons",
+            "columns used: email \"Email\", name \"Name, as given\"",
+            "imported 1, already on the list 0, suppressed 0, bad rows 0",
+        ]
+    );
+
+    // Tabs are found by themselves.
+    let tabs = write(
+        "tabs.tsv",
+        "E-mail\tFull name\tNotes\ntab@example.org\tTab Person\tsee, also\n",
+    );
+    let out = cli.run(&["import", path(&tabs)]).ok();
+    assert_eq!(
+        out.lines(),
+        [
+            "format: CSV separated by tabs",
+            "columns used: email \"E-mail\", name \"Full name\"",
+            "columns ignored: \"Notes\"",
+            "imported 1, already on the list 0, suppressed 0, bad rows 0",
+        ]
+    );
+
+    // A text list whose first line is not an address is taken for a header, unless told.
+    let list = write("list.txt", "not-an-address\nmo@example.org\n");
+    failed(
+        cli.run(&["import", path(&list)]),
+        "has no email column; found: not-an-address",
+    );
+    let out = cli.run(&["import", "--format", "text", path(&list)]).ok();
+    assert_eq!(
+        out.summary(),
+        "imported 1, already on the list 0, suppressed 0, bad rows 1"
+    );
+    assert!(
+        out.stderr.starts_with("line 1: invalid email address"),
+        "{}",
+        out.stderr
+    );
+
+    failed(
+        cli.run(&[
+            "import",
+            "--format",
+            "text",
+            "--email-column",
+            "x",
+            path(&list),
+        ]),
+        "are for CSV files, not --format text",
+    );
+    let out = cli.run(&["import", "--delimiter", "|", path(&list)]);
+    assert_eq!(out.code, Some(2), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("use comma, semicolon or tab"),
+        "{}",
+        out.stderr
+    );
+
+    assert_eq!(
+        people(&store).await,
+        expected(&[
+            ("kit@example.org", "active", Some("Kit")),
+            ("mo@example.org", "active", None),
+            ("sol@example.org", "active", Some("Sol, Jr.")),
+            ("tab@example.org", "active", Some("Tab Person")),
+        ])
+    );
+}
+
+async fn import_lists_status_words_it_does_not_know(backend: Backend) {
+    let (_db, store, cli) = setup(backend).await;
+    let dir = tempfile::tempdir().expect("dir");
+    let file = dir.path().join("statuses.csv");
+    std::fs::write(
+        &file,
+        "Email,Status\ns1@example.org,subscribed\ns2@example.org,pending\ns3@example.org,pending\n\
+         s4@example.org,VIP\ns5@example.org,Unsubscribed\ns6@example.org,cleaned\ns7@example.org,banned\n",
+    )
+    .expect("write");
+    let out = cli.run(&["import", path(&file)]).ok();
+    assert_eq!(
+        out.lines(),
+        [
+            "format: CSV separated by commas",
+            "columns used: email \"Email\", status \"Status\"",
+            "status words not known, so read as active: \"VIP\" (1 row), \"pending\" (2 rows)",
+            "imported 7 (4 active, 2 unsubscribed, 1 bouncing; only the active get mail), already on the list 0, suppressed 0, bad rows 0",
+        ]
+    );
+    let statuses: Vec<(String, String)> = people(&store)
+        .await
+        .into_iter()
+        .map(|(email, status, _)| (email, status))
+        .collect();
+    let want: Vec<(String, String)> = [
+        ("s1", "active"),
+        ("s2", "active"),
+        ("s3", "active"),
+        ("s4", "active"),
+        ("s5", "unsubscribed"),
+        ("s6", "bouncing"),
+        ("s7", "unsubscribed"),
+    ]
+    .iter()
+    .map(|(who, status)| (format!("{who}@example.org"), (*status).to_owned()))
+    .collect();
+    assert_eq!(statuses, want);
+}
+
+/// The fan-out after an import reaches only the people the old list still mailed.
+async fn imported_people_who_left_or_bounced_get_no_announcement(backend: Backend) {
+    // a@ and b@ are active already; p@ is pending and u@ unsubscribed.
+    let mut w = World::new(backend, "2027-01-01T00:00:00Z").await;
+    let cli = Cli {
+        db_url: w.db_url().to_owned(),
+        key: w
+            .settings
+            .security
+            .token_key
+            .as_ref()
+            .map(|k| harborlist::domain::Secret::expose(k).to_owned())
+            .expect("token key"),
+    };
+    for file in [
+        "google_groups.csv",
+        "mailchimp_unsubscribed.csv",
+        "mailchimp_cleaned.csv",
+    ] {
+        cli.run(&["import", &format!("tests/fixtures/import/{file}")])
+            .ok();
+    }
+    w.reconfigure(|s| {
+        s.announcements.push(announcement(
+            "moved",
+            "2027-01-06T15:00:00Z".parse().expect("instant"),
+            "The list has moved",
+        ))
+    });
+    w.turn_at("2027-01-06T15:00:00Z").await;
+    let mut reached = w.deliveries("announcement:moved").await;
+    reached.sort();
+    assert_eq!(
+        reached,
+        [
+            "a@example.org",
+            "ana@example.org",
+            "b@example.org",
+            "ben@example.org",
+            "cho@example.org",
+            "eli@example.org",
+        ]
+    );
+}
+
 fn path(p: &Path) -> &str {
     p.to_str().expect("UTF-8 temp path")
 }
@@ -554,7 +1016,21 @@ fn path(p: &Path) -> &str {
 fn each_command_explains_itself() {
     for (cmd, words) in [
         ("export", &["--format", "--output", "csv"][..]),
-        ("import", &["email", "name", "unsubscribed", "line N"][..]),
+        (
+            "import",
+            &[
+                "email",
+                "name",
+                "unsubscribed",
+                "line N",
+                "--email-column",
+                "--delimiter",
+                "--format",
+                "Name <address>",
+                "bouncing",
+                "UNSUB_TIME",
+            ][..],
+        ),
         ("remove", &["unsubscribe", "not on the list"][..]),
         ("forget", &["Erase", "import"][..]),
     ] {

@@ -37,7 +37,8 @@ use crate::{
 
 mod import;
 
-pub use import::{CheckedRow, check_import_csv};
+use import::ImportOptions;
+pub use import::{CheckedRow, Delimiter, ImportFormat, check_import_csv};
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
@@ -81,13 +82,29 @@ pub enum Command {
         #[arg(long, short, value_name = "FILE")]
         output: Option<PathBuf>,
     },
-    /// Add people from another mailing list's CSV export; they start as active subscribers.
+    /// Add people from another list's export (CSV or text), with the status the old list gave them.
     ///
-    /// Only import people who agreed to get these emails on the old list. The first line of
-    /// the file must name the columns: "email" is required, "name" is optional (any
-    /// capitalisation); other columns are ignored. Save the file as UTF-8 ("CSV UTF-8").
-    /// A file made by `export` can be imported as it is (the ' it puts before cells that
-    /// look like formulas is taken off).
+    /// Only import people who agreed to get these emails on the old list. Exports from
+    /// Mailchimp, Google Groups, Mailman (`mailman members`) and spreadsheets are read as
+    /// they are; save a spreadsheet as "CSV UTF-8".
+    ///
+    /// CSV: the first line must name the columns. The address is found in a column named
+    /// email, e-mail, email address, e-mail address or mail, and the name in name, full
+    /// name, display name or nickname, or first name + last name (any capitalisation;
+    /// spaces, hyphens and underscores do not matter). Other columns are ignored. Commas,
+    /// semicolons or tabs between cells are all recognised. A file made by `export` can be
+    /// imported as it is (the ' it puts before cells that look like formulas is taken off).
+    ///
+    /// Text: one person a line, the address alone or "Name <address>" (what `mailman
+    /// members` prints). A file whose first line is like that is read as text by itself;
+    /// otherwise say --format text.
+    ///
+    /// Status: a column named status, email status, member status or group status is
+    /// honoured: unsubscribed, suspended and banned people are imported as unsubscribed;
+    /// cleaned, bounced and bouncing ones as bouncing. Neither kind gets any mail. A
+    /// Mailchimp unsubscribed export (it has an UNSUB_TIME column) comes in unsubscribed,
+    /// a cleaned one (CLEAN_TIME) bouncing. Other status words count as active and are
+    /// listed in the summary.
     ///
     /// Nobody already on the list is changed, whatever their status: in particular, people
     /// who unsubscribed stay unsubscribed. People erased with `forget` are not added back.
@@ -95,12 +112,26 @@ pub enum Command {
     /// skipped and listed as "line N: reason"; the rest are imported. Importing the same
     /// file again is safe.
     ///
-    /// Ends with: imported N, already on the list N, suppressed N, bad rows N. Exits 1 only
-    /// if the file cannot be read or has no email column.
+    /// Prints how the file was read (format, the columns used and ignored), then: imported
+    /// N, already on the list N, suppressed N, bad rows N. Exits 1 only if the file cannot
+    /// be read or has no email column; the message says which option fixes it.
     Import {
-        /// The CSV file to read.
-        #[arg(value_name = "FILE.csv")]
+        /// The file to read (CSV, or a text list with one address per line).
+        #[arg(value_name = "FILE")]
         file: PathBuf,
+        /// csv or text; found from the file's first line if not given.
+        #[arg(long, value_enum, value_name = "FORMAT")]
+        format: Option<ImportFormat>,
+        /// The CSV separator: comma, semicolon or tab (or , ;); found from the header line
+        /// if not given.
+        #[arg(long, value_name = "CHAR")]
+        delimiter: Option<Delimiter>,
+        /// The header of the column holding the addresses, if it is not one of the usual.
+        #[arg(long, value_name = "HEADER")]
+        email_column: Option<String>,
+        /// The header of the column holding the names (instead of the usual ones).
+        #[arg(long, value_name = "HEADER")]
+        name_column: Option<String>,
     },
     /// Unsubscribe one address, as if they had clicked their unsubscribe link.
     ///
@@ -158,7 +189,21 @@ pub async fn run(settings: &Settings, cmd: Command) -> anyhow::Result<ExitCode> 
     match cmd {
         Command::List { json, status } => list(settings, json, status.map(Status::from)).await,
         Command::Export { format, output } => export(settings, format, output.as_deref()).await,
-        Command::Import { file } => import::run(settings, &file).await,
+        Command::Import {
+            file,
+            format,
+            delimiter,
+            email_column,
+            name_column,
+        } => {
+            let options = ImportOptions {
+                format,
+                delimiter,
+                email_column,
+                name_column,
+            };
+            import::run(settings, &file, &options).await
+        }
         Command::Remove { address } => remove(settings, &address).await,
         Command::Forget { address } => forget(settings, &address).await,
     }
