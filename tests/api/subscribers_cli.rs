@@ -605,9 +605,9 @@ async fn import_reads_a_google_groups_export_with_its_statuses(backend: Backend)
         out.lines(),
         [
             "format: CSV separated by commas",
-            "columns used: email \"Email address\", name \"Nickname\", status \"Group status\" and \"Email status\"",
-            "columns ignored: \"Email preference\", \"Posting permissions\", \"Join year\", \"Join month\", \"Join day\", \"Join hour\", \"Join minute\", \"Join second\", \"Time zone\"",
-            "imported 6 (4 active, 1 unsubscribed, 1 bouncing; only the active get mail), already on the list 0, suppressed 0, bad rows 0",
+            "columns used: email \"Email address\", name \"Nickname\", status \"Group status\", \"Email status\" and \"Email preference\"",
+            "columns ignored: \"Posting permissions\", \"Join year\", \"Join month\", \"Join day\", \"Join hour\", \"Join minute\", \"Join second\", \"Time zone\"",
+            "imported 7 (4 active, 2 unsubscribed, 1 bouncing; only the active get mail), already on the list 0, suppressed 0, bad rows 0",
         ],
         "stderr:\n{}",
         out.stderr
@@ -622,17 +622,19 @@ async fn import_reads_a_google_groups_export_with_its_statuses(backend: Backend)
             ("dev@example.org", "bouncing", Some("Dev Patel")),
             ("eli@example.org", "active", Some("Eli Moss, Jr.")),
             ("fay@example.org", "unsubscribed", Some("Fay")),
+            // "No email": a member who asked for none gets none here either.
+            ("gil@example.org", "unsubscribed", Some("Gil Ortiz")),
         ])
     );
     // Left on the old list means left here, from the import on.
     let left = "SELECT COUNT(*) FROM subscribers WHERE status = $1 AND unsubscribed_at IS NOT NULL AND source = 'import'";
-    assert_eq!(count(&store, left, "unsubscribed".to_owned()).await, 1);
+    assert_eq!(count(&store, left, "unsubscribed".to_owned()).await, 2);
     let again = cli
         .run(&["import", "tests/fixtures/import/google_groups.csv"])
         .ok();
     assert_eq!(
         again.summary(),
-        "imported 0, already on the list 6, suppressed 0, bad rows 0"
+        "imported 0, already on the list 7, suppressed 0, bad rows 0"
     );
 }
 

@@ -21,7 +21,14 @@ const EMAIL_HEADERS_SHOWN: &str = "email, e-mail, email address, e-mail address,
 /// Header keys of a column with the whole name, the first one present winning.
 const NAME_HEADERS: [&str; 4] = ["name", "fullname", "displayname", "nickname"];
 /// Header keys of columns whose words say whether the person gets mail.
-const STATUS_HEADERS: [&str; 4] = ["status", "emailstatus", "memberstatus", "groupstatus"];
+/// Google Groups' "Email preference" is one too: a member who chose "No email" asked for none.
+const STATUS_HEADERS: [&str; 5] = [
+    "status",
+    "emailstatus",
+    "memberstatus",
+    "groupstatus",
+    "emailpreference",
+];
 /// Columns only one kind of export has, each making every row of the file one status:
 /// Mailchimp's unsubscribed export (`UNSUB_TIME`) and cleaned export (`CLEAN_TIME`).
 const EXPORT_KIND_HEADERS: [(&str, ImportStatus); 2] = [
@@ -46,6 +53,11 @@ pub(super) fn status_word(value: &str) -> Option<ImportStatus> {
     match value.trim().to_lowercase().as_str() {
         // Google Groups' "Group status" is a role; every role gets mail.
         "" | "subscribed" | "active" | "member" | "manager" | "owner" => Some(ImportStatus::Active),
+        // Google Groups' delivery choices: all but one still want mail.
+        "all email" | "each email" | "digest" | "abridged" | "daily summary" => {
+            Some(ImportStatus::Active)
+        }
+        "no email" => Some(ImportStatus::Unsubscribed),
         "unsubscribed" | "suspended" | "banned" => Some(ImportStatus::Unsubscribed),
         // Mailchimp "cleans" an address that bounced hard.
         "cleaned" | "bounced" | "bouncing" => Some(ImportStatus::Bouncing),
@@ -163,7 +175,7 @@ impl Columns {
         }
         if !self.statuses.is_empty() {
             let names: Vec<String> = self.statuses.iter().map(|&i| h(i)).collect();
-            used.push(format!("status {}", names.join(" and ")));
+            used.push(format!("status {}", in_words(&names)));
         }
         if let Some((i, status)) = self.every_row {
             used.push(format!("{} (every row {})", h(i), status.as_str()));
@@ -268,6 +280,15 @@ fn private(header: &str) -> String {
         redact(header)
     } else {
         header.to_owned()
+    }
+}
+
+/// "A", "A and B", "A, B and C".
+fn in_words(names: &[String]) -> String {
+    match names {
+        [] => String::new(),
+        [one] => one.clone(),
+        [init @ .., last] => format!("{} and {last}", init.join(", ")),
     }
 }
 
