@@ -1,4 +1,5 @@
-//! Durations written the way people write them in config: "72h", "21d", "90m", "45s".
+//! Durations written the way people write them in config: "72h", "21d", "90m", "45s",
+//! and read back to people in words ([`words`]: "3 days", "1 hour 30 minutes").
 
 use std::{fmt, str::FromStr, time::Duration};
 
@@ -28,11 +29,45 @@ impl HumanDuration {
             .unwrap_or(DateTime::<Utc>::MAX_UTC)
     }
 
+    /// As people read it: "3 days", "1 hour 30 minutes" (see [`words`]).
+    pub fn words(self) -> String {
+        words(self.0)
+    }
+
     /// `t` minus this duration, or the first instant chrono can hold.
     pub fn before(self, t: DateTime<Utc>) -> DateTime<Utc> {
         t.checked_sub_signed(self.chrono())
             .unwrap_or(DateTime::<Utc>::MIN_UTC)
     }
+}
+
+/// A duration in words, for pages, mail and messages people read: each whole unit from
+/// days down to seconds that it has ("3 days", "1 day 12 hours", "1 hour 30 minutes"), or
+/// milliseconds below a second. Not `Display`, which stays the config spelling ("3days")
+/// that parses back.
+pub fn words(d: Duration) -> String {
+    const UNITS: [(u64, &str, &str); 4] = [
+        (86_400, "day", "days"),
+        (3_600, "hour", "hours"),
+        (60, "minute", "minutes"),
+        (1, "second", "seconds"),
+    ];
+    let count = |n: u128, one: &str, many: &str| format!("{n} {}", if n == 1 { one } else { many });
+    let mut secs = d.as_secs();
+    if secs == 0 && d.as_millis() > 0 {
+        return count(d.as_millis(), "millisecond", "milliseconds");
+    }
+    if secs == 0 {
+        return "0 seconds".into();
+    }
+    let mut parts = Vec::new();
+    for (size, one, many) in UNITS {
+        if secs >= size {
+            parts.push(count(u128::from(secs / size), one, many));
+            secs %= size;
+        }
+    }
+    parts.join(" ")
 }
 
 impl FromStr for HumanDuration {
@@ -90,6 +125,21 @@ mod tests {
         );
         assert!("72".parse::<HumanDuration>().is_err());
         assert!("soon".parse::<HumanDuration>().is_err());
+    }
+
+    #[test]
+    fn words_are_for_people() {
+        let w = |s: &str| s.parse::<HumanDuration>().unwrap().words();
+        assert_eq!(w("1d"), "1 day");
+        assert_eq!(w("3d"), "3 days");
+        assert_eq!(w("72h"), "3 days");
+        assert_eq!(w("90m"), "1 hour 30 minutes");
+        assert_eq!(w("36h"), "1 day 12 hours");
+        assert_eq!(w("1h"), "1 hour");
+        assert_eq!(w("45s"), "45 seconds");
+        assert_eq!(w("1m 1s"), "1 minute 1 second");
+        assert_eq!(w("200ms"), "200 milliseconds");
+        assert_eq!(w("0s"), "0 seconds");
     }
 
     #[test]

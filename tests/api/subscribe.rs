@@ -25,7 +25,10 @@ async fn subscribe_confirm_welcome_one_click_unsubscribe(backend: Backend) {
     let app = spawn_app(backend).await;
     let res = app.subscribe("Ann.Lee@Example.org", "Ann Lee").await;
     assert_eq!(res.status(), 200);
-    assert!(res.text().await.unwrap().contains("Check your inbox"));
+    let page = res.text().await.unwrap();
+    assert!(page.contains("Check your inbox"), "{page}");
+    // subscriptions.confirm_ttl = "72h", in words.
+    assert!(page.contains("The link works for 3 days."), "{page}");
     assert_eq!(
         app.status_of("ann.lee@example.org").await.as_deref(),
         Some("pending")
