@@ -8,6 +8,7 @@
 //! put in start order.
 
 use chrono::{DateTime, NaiveDate, Utc};
+use chrono_tz::Tz;
 
 use super::schedule::Calendar;
 use super::session::Session;
@@ -92,6 +93,17 @@ impl Calendar {
             .iter()
             .find(|s| s.original_date == date)
             .cloned()
+    }
+
+    /// Where a recurring session would start without its `[[trainings.change]]`, when
+    /// that differs from where it starts now (a moved session); `None` for one that was
+    /// not moved, and for an extra, which is only ever where it is.
+    pub fn moved_from(&self, session: &Session) -> Option<DateTime<Tz>> {
+        if session.extra {
+            return None;
+        }
+        let usual = self.occurrence_on(session.original_date)?.start;
+        (usual != session.start).then_some(usual)
     }
 
     /// The session with this stable `id` (`2027-01-20`, or an extra's id), cancelled or not.

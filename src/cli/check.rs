@@ -268,7 +268,8 @@ fn late_problem(
         |f| f.display().to_string(),
     );
     let mut text = format!(
-        "in {file}: {reason}, more than announcements.max_late ({max_late}), so it will not be sent"
+        "in {file}: {reason}, more than announcements.max_late ({}), so it will not be sent",
+        max_late.words()
     );
     if let Some(MailingFate::Closed { state, .. }) = fate {
         text.push_str(&format!(" (the database has it as {state})"));

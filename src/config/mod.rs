@@ -12,6 +12,7 @@
 //! program reads raw configuration.
 
 mod announcements;
+pub mod entries;
 pub mod limits;
 mod sections;
 
@@ -72,7 +73,20 @@ impl Sources {
         files
     }
 
+    /// The settings, validated. An error about an `[[announcements]]` entry names it by
+    /// id, place and file ([`entries`]).
     pub fn load(&self) -> Result<Settings, ConfigError> {
+        let settings = self
+            .merge()
+            .map_err(|e| entries::name_entries(e, self, None))?;
+        settings
+            .validate()
+            .map_err(|e| entries::name_entries(e, self, Some(&settings.announcements)))?;
+        Ok(settings)
+    }
+
+    /// The layers merged and deserialized, not yet validated.
+    fn merge(&self) -> Result<Settings, ConfigError> {
         let mut builder = config::Config::builder();
         let mut max_late = None;
         // The committed defaults are required only if they exist: a packaged install may ship
@@ -111,7 +125,6 @@ impl Sources {
                 .parse()
                 .map_err(|e| ConfigError::invalid("announcements.max_late", e))?;
         }
-        settings.validate()?;
         Ok(settings)
     }
 

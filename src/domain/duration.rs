@@ -1,4 +1,5 @@
-//! Durations written the way people write them in config: "72h", "21d", "90m", "45s".
+//! Durations written the way people write them in config: "72h", "21d", "90m", "45s",
+//! and read back to people in words ([`words`]: "3 days", "1 hour 30 minutes").
 
 use std::{fmt, str::FromStr, time::Duration};
 
@@ -28,32 +29,9 @@ impl HumanDuration {
             .unwrap_or(DateTime::<Utc>::MAX_UTC)
     }
 
-    /// As a person writes it in a sentence: "3 days", "3 weeks", "1 hour 30 minutes".
-    /// (`Display` is the config form, "3days", which reads badly in mail and pages.)
-    pub fn in_words(self) -> String {
-        let secs = self.0.as_secs();
-        if secs == 0 {
-            return "no time".into();
-        }
-        let (days, rest) = (secs / 86_400, secs % 86_400);
-        let mut parts = Vec::new();
-        if days > 0 && days % 7 == 0 && rest == 0 {
-            parts.push(unit(days / 7, "week"));
-        } else if days > 0 {
-            parts.push(unit(days, "day"));
-        }
-        for (n, name) in [
-            (rest / 3600, "hour"),
-            (rest % 3600 / 60, "minute"),
-            (rest % 60, "second"),
-        ] {
-            if n > 0 {
-                parts.push(unit(n, name));
-            }
-        }
-        // Two units say enough: "1 day 2 hours", not down to the second.
-        parts.truncate(2);
-        parts.join(" ")
+    /// As people read it: "3 days", "1 hour 30 minutes" (see [`words`]).
+    pub fn words(self) -> String {
+        words(self.0)
     }
 
     /// `t` minus this duration, or the first instant chrono can hold.
@@ -63,12 +41,33 @@ impl HumanDuration {
     }
 }
 
-fn unit(n: u64, name: &str) -> String {
-    if n == 1 {
-        format!("1 {name}")
-    } else {
-        format!("{n} {name}s")
+/// A duration in words, for pages, mail and messages people read: each whole unit from
+/// days down to seconds that it has ("3 days", "1 day 12 hours", "1 hour 30 minutes"), or
+/// milliseconds below a second. Not `Display`, which stays the config spelling ("3days")
+/// that parses back.
+pub fn words(d: Duration) -> String {
+    const UNITS: [(u64, &str, &str); 4] = [
+        (86_400, "day", "days"),
+        (3_600, "hour", "hours"),
+        (60, "minute", "minutes"),
+        (1, "second", "seconds"),
+    ];
+    let count = |n: u128, one: &str, many: &str| format!("{n} {}", if n == 1 { one } else { many });
+    let mut secs = d.as_secs();
+    if secs == 0 && d.as_millis() > 0 {
+        return count(d.as_millis(), "millisecond", "milliseconds");
     }
+    if secs == 0 {
+        return "0 seconds".into();
+    }
+    let mut parts = Vec::new();
+    for (size, one, many) in UNITS {
+        if secs >= size {
+            parts.push(count(u128::from(secs / size), one, many));
+            secs %= size;
+        }
+    }
+    parts.join(" ")
 }
 
 impl FromStr for HumanDuration {
@@ -107,22 +106,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn in_words_reads_as_a_sentence_does() {
-        let words = |s: &str| s.parse::<HumanDuration>().unwrap().in_words();
-        assert_eq!(words("72h"), "3 days");
-        assert_eq!(words("3d"), "3 days");
-        assert_eq!(words("1d"), "1 day");
-        assert_eq!(words("21d"), "3 weeks");
-        assert_eq!(words("7d"), "1 week");
-        assert_eq!(words("90m"), "1 hour 30 minutes");
-        assert_eq!(words("36h"), "1 day 12 hours");
-        assert_eq!(words("2h"), "2 hours");
-        assert_eq!(words("45s"), "45 seconds");
-        assert_eq!(words("1d 2h 3m"), "1 day 2 hours");
-        assert_eq!(words("0s"), "no time");
-    }
-
-    #[test]
     fn parses_units() {
         assert_eq!(
             "72h".parse::<HumanDuration>().map(|d| d.0.as_secs()),
@@ -142,6 +125,21 @@ mod tests {
         );
         assert!("72".parse::<HumanDuration>().is_err());
         assert!("soon".parse::<HumanDuration>().is_err());
+    }
+
+    #[test]
+    fn words_are_for_people() {
+        let w = |s: &str| s.parse::<HumanDuration>().unwrap().words();
+        assert_eq!(w("1d"), "1 day");
+        assert_eq!(w("3d"), "3 days");
+        assert_eq!(w("72h"), "3 days");
+        assert_eq!(w("90m"), "1 hour 30 minutes");
+        assert_eq!(w("36h"), "1 day 12 hours");
+        assert_eq!(w("1h"), "1 hour");
+        assert_eq!(w("45s"), "45 seconds");
+        assert_eq!(w("1m 1s"), "1 minute 1 second");
+        assert_eq!(w("200ms"), "200 milliseconds");
+        assert_eq!(w("0s"), "0 seconds");
     }
 
     #[test]

@@ -90,7 +90,7 @@ pub fn welcome_data(settings: &Settings, next: Option<&Session>) -> Value {
     })
 }
 
-/// "About each training, everyone on the list hears 3 weeks ahead and those registered get a
+/// "About each training, everyone on the list hears 21 days ahead and those registered get a
 /// reminder 2 days before, each with a calendar invitation." From `[[reminders]]`, so it
 /// stays true when staff change them.
 pub fn reminders_text(reminders: &[ReminderSettings]) -> String {
@@ -99,7 +99,7 @@ pub fn reminders_text(reminders: &[ReminderSettings]) -> String {
     let parts: Vec<String> = sorted
         .iter()
         .map(|r| {
-            let w = r.before.in_words();
+            let w = r.before.words();
             match r.audience {
                 Audience::List => format!("everyone on the list hears {w} ahead"),
                 Audience::Registered => format!("those registered get a reminder {w} before"),
@@ -209,7 +209,7 @@ mod tests {
         ];
         assert_eq!(
             reminders_text(&default),
-            "About each training, everyone on the list hears 3 weeks ahead and those registered get a reminder 2 days before, each with a calendar invitation."
+            "About each training, everyone on the list hears 21 days ahead and those registered get a reminder 2 days before, each with a calendar invitation."
         );
         let three = [
             reminder("invitation", "30d", Audience::List),
@@ -218,11 +218,11 @@ mod tests {
         ];
         assert_eq!(
             reminders_text(&three),
-            "About each training, everyone on the list hears 30 days ahead, those not yet registered hear again 1 week before, while seats are left and those registered get a reminder 1 day before, each with a calendar invitation."
+            "About each training, everyone on the list hears 30 days ahead, those not yet registered hear again 7 days before, while seats are left and those registered get a reminder 1 day before, each with a calendar invitation."
         );
         assert_eq!(
             reminders_text(&default[1..]),
-            "About each training, everyone on the list hears 3 weeks ahead, with a calendar invitation."
+            "About each training, everyone on the list hears 21 days ahead, with a calendar invitation."
         );
         assert_eq!(
             reminders_text(&[]),

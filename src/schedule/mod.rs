@@ -37,6 +37,9 @@ use crate::{
     store::{Store, StoreError},
 };
 
+/// Why a mailing whose training had begun was skipped, as `status` shows it.
+const TOO_LATE: &str = "its training began before it could be sent";
+
 /// Subscribers added to the delivery queue per transaction during fan-out.
 const FANOUT_BATCH: i64 = 5_000;
 
@@ -199,17 +202,14 @@ impl Planner {
                 }
                 if m.not_after_ms.is_some_and(|na| na <= now_ms) {
                     tracing::warn!(mailing = %m.key, "skipped: its training began before it could be sent");
-                    self.store
-                        .close_planned(m.id, "skipped", now_ms, i64::MAX)
-                        .await?;
+                    self.store.skip_planned(m.id, TOO_LATE, now_ms).await?;
                     report.skipped += 1;
                     continue;
                 }
                 if let Some(later) = plan::superseded_by(m, &due) {
                     tracing::info!(mailing = %m.key, by = %later, "skipped: a later reminder for the same training is also due");
-                    self.store
-                        .close_planned(m.id, "skipped", now_ms, i64::MAX)
-                        .await?;
+                    let reason = plan::superseded_reason(&later);
+                    self.store.skip_planned(m.id, &reason, now_ms).await?;
                     report.skipped += 1;
                     continue;
                 }

@@ -101,6 +101,12 @@ pub fn superseded_by(m: &MailingRow, due: &[MailingRow]) -> Option<String> {
         .map(|o| o.key.clone())
 }
 
+/// Why a reminder superseded by the one keyed `later` was skipped, as `status` shows it.
+pub fn superseded_reason(later: &str) -> String {
+    let name = later.rsplit_once(':').map_or(later, |(_, name)| name);
+    format!("the later {name:?} reminder for the same training was due too, and went instead")
+}
+
 /// Whether a later mailing to `later` reaches everyone an earlier one to `earlier` still
 /// means something to. The same audience does; so does the whole list for those not
 /// registered (it is more people); and those not registered stand for the whole list where

@@ -19,6 +19,10 @@ pub struct MailingSummary {
     pub failed: i64,
     pub pending: i64,
     pub skipped: i64,
+    /// The session it is about (its id), for naming it as staff do.
+    pub training: Option<String>,
+    /// Why it was closed without sending, for a skipped one.
+    pub reason: Option<String>,
 }
 
 /// A mailing closed without sending, and why.
@@ -29,6 +33,8 @@ pub struct SkippedMailing {
     pub due_ms: i64,
     pub skipped_ms: i64,
     pub reason: String,
+    /// The session it is about (its id), for naming it as staff do.
+    pub training: Option<String>,
 }
 
 /// What the database says about one mailing, for `check`.
@@ -186,7 +192,7 @@ impl Store {
                 None => active,
                 Some(_) => {
                     let training: Option<String> = r.try_get("training")?;
-                    self.segment_size(segment, training).await?
+                    self.audience_now(segment, training.as_deref()).await?
                 }
             };
             out.push(MailingSummary {
@@ -199,17 +205,24 @@ impl Store {
                 failed: 0,
                 pending: 0,
                 skipped: 0,
+                training: r.try_get("training")?,
+                reason: None,
             });
         }
         Ok(out)
     }
 
     /// How many a mailing to `segment` about `training` would reach now.
-    async fn segment_size(
+    pub async fn audience_now(
         &self,
         segment: Option<Segment>,
-        training: Option<String>,
+        training: Option<&str>,
     ) -> Result<i64> {
+        // The whole list's filter names no training, and a statement must bind only what
+        // it uses (PostgreSQL refuses a spare parameter).
+        if segment.is_none() {
+            return self.active_subscribers().await;
+        }
         let sql = format!(
             "SELECT COUNT(*) AS n FROM subscribers WHERE {}",
             Segment::filter(segment).replace("{training}", "$1")
@@ -224,7 +237,7 @@ impl Store {
     /// List mailings that went out (or were closed), most recent first, with delivery counts.
     pub async fn recent_mailings(&self, limit: i64) -> Result<Vec<MailingSummary>> {
         let rows = sqlx::query(
-            "SELECT m.key, m.kind, m.state, m.due_at,
+            "SELECT m.key, m.kind, m.state, m.due_at, m.training, m.reason,
                     COUNT(d.id) AS total,
                     COUNT(CASE WHEN d.state = 'sent' THEN 1 END) AS sent,
                     COUNT(CASE WHEN d.state = 'failed' THEN 1 END) AS failed,
@@ -232,7 +245,7 @@ impl Store {
                     COUNT(CASE WHEN d.state = 'skipped' THEN 1 END) AS skipped
              FROM mailings m LEFT JOIN deliveries d ON d.mailing_id = m.id
              WHERE m.audience = 'list' AND m.state <> 'planned'
-             GROUP BY m.id, m.key, m.kind, m.state, m.due_at
+             GROUP BY m.id, m.key, m.kind, m.state, m.due_at, m.training, m.reason
              ORDER BY m.due_at DESC, m.id DESC LIMIT $1",
         )
         .bind(limit)
@@ -250,6 +263,8 @@ impl Store {
                     failed: r.try_get("failed")?,
                     pending: r.try_get("pending")?,
                     skipped: r.try_get("skipped")?,
+                    training: r.try_get("training")?,
+                    reason: r.try_get("reason")?,
                 })
             })
             .collect()
@@ -258,7 +273,7 @@ impl Store {
     /// List mailings closed without sending and with a reason, most recently closed first.
     pub async fn skipped_mailings(&self, limit: i64) -> Result<Vec<SkippedMailing>> {
         let rows = sqlx::query(
-            "SELECT key, kind, due_at, updated_at, reason FROM mailings
+            "SELECT key, kind, due_at, updated_at, reason, training FROM mailings
              WHERE audience = 'list' AND state = 'skipped' AND reason IS NOT NULL
              ORDER BY updated_at DESC, id DESC LIMIT $1",
         )
@@ -273,9 +288,34 @@ impl Store {
                     due_ms: r.try_get("due_at")?,
                     skipped_ms: r.try_get("updated_at")?,
                     reason: r.try_get("reason")?,
+                    training: r.try_get("training")?,
                 })
             })
             .collect()
+    }
+
+    /// Which of `keys` name a mailing in the database, in any state: a mailing the
+    /// planner would write is not shown a second time beside one it already wrote.
+    pub async fn known_mailing_keys(
+        &self,
+        keys: &[String],
+    ) -> Result<std::collections::HashSet<String>> {
+        let mut known = std::collections::HashSet::new();
+        // In groups, to stay far below any backend's limit on bound parameters.
+        for chunk in keys.chunks(500) {
+            let sql = format!(
+                "SELECT key FROM mailings WHERE key IN ({})",
+                placeholders(1, chunk.len())
+            );
+            let mut query = sqlx::query(AssertSqlSafe(sql));
+            for key in chunk {
+                query = query.bind(key);
+            }
+            for row in query.fetch_all(self.pool()).await? {
+                known.insert(row.try_get("key")?);
+            }
+        }
+        Ok(known)
     }
 
     /// Personal mail (confirmations, welcomes, goodbyes) since `since_ms`: (sent, failed, pending).

@@ -145,7 +145,7 @@ async fn request(
                 .message(format!(
                     "Unless {email} is already on the list, a message with a link to confirm is on its way to it. \
                      The link works for {}.",
-                    humantime::format_duration(ttl.std())
+                    ttl.words()
                 ))
                 .message("Nothing arrived after a few minutes? Check your spam or junk folder.")
                 .render(state)

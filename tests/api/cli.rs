@@ -380,7 +380,10 @@ fn check_names_a_bad_announcement() {
     assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
-        stderr.contains("announcements[0].training") && stderr.contains("2027-05-20"),
+        stderr.contains(&format!(
+            "announcement \"may\" (the 1st [[announcements]] entry, in {}): training: ",
+            file.display()
+        )) && stderr.contains("2027-05-20"),
         "{stderr}"
     );
 
@@ -563,6 +566,16 @@ async fn status_shows_upcoming_and_recent_mailings_with_counts(backend: Backend)
         ),
         (Some(2), Some(0), Some(0))
     );
+    // Beside the machine's fields, staff's words.
+    assert_eq!(
+        (&m["kind"], &m["state"], &m["title"], &m["state_words"]),
+        (
+            &serde_json::Value::from("announcement"),
+            &serde_json::Value::from("fanned"),
+            &serde_json::Value::from("Announcement 'status-test'"),
+            &serde_json::Value::from("sent")
+        )
+    );
     assert_eq!(doc["subscribers"]["active"], 2);
     let upcoming = doc["upcoming"].as_array().unwrap();
     assert!(
@@ -590,10 +603,13 @@ async fn status_shows_upcoming_and_recent_mailings_with_counts(backend: Backend)
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
         text.contains("Next trainings")
-            && text.contains("announcement:status-test")
+            && text
+                .lines()
+                .any(|l| l.contains("Announcement 'status-test'") && l.contains(" sent "))
             && text.contains("2 active"),
         "{text}"
     );
+    assert!(!text.contains("announcement:status-test"), "{text}");
 }
 
 /// A one-session relay on a thread, for `check --relay`: it offers AUTH PLAIN and answers

@@ -211,3 +211,90 @@ fn a_missing_config_file_is_an_error() {
     .to_string();
     assert!(err.contains("/nonexistent/harborlist.toml"), "{err}");
 }
+
+/// An entry with a problem is named by its id, its place counted from 1 and the file it is
+/// in: for a value that does not parse, a field that does not exist, and a value refused
+/// by validation.
+#[test]
+fn announcement_errors_name_the_entry_by_id_place_and_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config");
+    std::fs::create_dir(&config).unwrap();
+    std::fs::copy("config/default.toml", config.join("default.toml")).unwrap();
+    let entries = |second: &str| {
+        format!(
+            "[[announcements]]\nid = \"first\"\nsend_at = \"2027-05-01T09:00\"\nsubject = \"A\"\nmarkdown = \"Hi\"\n\n\
+             [[announcements]]\nid = \"may-2027-topics\"\nsubject = \"B\"\nmarkdown = \"Hi\"\n{second}\n"
+        )
+    };
+    let file = config.join("announcements.toml");
+    let named = format!(
+        "announcement \"may-2027-topics\" (the 2nd [[announcements]] entry, in {}): ",
+        file.display()
+    );
+    for (second, problem) in [
+        ("send_at = \"soon\"", "send_at: \"soon\" is not a date-time"),
+        (
+            "send_at = \"2027-05-01T09:00\"\nsendat = 1",
+            "unknown field `sendat`",
+        ),
+        (
+            "send_at = \"2027-03-14T02:30\"",
+            "send_at: 2027-03-14 02:30:00 does not exist in America/Chicago",
+        ),
+    ] {
+        std::fs::write(&file, entries(second)).unwrap();
+        let err = load_from(&config, None).unwrap_err().to_string();
+        assert!(
+            err.starts_with(&named) && err.contains(problem),
+            "{second:?}: {err}"
+        );
+        assert!(!err.contains("announcements[1]"), "{err}");
+    }
+
+    // Entries in a --config file replace those of announcements.toml: that file is named.
+    std::fs::write(&file, entries("send_at = \"2027-05-01T09:00\"")).unwrap();
+    let local = dir.path().join("local.toml");
+    std::fs::write(
+        &local,
+        "[[announcements]]\nid = \"june\"\nsend_at = \"2027-06-01T09:00\"\nsubject = \"\"\nmarkdown = \"Hi\"\n",
+    )
+    .unwrap();
+    let err = load_from(&config, Some(local.clone()))
+        .unwrap_err()
+        .to_string();
+    assert_eq!(
+        err,
+        format!(
+            "announcement \"june\" (the 1st [[announcements]] entry, in {}): subject: is empty",
+            local.display()
+        )
+    );
+}
+
+/// `check`, the command staff run after an edit, says it in those words.
+#[test]
+fn check_names_a_broken_announcement_by_id_and_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let local = dir.path().join("local.toml");
+    std::fs::write(
+        &local,
+        "[[announcements]]\nid = \"may-2027-topics\"\nsend_at = \"May 1\"\nsubject = \"May\"\nmarkdown = \"Hi\"\n",
+    )
+    .unwrap();
+    let out = crate::cli::harborlist()
+        .arg("--config")
+        .arg(&local)
+        .arg("check")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!(
+            "announcement \"may-2027-topics\" (the 1st [[announcements]] entry, in {}): send_at: \"May 1\" is not a date-time",
+            local.display()
+        )),
+        "{stderr}"
+    );
+}

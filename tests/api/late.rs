@@ -230,8 +230,9 @@ async fn status_shows_a_skipped_announcement_and_why(backend: Backend) {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
         text.contains("Skipped, not sent")
-            && text
-                .contains("announcement:may: send_at Fri May 1 2026 9:00 AM CDT was 213 days ago"),
+            && text.contains(
+                "Announcement 'may': send_at Fri May 1 2026 9:00 AM CDT was 213 days ago"
+            ),
         "{text}"
     );
     let out = harborlist()
@@ -310,7 +311,7 @@ fn check_names_a_stale_announcement_its_file_and_the_year_meant() {
         stderr.contains("FAIL announcement typo: in ")
             && stderr.contains(&file.display().to_string())
             && stderr.contains(
-                "days ago, more than announcements.max_late (1h), so it will not be sent"
+                "days ago, more than announcements.max_late (1 hour), so it will not be sent"
             )
             && stderr.contains(&format!("did you mean {meant}?")),
         "{stderr}"

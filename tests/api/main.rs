@@ -33,6 +33,7 @@ mod relay_faults;
 mod reload;
 mod reminders;
 mod schedule;
+mod status_words;
 mod subscribe;
 mod subscribers_cli;
 mod supervision;

@@ -751,7 +751,10 @@ fn an_announcement_names_its_training_by_id_or_by_date() {
         .expect_err("an unknown training")
         .to_string();
     assert!(
-        e.contains("announcements[0].training") && e.contains("lgbtq-2027-05"),
+        e.contains(&format!(
+            "announcement \"news\" (the 1st [[announcements]] entry, in {}): training: ",
+            file.display()
+        )) && e.contains("lgbtq-2027-05"),
         "{e}"
     );
 }

@@ -120,7 +120,10 @@ async fn an_edited_file_is_picked_up_without_a_signal(backend: Backend) {
     })
     .await;
     assert!(
-        daemon.log().contains("announcements[0].id"),
+        daemon
+            .log()
+            .contains("(the 1st [[announcements]] entry, in ")
+            && daemon.log().contains("announcements.toml): id: "),
         "{}",
         daemon.log()
     );

@@ -48,7 +48,7 @@ async fn the_welcome_names_the_next_training_and_the_reminders_as_configured(bac
         "{html}"
     );
     assert!(
-        text.contains("About each training, everyone on the list hears 3 weeks ahead and those registered get a reminder 2 days before, each with a calendar invitation."),
+        text.contains("About each training, everyone on the list hears 21 days ahead and those registered get a reminder 2 days before, each with a calendar invitation."),
         "the default [[reminders]], in words: {text}"
     );
     assert!(!text.contains("three weeks"), "nothing hard-coded: {text}");
@@ -94,7 +94,10 @@ async fn subscribe_confirm_welcome_one_click_unsubscribe(backend: Backend) {
     let app = spawn_app(backend).await;
     let res = app.subscribe("Ann.Lee@Example.org", "Ann Lee").await;
     assert_eq!(res.status(), 200);
-    assert!(res.text().await.unwrap().contains("Check your inbox"));
+    let page = res.text().await.unwrap();
+    assert!(page.contains("Check your inbox"), "{page}");
+    // subscriptions.confirm_ttl = "72h", in words.
+    assert!(page.contains("The link works for 3 days."), "{page}");
     assert_eq!(
         app.status_of("ann.lee@example.org").await.as_deref(),
         Some("pending")

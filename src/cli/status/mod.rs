@@ -3,6 +3,15 @@
 //! what is coming up, how recent mailings went, and what came back from receiving servers
 //! (bounces and complaints over the last 30 days). The relay's state is what the sender
 //! last stored (see `crate::send`), so it shows the running daemon's view from any process.
+//!
+//! Mailings are named and their states worded as staff think of them ([`words`]:
+//! "Invitation · Wed Jan 20, 2027 training", "sent"); `--json` keeps the machine fields
+//! (`key`, `kind`, `state`) and adds those words (`title`, `state_words`). Upcoming
+//! mailings are those planned in the database together with those the planner would plan
+//! now from the configuration ([`planned`]), so they show before the daemon has run.
+
+mod planned;
+mod words;
 
 use std::{io::Write, process::ExitCode};
 
@@ -20,6 +29,7 @@ use crate::{
     send::RELAY_STATE,
     store::{Store, bounce_report::BounceSummary, report::MailingSummary},
 };
+use words::StaffState;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -47,7 +57,7 @@ pub async fn run(settings: &Settings, args: &Args) -> anyhow::Result<ExitCode> {
     let tallies = store.registration_tallies().await?;
     let counts = store.subscriber_counts().await?;
     let off_list = store.registrants_off_list().await?;
-    let upcoming = store.upcoming_mailings(args.limit).await?;
+    let upcoming = upcoming(&store, settings, &calendar, now, args.limit).await?;
     let recent = store.recent_mailings(args.limit).await?;
     let personal = store
         .personal_mail_since(to_millis(now - Duration::hours(24)))
@@ -68,7 +78,14 @@ pub async fn run(settings: &Settings, args: &Args) -> anyhow::Result<ExitCode> {
     if args.json {
         let summary = |m: &MailingSummary| {
             json!({ "key": m.key, "kind": m.kind, "state": m.state, "due": from_millis(m.due_ms).to_rfc3339(),
-                    "audience": m.audience, "sent": m.sent, "failed": m.failed, "pending": m.pending, "skipped": m.skipped })
+                    "audience": m.audience, "sent": m.sent, "failed": m.failed, "pending": m.pending, "skipped": m.skipped,
+                    "title": words::title(&calendar, &m.key, m.training.as_deref()),
+                    "state_words": state_of(m).to_string() })
+        };
+        let upcoming_json = |u: &Upcoming| {
+            let mut doc = summary(&u.mailing);
+            doc["stored"] = json!(u.stored);
+            doc
         };
         let seat_json = |t: &crate::calendar::Session| {
             let view = SeatView::of(
@@ -94,7 +111,7 @@ pub async fn run(settings: &Settings, args: &Args) -> anyhow::Result<ExitCode> {
             "recent_trainings": past.iter().map(past_json).collect::<Vec<_>>(),
             "subscribers": counts.iter().map(|(s, n)| (s.clone(), json!(n))).collect::<serde_json::Map<_, _>>(),
             "registrants_not_on_list": off_list,
-            "upcoming": upcoming.iter().map(summary).collect::<Vec<_>>(),
+            "upcoming": upcoming.iter().map(upcoming_json).collect::<Vec<_>>(),
             "recent": recent.iter().map(summary).collect::<Vec<_>>(),
             "personal_last_24h": { "sent": personal.0, "failed": personal.1, "pending": personal.2 },
             "queue_depth": queue,
@@ -104,7 +121,8 @@ pub async fn run(settings: &Settings, args: &Args) -> anyhow::Result<ExitCode> {
                 "last_error": relay.as_ref().and_then(|r| r.last_error.clone()),
             },
             "skipped": skipped.iter().map(|m| json!({ "key": m.key, "kind": m.kind, "due": from_millis(m.due_ms).to_rfc3339(),
-                "skipped_at": from_millis(m.skipped_ms).to_rfc3339(), "reason": m.reason })).collect::<Vec<_>>(),
+                "skipped_at": from_millis(m.skipped_ms).to_rfc3339(), "reason": m.reason,
+                "title": words::title(&calendar, &m.key, m.training.as_deref()) })).collect::<Vec<_>>(),
             "bounces": bounces,
         });
         serde_json::to_writer_pretty(&mut out, &doc)?;
@@ -115,7 +133,11 @@ pub async fn run(settings: &Settings, args: &Args) -> anyhow::Result<ExitCode> {
     writeln!(out, "{}", relay_line(relay.as_ref(), when))?;
     writeln!(out, "\nNext trainings")?;
     for s in &trainings {
-        let mark = if s.cancelled { "  (cancelled)" } else { "" };
+        let mark = match words::moved(&calendar, s) {
+            _ if s.cancelled => "  (cancelled)".to_owned(),
+            Some(moved) => format!(" ({moved})"),
+            None => String::new(),
+        };
         let view = SeatView::of(
             settings,
             s,
@@ -176,14 +198,15 @@ pub async fn run(settings: &Settings, args: &Args) -> anyhow::Result<ExitCode> {
 
     writeln!(out, "\nUpcoming mailings")?;
     let mut tw = tabwriter::TabWriter::new(Vec::new());
-    writeln!(tw, "  DUE\tKIND\tMAILING\tAUDIENCE NOW")?;
-    for m in &upcoming {
+    writeln!(tw, "  DUE\tMAILING\tSTATE\tAUDIENCE NOW")?;
+    for u in &upcoming {
+        let m = &u.mailing;
         writeln!(
             tw,
             "  {}\t{}\t{}\t{}",
             when(m.due_ms),
-            m.kind,
-            m.key,
+            words::title(&calendar, &m.key, m.training.as_deref()),
+            state_of(m).word(),
             m.audience
         )?;
     }
@@ -192,21 +215,29 @@ pub async fn run(settings: &Settings, args: &Args) -> anyhow::Result<ExitCode> {
     }
     tw.flush()?;
     out.write_all(&tw.into_inner()?)?;
+    let not_stored = upcoming.iter().filter(|u| !u.stored).count();
+    if not_stored > 0 {
+        let which = if not_stored == upcoming.len() {
+            String::new()
+        } else {
+            format!("{not_stored} of these ")
+        };
+        writeln!(
+            out,
+            "  ({which}not planned by the daemon yet: it plans them when it runs, from the configuration as it is now)"
+        )?;
+    }
 
     writeln!(out, "\nRecent mailings")?;
     let mut tw = tabwriter::TabWriter::new(Vec::new());
-    writeln!(
-        tw,
-        "  DUE\tKIND\tMAILING\tSTATE\tSENT\tFAILED\tPENDING\tSKIPPED"
-    )?;
+    writeln!(tw, "  DUE\tMAILING\tSTATE\tSENT\tFAILED\tPENDING\tSKIPPED")?;
     for m in &recent {
         writeln!(
             tw,
-            "  {}\t{}\t{}\t{}\t{}\t{}\t{}\t{}",
+            "  {}\t{}\t{}\t{}\t{}\t{}\t{}",
             when(m.due_ms),
-            m.kind,
-            m.key,
-            m.state,
+            words::title(&calendar, &m.key, m.training.as_deref()),
+            state_of(m).word(),
             m.sent,
             m.failed,
             m.pending,
@@ -221,7 +252,8 @@ pub async fn run(settings: &Settings, args: &Args) -> anyhow::Result<ExitCode> {
     if !skipped.is_empty() {
         writeln!(out, "\nSkipped, not sent")?;
         for m in &skipped {
-            writeln!(out, "  {}: {}", m.key, m.reason)?;
+            let title = words::title(&calendar, &m.key, m.training.as_deref());
+            writeln!(out, "  {title}: {}", m.reason)?;
         }
     }
     writeln!(
@@ -234,6 +266,72 @@ pub async fn run(settings: &Settings, args: &Args) -> anyhow::Result<ExitCode> {
         writeln!(out, "  {line}")?;
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// A row of "Upcoming mailings": planned in the database (`stored`), or one the planner
+/// would plan now and has not yet.
+struct Upcoming {
+    mailing: MailingSummary,
+    stored: bool,
+}
+
+/// The planned list mailings in the database, with those the planner would add now
+/// ([`planned::would_plan`]) that the database has in no state, soonest first, at most
+/// `limit`.
+async fn upcoming(
+    store: &Store,
+    settings: &Settings,
+    calendar: &crate::calendar::Calendar,
+    now: chrono::DateTime<Utc>,
+    limit: i64,
+) -> anyhow::Result<Vec<Upcoming>> {
+    let mut rows: Vec<Upcoming> = store
+        .upcoming_mailings(limit)
+        .await?
+        .into_iter()
+        .map(|mailing| Upcoming {
+            mailing,
+            stored: true,
+        })
+        .collect();
+    let would = planned::would_plan(settings, calendar, now);
+    let keys: Vec<String> = would.iter().map(|m| m.key.clone()).collect();
+    let known = store.known_mailing_keys(&keys).await?;
+    let mut fresh: Vec<_> = would
+        .into_iter()
+        .filter(|m| !known.contains(&m.key))
+        .collect();
+    let limit = usize::try_from(limit).unwrap_or(0);
+    fresh.truncate(limit);
+    for m in fresh {
+        let audience = store.audience_now(m.segment, m.training.as_deref()).await?;
+        rows.push(Upcoming {
+            mailing: MailingSummary {
+                key: m.key,
+                kind: m.kind,
+                state: "planned".into(),
+                due_ms: m.due_ms,
+                audience,
+                sent: 0,
+                failed: 0,
+                pending: 0,
+                skipped: 0,
+                training: m.training,
+                reason: None,
+            },
+            stored: false,
+        });
+    }
+    rows.sort_by(|a, b| {
+        (a.mailing.due_ms, &a.mailing.key).cmp(&(b.mailing.due_ms, &b.mailing.key))
+    });
+    rows.truncate(limit);
+    Ok(rows)
+}
+
+/// A mailing's state in staff's words.
+fn state_of(m: &MailingSummary) -> StaffState<'_> {
+    StaffState::of(&m.state, m.pending, m.reason.as_deref())
 }
 
 /// How far back "Bounces and complaints" looks: as far as a bounce score lasts by default.
