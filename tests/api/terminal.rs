@@ -60,7 +60,7 @@ async fn import_errors_escape_a_crafted_header_and_rows(backend: Backend) {
     assert_eq!(out.status.code(), Some(1));
     let stderr = assert_terminal_safe(&out);
     assert!(
-        stderr.contains("(found: name\\u{1b}[2j, x)"),
+        stderr.contains("found: name\\u{1b}[2J, x — "),
         "the header is shown, escaped: {stderr}"
     );
 
