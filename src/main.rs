@@ -13,7 +13,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
     let cli = harborlist::cli::Cli::parse();
-    // One thread by default: see `--threads`. The measurements are in the README.
+    // One thread by default: see `--threads`. The measurements are in docs/performance.md.
     let mut builder = match cli.threads.get() {
         1 => tokio::runtime::Builder::new_current_thread(),
         n => {

@@ -407,7 +407,7 @@ async fn keyed_runtime(
 
 /// Deliveries per claim. Between two claims the connections wait while the last outcomes
 /// are stored and the next rows claimed, so a bigger claim wastes less (400 rows rather
-/// than 100; measured in the README). But mail that a person is waiting for (a
+/// than 100; measured in docs/performance.md). But mail that a person is waiting for (a
 /// confirmation) can only start after the claim in flight, so under a send-rate limit,
 /// where that pause costs nothing anyway, a claim holds about two seconds of sending.
 fn claim_batch(pool_size: u32, max_per_second: f64) -> i64 {
