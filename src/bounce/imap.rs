@@ -23,17 +23,23 @@
 //! password does not lock the account). A failed login reads nothing, so nobody's score
 //! moves.
 
-use std::{collections::HashSet, sync::Arc, time::Duration};
+use std::{collections::HashSet, time::Duration};
 
-use async_imap::{Client, Session, extensions::idle::IdleResponse, types::Capabilities};
+use async_imap::{Session, extensions::idle::IdleResponse, types::Capabilities};
 use futures_util::TryStreamExt;
-use tokio::net::TcpStream;
-use tokio_rustls::{TlsConnector, rustls};
 use tokio_util::sync::CancellationToken;
+
+mod filing;
+mod mailbox;
+
+pub use mailbox::{MailboxCheck, check_mailbox, check_mailbox_trusting};
+
+use filing::{Folders, Read, spelled};
+use mailbox::Mailbox;
 
 use super::ingest::Ingest;
 use crate::{
-    config::{BounceSettings, ImapTls, ImapUrl},
+    config::{BounceSettings, ImapUrl},
     health::Health,
     net::Stream,
     store::{StoreError, bounces::ReportSource},
@@ -41,8 +47,6 @@ use crate::{
 
 /// The longest one IMAP command may take before the session is given up.
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
-/// Messages moved in one command.
-const MOVE_BATCH: usize = 64;
 /// The first pause after a failure; it doubles up to `bounces.poll`.
 const FIRST_RETRY: Duration = Duration::from_secs(2);
 /// The least pause after a refused login: providers lock accounts that retry quickly.
@@ -256,7 +260,7 @@ impl Reader {
                 }
             };
             read.add(uid, ingested.was_report());
-            if read.len() >= MOVE_BATCH {
+            if read.is_full() {
                 read.file(session, caps, folders).await?;
             }
         }
@@ -310,131 +314,6 @@ impl Reader {
     }
 }
 
-/// Where the mailbox is and how to reach it: the part of the reader that `harborlist
-/// check --mailbox` uses too.
-struct Mailbox {
-    url: ImapUrl,
-    tls: Result<Arc<rustls::ClientConfig>, String>,
-}
-
-impl Mailbox {
-    fn new(url: ImapUrl) -> Self {
-        Self {
-            url,
-            tls: crate::net::client_config(crate::net::web_roots()),
-        }
-    }
-
-    fn describe(&self) -> String {
-        format!(
-            "{} of {} on {}:{}",
-            self.url.mailbox, self.url.user, self.url.host, self.url.port
-        )
-    }
-
-    /// Selects the folder reports arrive in; returns how many messages it holds.
-    async fn select(&self, session: &mut ImapSession) -> Result<u32, ImapError> {
-        let selected = timed(session.select(&self.url.mailbox))
-            .await?
-            .map_err(|e| ImapError::NoMailbox {
-                folder: self.url.mailbox.clone(),
-                detail: e.to_string(),
-            })?;
-        Ok(selected.exists)
-    }
-
-    /// Connects (TLS as the URL says), reads the greeting and logs in.
-    async fn login(&self) -> Result<ImapSession, ImapError> {
-        let place = format!("{}:{}", self.url.host, self.url.port);
-        let tcp = timed(TcpStream::connect((self.url.host.as_str(), self.url.port)))
-            .await?
-            .map_err(|e| ImapError::Connect(place.clone(), e))?;
-        let stream = match self.url.tls {
-            ImapTls::Implicit => self.tls(tcp).await?,
-            ImapTls::StartTls | ImapTls::Loopback => Stream::Tcp(tcp),
-        };
-        let mut client = Client::new(stream);
-        greeting(&mut client).await?;
-        if self.url.tls == ImapTls::StartTls {
-            timed(client.run_command_and_check_ok("STARTTLS", None))
-                .await?
-                .map_err(|_| ImapError::NoStartTls)?;
-            let Stream::Tcp(tcp) = client.into_inner() else {
-                return Err(ImapError::NoStartTls);
-            };
-            client = Client::new(self.tls(tcp).await?);
-        }
-        let password = self.url.password.expose();
-        match timed(client.login(&self.url.user, password)).await? {
-            Ok(session) => Ok(session),
-            Err((async_imap::error::Error::Io(e), _)) => Err(ImapError::Connect(place, e)),
-            Err((e, _)) => Err(ImapError::Login {
-                user: self.url.user.clone(),
-                detail: e.to_string(),
-            }),
-        }
-    }
-
-    async fn tls(&self, tcp: TcpStream) -> Result<Stream, ImapError> {
-        let host = self.url.host.clone();
-        let config = self
-            .tls
-            .as_ref()
-            .map_err(|e| ImapError::Tls(host.clone(), e.clone()))?;
-        let name = rustls::pki_types::ServerName::try_from(host.clone())
-            .map_err(|e| ImapError::Tls(host.clone(), e.to_string()))?;
-        let tls = timed(TlsConnector::from(Arc::clone(config)).connect(name, tcp))
-            .await?
-            .map_err(|e| ImapError::Tls(host, e.to_string()))?;
-        Ok(Stream::Tls(Box::new(tls)))
-    }
-}
-
-/// What `harborlist check --mailbox` found.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct MailboxCheck {
-    /// `INBOX of user on host:port`.
-    pub mailbox: String,
-    /// Messages waiting in it.
-    pub messages: u32,
-    /// The server wakes harborlist on new mail (IDLE); without it, it looks every poll.
-    pub idle: bool,
-    /// The server moves messages in one step (MOVE); without it, copy and flag deleted.
-    pub moves: bool,
-}
-
-/// Logs in to `bounces.imap_url`, looks at the mailbox and logs out, changing nothing.
-pub async fn check_mailbox(url: ImapUrl) -> Result<MailboxCheck, ImapError> {
-    check_mailbox_trusting(url, crate::net::web_roots()).await
-}
-
-/// [`check_mailbox`], trusting `roots` only for TLS (the tests' own CA).
-pub async fn check_mailbox_trusting(
-    url: ImapUrl,
-    roots: rustls::RootCertStore,
-) -> Result<MailboxCheck, ImapError> {
-    let mailbox = Mailbox {
-        url,
-        tls: crate::net::client_config(roots),
-    };
-    let mut session = mailbox.login().await?;
-    let caps = timed(session.capabilities()).await??;
-    // EXAMINE, not SELECT: read-only, so not even \Recent changes.
-    let examined = timed(session.examine(&mailbox.url.mailbox))
-        .await?
-        .map_err(|e| ImapError::NoMailbox {
-            folder: mailbox.url.mailbox.clone(),
-            detail: e.to_string(),
-        })?;
-    let _ = timed(session.logout()).await;
-    Ok(MailboxCheck {
-        mailbox: mailbox.describe(),
-        messages: examined.exists,
-        idle: caps.has_str("IDLE"),
-        moves: caps.has_str("MOVE"),
-    })
-}
-
 /// 2 s, 4 s, 8 s … up to `bounces.poll`; a refused login waits at least a minute.
 fn pause(failures: u32, poll: Duration, error: &ImapError) -> Duration {
     let grown = FIRST_RETRY.saturating_mul(1 << failures.saturating_sub(1).min(16));
@@ -442,106 +321,6 @@ fn pause(failures: u32, poll: Duration, error: &ImapError) -> Duration {
     match error {
         ImapError::Login { .. } => pause.max(LOGIN_RETRY),
         _ => pause,
-    }
-}
-
-/// Messages whose reports are recorded, waiting to be moved together: one MOVE per
-/// folder for up to [`MOVE_BATCH`] messages, since on a large mailbox each MOVE costs the
-/// server about as much as a hundred messages' worth of reading.
-#[derive(Default)]
-struct Read {
-    reports: Vec<u32>,
-    others: Vec<u32>,
-}
-
-impl Read {
-    fn add(&mut self, uid: u32, was_report: bool) {
-        if was_report {
-            self.reports.push(uid);
-        } else {
-            self.others.push(uid);
-        }
-    }
-
-    fn len(&self) -> usize {
-        self.reports.len() + self.others.len()
-    }
-
-    /// Moves what was read to its folders and starts again.
-    async fn file(
-        &mut self,
-        session: &mut ImapSession,
-        caps: &Capabilities,
-        folders: &Folders,
-    ) -> Result<(), ImapError> {
-        for (uids, folder, label) in [
-            (&mut self.reports, &folders.done, "processed"),
-            (&mut self.others, &folders.unknown, "unknown"),
-        ] {
-            if uids.is_empty() {
-                continue;
-            }
-            let set = uids
-                .iter()
-                .map(u32::to_string)
-                .collect::<Vec<_>>()
-                .join(",");
-            move_messages(session, caps, &set, folder).await?;
-            metrics::counter!("harborlist_bounce_mailbox_messages_total", "folder" => label)
-                .increment(uids.len() as u64);
-            uids.clear();
-        }
-        Ok(())
-    }
-}
-
-/// The two folders read messages go to, as the server spells them.
-struct Folders {
-    done: String,
-    unknown: String,
-}
-
-/// `harborlist/processed` with the server's delimiter (`harborlist.processed` on a server
-/// whose folders are separated by dots).
-fn spelled(folder: &str, delimiter: &str) -> String {
-    folder.split('/').collect::<Vec<_>>().join(delimiter)
-}
-
-/// Moves the messages of a UID set: MOVE (RFC 6851) where offered; else COPY, then
-/// `\Deleted` and an expunge of those UIDs only (UIDPLUS), so no other message flagged
-/// deleted is touched.
-async fn move_messages(
-    session: &mut ImapSession,
-    caps: &Capabilities,
-    uid: &str,
-    folder: &str,
-) -> Result<(), ImapError> {
-    if caps.has_str("MOVE") {
-        return Ok(timed(session.uid_mv(&uid, folder)).await??);
-    }
-    timed(session.uid_copy(&uid, folder)).await??;
-    let _: Vec<_> = timed(session.uid_store(&uid, "+FLAGS.SILENT (\\Deleted)"))
-        .await??
-        .try_collect()
-        .await?;
-    if caps.has_str("UIDPLUS") {
-        let _: Vec<_> = timed(session.uid_expunge(&uid))
-            .await??
-            .try_collect()
-            .await?;
-    }
-    // Without UIDPLUS the copy stays flagged deleted in the mailbox until the owner's
-    // mail program expunges it; the search skips it meanwhile.
-    Ok(())
-}
-
-async fn greeting(client: &mut Client<Stream>) -> Result<(), ImapError> {
-    match timed(client.read_response()).await? {
-        Ok(Some(_)) => Ok(()),
-        Ok(None) => Err(ImapError::Protocol(
-            async_imap::error::Error::ConnectionLost,
-        )),
-        Err(e) => Err(ImapError::Protocol(e.into())),
     }
 }
 
@@ -554,13 +333,6 @@ async fn timed<F: std::future::Future>(f: F) -> Result<F::Output, ImapError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn folders_take_the_servers_delimiter() {
-        assert_eq!(spelled("harborlist/processed", "/"), "harborlist/processed");
-        assert_eq!(spelled("harborlist/processed", "."), "harborlist.processed");
-        assert_eq!(spelled("Bounces", "."), "Bounces");
-    }
 
     #[test]
     fn pauses_grow_to_the_poll_and_a_refused_login_waits_a_minute() {

@@ -77,23 +77,8 @@ impl World {
         let port = app.bounce_port.expect("bounces.listen is bound");
         let world = Self { app, clock, port };
         world.app.sink.wait_for(2 * SUBJECTS.len(), 30).await;
-        world.all_sent().await;
+        crate::helpers::all_sent(&world.app.store).await;
         world
-    }
-
-    /// Waits until every delivery is recorded as sent (PostgreSQL folds its sent log a
-    /// moment later), so a report matched by Message-ID finds it.
-    async fn all_sent(&self) {
-        eventually(30, "every delivery recorded as sent", || async {
-            let open: i64 = sqlx::query_scalar(
-                "SELECT COUNT(*) FROM deliveries WHERE state IN ('queued', 'sending')",
-            )
-            .fetch_one(self.app.store.pool())
-            .await
-            .expect("count");
-            (open == 0).then_some(())
-        })
-        .await;
     }
 
     /// What `email` got with `subject`.
@@ -366,7 +351,7 @@ async fn a_round_trip_makes_a_dead_address_bouncing_and_it_gets_no_more_list_mai
             .then_some(())
     })
     .await;
-    w.all_sent().await;
+    crate::helpers::all_sent(&w.app.store).await;
     assert!(
         !w.app
             .sink

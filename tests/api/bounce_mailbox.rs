@@ -82,21 +82,8 @@ impl World {
         }
         app.sink.wait_for(3, 30).await;
         let world = Self { app, dovecot };
-        world.all_sent().await;
+        crate::helpers::all_sent(&world.app.store).await;
         world
-    }
-
-    async fn all_sent(&self) {
-        eventually(30, "every delivery recorded as sent", || async {
-            let open: i64 = sqlx::query_scalar(
-                "SELECT COUNT(*) FROM deliveries WHERE state IN ('queued', 'sending')",
-            )
-            .fetch_one(self.app.store.pool())
-            .await
-            .expect("count");
-            (open == 0).then_some(())
-        })
-        .await;
     }
 
     fn delivered(&self, email: &str) -> Received {

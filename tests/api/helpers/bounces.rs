@@ -184,6 +184,21 @@ impl RawSmtp {
     }
 }
 
+/// Waits until every delivery is recorded as sent (PostgreSQL folds its sent log a
+/// moment later), so a report matched by Message-ID finds it.
+pub async fn all_sent(store: &Store) {
+    super::eventually(30, "every delivery recorded as sent", || async {
+        let open: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM deliveries WHERE state IN ('queued', 'sending')",
+        )
+        .fetch_one(store.pool())
+        .await
+        .expect("count");
+        (open == 0).then_some(())
+    })
+    .await;
+}
+
 /// (score, status) of a subscriber.
 pub async fn bounce_state(store: &Store, email: &str) -> (f64, String) {
     let row = sqlx::query("SELECT bounce_score, status FROM subscribers WHERE email_key = $1")

@@ -177,12 +177,7 @@ impl Dovecot {
 
 impl Drop for Dovecot {
     fn drop(&mut self) {
-        // SIGTERM lets the master stop its login and mail processes with it.
-        let _ = Command::new("kill")
-            .arg("-TERM")
-            .arg(self.child.id().to_string())
-            .status();
-        let _ = self.child.wait();
+        super::terminate(&mut self.child);
     }
 }
 

@@ -30,6 +30,16 @@ pub use registration::*;
 pub use relay::*;
 pub use sink::*;
 
+/// Stops a server the test started (Dovecot, nginx) with SIGTERM, so its master process
+/// takes its workers with it, and waits for it.
+pub fn terminate(child: &mut std::process::Child) {
+    let _ = std::process::Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status();
+    let _ = child.wait();
+}
+
 /// Runs an async test body once per backend, as two separate `#[tokio::test]`s.
 #[macro_export]
 macro_rules! both_backends {
